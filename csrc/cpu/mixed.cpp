@@ -1,0 +1,179 @@
+// CPU kernels of mixed_sum: one read of every input and one write of the output (forward); one read
+// of grad and the inputs, one write of every needed input gradient (backward).
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "mixed_common.h"
+
+namespace mednns_fast {
+namespace {
+
+// Work is split into chunks that never cross a row, so each chunk has one weight row. Chunks are a
+// fixed size, which keeps the weight-gradient reduction order (and result) independent of threads.
+constexpr int64_t kChunk = 1 << 15;
+// Inner blocks stay in L1 while every input streams through them.
+constexpr int64_t kBlock = 1024;
+// Independent partial sums let the compiler vectorise the dot product without reassociating.
+constexpr int64_t kLanes = 16;
+
+struct ChunkGrid {
+  int64_t rows, inner, per_row;
+  explicit ChunkGrid(const MixedSumLayout& l)
+      : rows(l.rows), inner(l.inner), per_row(std::max<int64_t>(1, (l.inner + kChunk - 1) / kChunk)) {}
+  int64_t count() const { return rows * per_row; }
+  int64_t row(int64_t c) const { return c / per_row; }
+  int64_t begin(int64_t c) const { return (c % per_row) * kChunk; }
+  int64_t end(int64_t c) const { return std::min(begin(c) + kChunk, inner); }
+};
+
+// Weights as a host array [rows or 1, K] in the accumulation type; NaN or infinite weights are refused.
+template <typename acc_t>
+std::vector<acc_t> host_weights(const at::Tensor& weights) {
+  check_finite(weights, "mixed_sum: weights");
+  at::Tensor w = weights.to(at::kDouble).contiguous();
+  const double* p = w.const_data_ptr<double>();
+  return std::vector<acc_t>(p, p + w.numel());
+}
+
+template <typename scalar_t>
+std::vector<const scalar_t*> input_pointers(const MixedSumLayout& l) {
+  std::vector<const scalar_t*> ptrs;
+  for (const auto& x : l.xs) ptrs.push_back(x.const_data_ptr<scalar_t>());
+  return ptrs;
+}
+
+template <typename scalar_t>
+void forward_kernel(const MixedSumLayout& l, const at::Tensor& weights, at::Tensor& out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const std::vector<acc_t> w = host_weights<acc_t>(weights);
+  const std::vector<const scalar_t*> xp = input_pointers<scalar_t>(l);
+  scalar_t* op = out.data_ptr<scalar_t>();
+  const ChunkGrid grid(l);
+  const int64_t K = l.K;
+  at::parallel_for(0, grid.count(), 1, [&](int64_t c0, int64_t c1) {
+    acc_t acc[kBlock];
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t r = grid.row(c);
+      const acc_t* wr = w.data() + (l.per_row_weights ? r * K : 0);
+      for (int64_t b = grid.begin(c); b < grid.end(c); b += kBlock) {
+        const int64_t n = std::min(kBlock, grid.end(c) - b);
+        bool first = true;
+        for (int64_t k = 0; k < K; ++k) {
+          const acc_t wk = wr[k];
+          if (wk == acc_t(0)) continue;  // pruned candidate: never read
+          const scalar_t* x = xp[k] + r * l.row_stride[k] + b;
+          if (first) {
+            for (int64_t i = 0; i < n; ++i) acc[i] = wk * static_cast<acc_t>(x[i]);
+            first = false;
+          } else {
+            for (int64_t i = 0; i < n; ++i) acc[i] += wk * static_cast<acc_t>(x[i]);
+          }
+        }
+        scalar_t* o = op + r * l.inner + b;
+        if (first) {
+          std::fill(o, o + n, scalar_t(0));
+        } else {
+          for (int64_t i = 0; i < n; ++i) o[i] = static_cast<scalar_t>(acc[i]);
+        }
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void backward_kernel(const at::Tensor& grad, const MixedSumLayout& l, const at::Tensor& weights,
+                     const std::vector<at::Tensor>& grad_xs, at::Tensor* grad_w) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const std::vector<acc_t> w = host_weights<acc_t>(weights);
+  const std::vector<const scalar_t*> xp = input_pointers<scalar_t>(l);
+  std::vector<scalar_t*> gxp;
+  for (const auto& t : grad_xs) gxp.push_back(t.defined() ? t.data_ptr<scalar_t>() : nullptr);
+  const scalar_t* gp = grad.const_data_ptr<scalar_t>();
+  const ChunkGrid grid(l);
+  const int64_t K = l.K;
+  // Per-chunk partial dot products, reduced in a fixed order afterwards.
+  std::vector<double> partial(grad_w ? grid.count() * K : 0, 0.0);
+  at::parallel_for(0, grid.count(), 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t r = grid.row(c);
+      const acc_t* wr = w.data() + (l.per_row_weights ? r * K : 0);
+      for (int64_t b = grid.begin(c); b < grid.end(c); b += kBlock) {
+        const int64_t n = std::min(kBlock, grid.end(c) - b);
+        const scalar_t* g = gp + r * l.inner + b;
+        for (int64_t k = 0; k < K; ++k) {
+          if (gxp[k]) {
+            const acc_t wk = wr[k];
+            scalar_t* gx = gxp[k] + r * l.inner + b;
+            for (int64_t i = 0; i < n; ++i) gx[i] = static_cast<scalar_t>(wk * static_cast<acc_t>(g[i]));
+          }
+          if (grad_w) {
+            const scalar_t* x = xp[k] + r * l.row_stride[k] + b;
+            acc_t lanes[kLanes] = {};
+            int64_t i = 0;
+            for (; i + kLanes <= n; i += kLanes)
+              for (int64_t j = 0; j < kLanes; ++j)
+                lanes[j] += static_cast<acc_t>(x[i + j]) * static_cast<acc_t>(g[i + j]);
+            for (; i < n; ++i) lanes[0] += static_cast<acc_t>(x[i]) * static_cast<acc_t>(g[i]);
+            double s = 0;
+            for (int64_t j = 0; j < kLanes; ++j) s += lanes[j];
+            partial[c * K + k] += s;
+          }
+        }
+      }
+    }
+  });
+  if (grad_w) {
+    const int64_t out_rows = l.per_row_weights ? l.rows : 1;
+    at::Tensor acc = at::zeros({out_rows, K}, at::kDouble);
+    double* a = acc.data_ptr<double>();
+    for (int64_t c = 0; c < grid.count(); ++c) {
+      const int64_t r = l.per_row_weights ? grid.row(c) : 0;
+      for (int64_t k = 0; k < K; ++k) a[r * K + k] += partial[c * K + k];
+    }
+    *grad_w = acc.to(weights.scalar_type()).view(weights.sizes());
+  }
+}
+
+at::Tensor mixed_sum_cpu(at::TensorList xs, const at::Tensor& weights) {
+  const MixedSumLayout l = mixed_sum_layout(xs, weights);
+  TORCH_CHECK_VALUE(l.xs[0].device().is_cpu(), "mixed_sum: CPU kernel called with ", l.xs[0].device());
+  at::Tensor out = at::empty(l.xs[0].sizes(), l.xs[0].options().memory_format(at::MemoryFormat::Contiguous));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, out.scalar_type(), "mixed_sum_cpu",
+                                  [&] { forward_kernel<scalar_t>(l, weights, out); });
+  return out;
+}
+
+std::tuple<std::vector<at::Tensor>, at::Tensor> mixed_sum_backward_cpu(
+    const at::Tensor& grad, at::TensorList xs, const at::Tensor& weights,
+    const c10::List<bool>& xs_need_grad, bool weights_need_grad) {
+  const MixedSumLayout l = mixed_sum_layout(xs, weights);
+  mixed_sum_backward_check(grad, l, xs_need_grad);
+  const at::Tensor g = grad.contiguous();
+  std::vector<at::Tensor> grad_xs;
+  for (int64_t k = 0; k < l.K; ++k)
+    grad_xs.push_back(xs_need_grad.get(k) ? at::empty(g.sizes(), g.options()) : at::Tensor());
+  at::Tensor grad_w;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, g.scalar_type(), "mixed_sum_backward_cpu", [&] {
+    backward_kernel<scalar_t>(g, l, weights, grad_xs, weights_need_grad ? &grad_w : nullptr);
+  });
+  // The schema returns tensors, never None: an empty tensor stands for "not requested".
+  for (auto& t : grad_xs)
+    if (!t.defined()) t = at::empty({0}, g.options());
+  if (!grad_w.defined()) grad_w = at::empty({0}, weights.options());
+  return {grad_xs, grad_w};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(mednns_fast, CPU, m) {
+  m.impl("mixed_sum", &mixed_sum_cpu);
+  m.impl("mixed_sum_backward", &mixed_sum_backward_cpu);
+}
+
+}  // namespace mednns_fast

@@ -1,0 +1,29 @@
+// Every schema of the mednns_fast op library, in one place. Kernels live in cpu/<family>.cpp and
+// cuda/<family>.cu and register themselves with TORCH_LIBRARY_IMPL.
+#include <torch/library.h>
+
+#ifdef MEDNNS_FAST_PYTHON_MODULE
+#include <Python.h>
+// `import mednns_fast._C` loads this library, which registers the ops; the module itself is empty.
+extern "C" PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+#endif
+
+TORCH_LIBRARY(mednns_fast, m) {
+  // ---- mixed operations -------------------------------------------------------------------
+  // out = sum_k weights[..., k] * xs[k]; weights is [K] or [B, K] (row b scales sample b).
+  m.def("mixed_sum(Tensor[] xs, Tensor weights) -> Tensor");
+  // grad_xs[k] = weights[..., k] * grad (only where xs_need_grad[k]; an empty tensor elsewhere),
+  // grad_weights[..., k] = <xs[k], grad> (an empty tensor unless weights_need_grad).
+  m.def(
+      "mixed_sum_backward(Tensor grad, Tensor[] xs, Tensor weights, bool[] xs_need_grad, "
+      "bool weights_need_grad) -> (Tensor[], Tensor)");
+
+  // ---- FID statistics and Frechet distances -----------------------------------------------
+  // (schemas added by the FID family)
+
+  // ---- Jensen-Shannon divergences ---------------------------------------------------------
+  // (schemas added by the JS family)
+}

@@ -1,0 +1,6 @@
+"""The public op API: `mf.ops.NAME`. Each op dispatches to the C++, Triton or reference path."""
+
+from ._backend import get_backend, set_backend, use_backend
+from .mixed import mixed_sum
+
+__all__ = ["get_backend", "set_backend", "use_backend", "mixed_sum"]

@@ -1,0 +1,43 @@
+"""Loads the compiled op library (mednns_fast._C) and records which kernels it registered.
+
+Everything here is computed once at import: torch.compile reads these tables without graph breaks.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+
+import torch
+
+LOAD_ERROR: Exception | None = None
+try:
+    importlib.import_module("mednns_fast._C")
+except ImportError as exc:  # the package still works through the reference and Triton backends
+    LOAD_ERROR = exc
+
+LOADED = LOAD_ERROR is None
+
+# Triton is optional: on CUDA tensors it runs on the GPU, on CPU tensors only under its interpreter.
+TRITON_AVAILABLE = importlib.util.find_spec("triton") is not None
+TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _has_kernel(op: str, key: str) -> bool:
+    name = f"mednns_fast::{op}"
+    return LOADED and torch._C._dispatch_has_kernel_for_dispatch_key(name, key)
+
+
+def registered_ops() -> list[str]:
+    """Names of every op in the mednns_fast namespace (schemas from csrc/ops.cpp)."""
+    if not LOADED:
+        return []
+    return sorted(s.name.split("::", 1)[1] for s in torch._C._jit_get_all_schemas()
+                  if s.name.startswith("mednns_fast::"))
+
+
+# (op, device type) -> whether the C++ library has a kernel for it
+CPP_KERNELS: dict[tuple[str, str], bool] = {
+    (op, dev): _has_kernel(op, dev.upper()) for op in registered_ops() for dev in ("cpu", "cuda")
+}

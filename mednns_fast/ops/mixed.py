@@ -1,0 +1,73 @@
+"""mixed_sum: the weighted sum of a DARTS edge's candidate outputs, in one pass.
+
+The C++ op (torch.ops.mednns_fast.mixed_sum) gets its autograd formula and fake kernel here, beside
+the public wrapper that picks the backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from . import _library, reference
+from ._backend import choose
+from ._checks import check_mixed_sum_args
+
+
+def mixed_sum(xs: Sequence[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
+    """Return ``sum_k weights[..., k] * xs[k]`` without stacking the inputs.
+
+    Args:
+        xs: K tensors of one shape ``[B, ...]``, one dtype (float32/float64/bfloat16/float16), one device.
+            Non-contiguous inputs are accepted (channel slices are read in place).
+        weights: ``[K]`` (one weight per candidate) or ``[B, K]`` (one row per sample), floating point,
+            finite. Candidates whose weight is exactly zero are not read.
+
+    Returns:
+        A contiguous tensor of the inputs' shape and dtype; half types accumulate in float32.
+    """
+    xs = list(xs)
+    if not isinstance(weights, torch.Tensor):
+        raise ValueError(f"mixed_sum: weights must be a tensor, got {type(weights).__name__}")
+    backend = choose("mixed_sum", weights.device, has_triton=False)
+    if backend == "reference":
+        return reference.mixed_sum(xs, weights)
+    return torch.ops.mednns_fast.mixed_sum(xs, weights)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    xs, weights = inputs
+    ctx.xs_need_grad = [x.requires_grad for x in xs]
+    ctx.weights_need_grad = weights.requires_grad
+    # xs are needed only for the weights' gradient: don't keep them alive otherwise.
+    ctx.save_for_backward(weights, *(xs if weights.requires_grad else ()))
+    ctx.num_xs = len(xs)
+
+
+def _backward(ctx, grad: torch.Tensor):
+    weights, *saved = ctx.saved_tensors
+    # Without a weights gradient the inputs' values are unused: pass the gradient as a stand-in.
+    xs = saved if saved else [grad] * ctx.num_xs
+    grad_xs, grad_w = torch.ops.mednns_fast.mixed_sum_backward(
+        grad, xs, weights, ctx.xs_need_grad, ctx.weights_need_grad
+    )
+    grad_xs = [g if need else None for g, need in zip(grad_xs, ctx.xs_need_grad)]
+    return grad_xs, (grad_w if ctx.weights_need_grad else None)
+
+
+if _library.LOADED:
+    torch.library.register_autograd("mednns_fast::mixed_sum", _backward, setup_context=_setup_context)
+
+    @torch.library.register_fake("mednns_fast::mixed_sum")
+    def _mixed_sum_fake(xs, weights):
+        check_mixed_sum_args(xs, weights)
+        return torch.empty(xs[0].shape, dtype=xs[0].dtype, device=xs[0].device)
+
+    @torch.library.register_fake("mednns_fast::mixed_sum_backward")
+    def _mixed_sum_backward_fake(grad, xs, weights, xs_need_grad, weights_need_grad):
+        check_mixed_sum_args(xs, weights)
+        grad_xs = [torch.empty_like(grad, memory_format=torch.contiguous_format) if need
+                   else grad.new_empty(0) for need in xs_need_grad]
+        grad_w = torch.empty_like(weights) if weights_need_grad else weights.new_empty(0)
+        return grad_xs, grad_w
