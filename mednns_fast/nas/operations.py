@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 DARTS_PRIMITIVES: tuple[str, ...] = (
@@ -94,8 +95,12 @@ class FactorizedReduce(nn.Module):
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(x)
-        return self.bn(torch.cat([self.conv1(x), self.conv2(x[:, :, 1:, 1:])], dim=1))
+        return self.reduce(self.relu(x))
+
+    def reduce(self, relu: torch.Tensor) -> torch.Tensor:
+        """The op after its ReLU. The offset branch is padded by one so odd sizes work too."""
+        shifted = F.pad(relu, (0, 1, 0, 1))[:, :, 1:, 1:]
+        return self.bn(torch.cat([self.conv1(relu), self.conv2(shifted)], dim=1))
 
 
 OPS: dict[str, Callable[[int, int, bool], nn.Module]] = {
