@@ -26,7 +26,7 @@ test: build
 	TRITON_INTERPRET=1 $(PY) -m pytest -m triton -q
 
 demo: build
-	$(PY) -m pytest benchmarks -q --benchmark-columns=min,median,mean,rounds --benchmark-sort=name
+	$(PY) -m pytest benchmarks/bench_*.py -q --benchmark-columns=min,median,mean,rounds --benchmark-sort=name
 
 # The CMake library for libtorch users and its ctest.
 test-cpp: setup
