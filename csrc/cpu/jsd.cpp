@@ -1,0 +1,282 @@
+// CPU kernels of the Jensen-Shannon family: js_divergence (row by row), js_pairwise (tiled, vectorised
+// over the columns of a tile), js_stability (a window mean per epoch and edge), and their backwards.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "cpu/vec_log.h"
+#include "jsd_common.h"
+
+namespace mednns_fast {
+namespace {
+
+using jsd::Row;
+
+// Rows handed to one task: enough entries that scheduling costs nothing next to the logs.
+int64_t row_grain(int64_t K) { return std::max<int64_t>(1, 4096 / K); }
+
+// ---- js_divergence ------------------------------------------------------------------------------
+
+at::Tensor js_divergence_cpu(const at::Tensor& p_in, const at::Tensor& q_in, bool from_logits) {
+  jsd::check_pair(p_in, q_in, "js_divergence", /*same_rows=*/true, from_logits);
+  const at::Tensor p = p_in.contiguous(), q = q_in.contiguous();
+  const int64_t rows = p.size(0), K = p.size(1);
+  at::Tensor out = at::empty({rows}, p.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, p.scalar_type(), "js_divergence_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* pp = p.const_data_ptr<scalar_t>();
+    const scalar_t* qp = q.const_data_ptr<scalar_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    at::parallel_for(0, rows, row_grain(K), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const Row<acc_t, scalar_t> pr(pp + r * K, K, 1, from_logits), qr(qp + r * K, K, 1, from_logits);
+        op[r] = static_cast<scalar_t>(jsd::row_js<acc_t>(pr, qr, K));
+      }
+    });
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> js_divergence_backward_cpu(const at::Tensor& grad, const at::Tensor& p_in,
+                                                             const at::Tensor& q_in, bool from_logits,
+                                                             bool p_needs_grad, bool q_needs_grad) {
+  jsd::check_pair(p_in, q_in, "js_divergence_backward", /*same_rows=*/true, from_logits);
+  jsd::check_grad(grad, "js_divergence_backward", p_in, {p_in.size(0)});
+  const at::Tensor p = p_in.contiguous(), q = q_in.contiguous(), g = grad.contiguous();
+  const int64_t rows = p.size(0), K = p.size(1);
+  at::Tensor gp = p_needs_grad ? at::empty_like(p) : at::empty({0}, p.options());
+  at::Tensor gq = q_needs_grad ? at::empty_like(q) : at::empty({0}, q.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, p.scalar_type(), "js_divergence_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* pp = p.const_data_ptr<scalar_t>();
+    const scalar_t* qp = q.const_data_ptr<scalar_t>();
+    const scalar_t* gptr = g.const_data_ptr<scalar_t>();
+    scalar_t* gpp = p_needs_grad ? gp.data_ptr<scalar_t>() : nullptr;
+    scalar_t* gqp = q_needs_grad ? gq.data_ptr<scalar_t>() : nullptr;
+    at::parallel_for(0, rows, row_grain(K), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const Row<acc_t, scalar_t> pr(pp + r * K, K, 1, from_logits), qr(qp + r * K, K, 1, from_logits);
+        jsd::row_js_backward(static_cast<acc_t>(gptr[r]), pr, qr, K, gpp ? gpp + r * K : nullptr, 1,
+                             gqp ? gqp + r * K : nullptr, 1);
+      }
+    });
+  });
+  return {gp, gq};
+}
+
+// ---- js_pairwise --------------------------------------------------------------------------------
+//
+// JS(p_i, q_j) = a_i + b_j - 1/2 sum_k s log s with s = p_ik + q_jk and the row constants
+// a_i = 1/2 (sum_k p_ik log p_ik + ln2 sum_k p_ik) (b_j likewise): one log per entry and pair instead of
+// two, and a loop over a tile's columns that vectorises. The price is cancellation between O(1) terms:
+// about K * eps absolute error (float32: ~1e-6), where js_divergence is accurate to a few ulps relative.
+
+constexpr int64_t kTileRows = 32;   // rows of p per task
+constexpr int64_t kTileCols = 512;  // columns of q per task: K x 512 values of q^T stay in L1/L2
+
+template <typename T>
+std::vector<T> row_constants(const at::Tensor& x) {  // x: [n, K] contiguous, values in T
+  const int64_t n = x.size(0), K = x.size(1);
+  const T* xp = x.const_data_ptr<T>();
+  std::vector<T> c(n);
+  at::parallel_for(0, n, row_grain(K), [&](int64_t r0, int64_t r1) {
+    // In double: these constants carry the cancellation.
+    for (int64_t r = r0; r < r1; ++r) c[r] = static_cast<T>(jsd::pairwise_row_constant<double>(xp + r * K, K));
+  });
+  return c;
+}
+
+// out[i, j] for rows [0, ni) of p and columns [0, nj) of the tile (qT: [K, ldq], already offset).
+template <typename T>
+MEDNNS_VEC_CLONES void pairwise_tile(const T* __restrict p, int64_t ni, int64_t K, const T* __restrict qT,
+                                     int64_t ldq, int64_t nj, const T* __restrict a, const T* __restrict b,
+                                     T* __restrict out, int64_t ldo) {
+  T acc[kTileCols];
+  const T hi = static_cast<T>(jsd::kLn2);
+  for (int64_t i = 0; i < ni; ++i) {
+    std::fill(acc, acc + nj, T(0));
+    for (int64_t k = 0; k < K; ++k) {
+      const T pv = p[i * K + k];
+      const T* __restrict qk = qT + k * ldq;
+#pragma omp simd
+      for (int64_t j = 0; j < nj; ++j) {
+        const T s = pv + qk[j];
+        acc[j] += s * vec::log(s);
+      }
+    }
+    T* __restrict o = out + i * ldo;
+    const T ai = a[i];
+#pragma omp simd
+    for (int64_t j = 0; j < nj; ++j) {
+      const T v = ai + b[j] - T(0.5) * acc[j];
+      o[j] = v < T(0) ? T(0) : (v > hi ? hi : v);
+    }
+  }
+}
+
+template <typename T>
+void pairwise_forward(const at::Tensor& p, const at::Tensor& q, at::Tensor& out) {
+  const int64_t N = p.size(0), M = q.size(0), K = p.size(1);
+  const std::vector<T> a = row_constants<T>(p), b = row_constants<T>(q);
+  const at::Tensor qT = q.t().contiguous();
+  const T* pp = p.const_data_ptr<T>();
+  const T* qTp = qT.const_data_ptr<T>();
+  T* op = out.data_ptr<T>();
+  const int64_t row_tiles = (N + kTileRows - 1) / kTileRows, col_tiles = (M + kTileCols - 1) / kTileCols;
+  at::parallel_for(0, row_tiles * col_tiles, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t i0 = (t / col_tiles) * kTileRows, j0 = (t % col_tiles) * kTileCols;
+      pairwise_tile<T>(pp + i0 * K, std::min(kTileRows, N - i0), K, qTp + j0, M,
+                       std::min(kTileCols, M - j0), a.data() + i0, b.data() + j0, op + i0 * M + j0, M);
+    }
+  });
+}
+
+// Gradient of sum_ij g_ij JS(x_i, y_j) with respect to x (the other side: swap x and y, transpose g):
+// grad_x[i, k] = 1/2 ((ln2 + log x_ik) G_i - sum_j g_ij log(x_ik + y_jk)), G_i = sum_j g_ij; 0 where
+// x_ik == 0 (the convention of jsd_common.h).
+template <typename T>
+MEDNNS_VEC_CLONES void side_grad_row(const T* __restrict x, int64_t K, const T* __restrict yT, int64_t m,
+                                     const T* __restrict g, T* __restrict out) {
+  T G = 0;
+#pragma omp simd reduction(+ : G)
+  for (int64_t j = 0; j < m; ++j) G += g[j];
+  for (int64_t k = 0; k < K; ++k) {
+    const T xv = x[k];
+    const T* __restrict yk = yT + k * m;
+    T S = 0;
+#pragma omp simd reduction(+ : S)
+    for (int64_t j = 0; j < m; ++j) S += g[j] * vec::log(xv + yk[j]);
+    out[k] = jsd::pairwise_side_grad<T>(xv, G, S);
+  }
+}
+
+template <typename T>
+void side_grad(const at::Tensor& x, const at::Tensor& y, const at::Tensor& g, at::Tensor& out) {
+  const int64_t n = x.size(0), m = y.size(0), K = x.size(1);
+  const at::Tensor yT = y.t().contiguous();
+  const T* xp = x.const_data_ptr<T>();
+  const T* yTp = yT.const_data_ptr<T>();
+  const T* gp = g.const_data_ptr<T>();
+  T* op = out.data_ptr<T>();
+  at::parallel_for(0, n, std::max<int64_t>(1, 65536 / std::max<int64_t>(1, m * K)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) side_grad_row<T>(xp + r * K, K, yTp, m, gp + r * m, op + r * K);
+  });
+}
+
+// The kernels run in float or double: half inputs are widened once (O((N + M) K), not per pair).
+at::ScalarType compute_type(const at::Tensor& t) {
+  return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+at::Tensor js_pairwise_cpu(const at::Tensor& p_in, const at::Tensor& q_in) {
+  jsd::check_pair(p_in, q_in, "js_pairwise", /*same_rows=*/false, /*from_logits=*/false);
+  const at::ScalarType ct = compute_type(p_in);
+  const at::Tensor p = p_in.to(ct).contiguous(), q = q_in.to(ct).contiguous();
+  at::Tensor out = at::empty({p.size(0), q.size(0)}, p.options());
+  if (out.numel() > 0) {
+    if (ct == at::kDouble) pairwise_forward<double>(p, q, out);
+    else pairwise_forward<float>(p, q, out);
+  }
+  return out.to(p_in.scalar_type());
+}
+
+std::tuple<at::Tensor, at::Tensor> js_pairwise_backward_cpu(const at::Tensor& grad, const at::Tensor& p_in,
+                                                           const at::Tensor& q_in, bool p_needs_grad,
+                                                           bool q_needs_grad) {
+  jsd::check_pair(p_in, q_in, "js_pairwise_backward", /*same_rows=*/false, /*from_logits=*/false);
+  jsd::check_grad(grad, "js_pairwise_backward", p_in, {p_in.size(0), q_in.size(0)});
+  const at::ScalarType ct = compute_type(p_in);
+  const at::Tensor p = p_in.to(ct).contiguous(), q = q_in.to(ct).contiguous();
+  const at::Tensor g = grad.to(ct).contiguous();
+  at::Tensor gp = at::empty({0}, p_in.options()), gq = at::empty({0}, q_in.options());
+  auto run = [&](const at::Tensor& x, const at::Tensor& y, const at::Tensor& gx) {
+    at::Tensor out = at::empty_like(x);
+    if (ct == at::kDouble) side_grad<double>(x, y, gx, out);
+    else side_grad<float>(x, y, gx, out);
+    return out.to(p_in.scalar_type());
+  };
+  if (p_needs_grad) gp = run(p, q, g);
+  if (q_needs_grad) gq = run(q, p, g.t().contiguous());
+  return {gp, gq};
+}
+
+// ---- js_stability -------------------------------------------------------------------------------
+
+// history [T, E, K] -> probabilities P [T, E, K] in acc_t (softmax of each row when from_logits).
+template <typename acc_t, typename scalar_t>
+std::vector<acc_t> stability_probs(const at::Tensor& h, bool from_logits) {
+  const int64_t rows = h.size(0) * h.size(1), K = h.size(2);
+  std::vector<acc_t> P(rows * K);
+  const scalar_t* hp = h.const_data_ptr<scalar_t>();
+  at::parallel_for(0, rows, row_grain(K), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) jsd::stability_probs_row<acc_t>(hp, P.data(), r, K, from_logits);
+  });
+  return P;
+}
+
+at::Tensor js_stability_cpu(const at::Tensor& history, int64_t window, bool from_logits) {
+  jsd::check_history(history, window, from_logits);
+  const at::Tensor h = history.contiguous();
+  const int64_t T = h.size(0), E = h.size(1), K = h.size(2);
+  at::Tensor out = at::empty({T, E}, h.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, h.scalar_type(), "js_stability_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const std::vector<acc_t> P = stability_probs<acc_t, scalar_t>(h, from_logits);
+    scalar_t* op = out.data_ptr<scalar_t>();
+    at::parallel_for(0, T * E, std::max<int64_t>(1, row_grain(K) / window), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r)
+        op[r] = static_cast<scalar_t>(jsd::stability_value(P.data(), r / E, r % E, E, K, window));
+    });
+  });
+  return out;
+}
+
+at::Tensor js_stability_backward_cpu(const at::Tensor& grad, const at::Tensor& history, int64_t window,
+                                     bool from_logits) {
+  jsd::check_history(history, window, from_logits);
+  const int64_t T = history.size(0), E = history.size(1), K = history.size(2);
+  jsd::check_grad(grad, "js_stability_backward", history, {T, E});
+  const at::Tensor h = history.contiguous(), g = grad.contiguous();
+  at::Tensor out = at::empty({T, E, K}, h.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, h.scalar_type(), "js_stability_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const std::vector<acc_t> P = stability_probs<acc_t, scalar_t>(h, from_logits);
+    // Per (t, e): the gradient of JS(P_t, mean) with respect to P_t ("self") and to the mean.
+    std::vector<acc_t> self(T * E * K), gmean(T * E * K);
+    const scalar_t* gp = g.const_data_ptr<scalar_t>();
+    at::parallel_for(0, T * E, std::max<int64_t>(1, row_grain(K) / window), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r)
+        jsd::stability_row_backward(static_cast<acc_t>(gp[r]), P.data(), self.data(), gmean.data(), r / E,
+                                    r % E, E, K, window);
+    });
+    // Per (s, e): collect the mean's gradient from the epochs whose window holds s, then softmax.
+    scalar_t* op = out.data_ptr<scalar_t>();
+    at::parallel_for(0, T * E, std::max<int64_t>(1, row_grain(K) / window), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r)
+        jsd::stability_gather_row(P.data(), self.data(), gmean.data(), op, r / E, r % E, T, E, K, window,
+                                  from_logits);
+    });
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(mednns_fast, CPU, m) {
+  m.impl("js_divergence", &js_divergence_cpu);
+  m.impl("js_divergence_backward", &js_divergence_backward_cpu);
+  m.impl("js_pairwise", &js_pairwise_cpu);
+  m.impl("js_pairwise_backward", &js_pairwise_backward_cpu);
+  m.impl("js_stability", &js_stability_cpu);
+  m.impl("js_stability_backward", &js_stability_backward_cpu);
+}
+
+}  // namespace mednns_fast

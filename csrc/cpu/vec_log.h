@@ -1,0 +1,86 @@
+// A natural log that the compiler vectorises (std::log is a library call it cannot vectorise without
+// -ffast-math), and a macro that compiles a function once per x86 vector width with runtime dispatch.
+//
+// log(x) = e ln2 + log(m), x = m 2^e with m in [sqrt(1/2), sqrt(2)); log(m) = 2 atanh(u) with
+// u = (m - 1) / (m + 1), |u| <= 0.172, from the odd series 2 (u + u^3/3 + u^5/5 + ...): 5 terms give
+// float32 to about 2e-7 relative, 11 terms double to about 4e-16. The argument is guarded: x >= 0 is
+// first increased by the smallest normal number (a no-op for every x > 2^24 * that), so log(0) is
+// finite and x * log(x) is exactly 0 at x = 0. Negative or non-finite x are not supported (the ops
+// reject them before any kernel runs).
+//
+// Written branch-free on purpose: bit manipulation and integer arithmetic only, so that GCC's
+// if-conversion (which refuses float compares and int->float conversions that "could trap") leaves a
+// straight-line loop body to vectorise.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+// Clones for AVX-512 / AVX2 / baseline, picked once at load time (GCC ifunc). Elsewhere: one version.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define MEDNNS_VEC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define MEDNNS_VEC_CLONES
+#endif
+
+namespace mednns_fast {
+namespace vec {
+
+template <typename T>
+struct FloatBits;
+template <>
+struct FloatBits<float> {
+  using U = uint32_t;
+  static constexpr int kMant = 23;
+  static constexpr int kBias = 127;
+  static constexpr U kSqrt2Mant = 0x3504f3u;  // mantissa bits of sqrt(2)
+};
+template <>
+struct FloatBits<double> {
+  using U = uint64_t;
+  static constexpr int kMant = 52;
+  static constexpr int kBias = 1023;
+  static constexpr U kSqrt2Mant = 0x6a09e667f3bcdull;
+};
+
+template <typename T>
+inline __attribute__((always_inline)) T log(T x) {
+  using B = FloatBits<T>;
+  using U = typename B::U;
+  constexpr int kMant = B::kMant;
+  constexpr int kTop = sizeof(U) * 8 - 1;
+  x += std::numeric_limits<T>::min();
+  U bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  const U mant = bits & ((U(1) << kMant) - 1);
+  // big = 1 when the mantissa exceeds sqrt(2): then m is halved and the exponent raised by one.
+  const U big = (B::kSqrt2Mant - mant) >> kTop;
+  const U one = static_cast<U>(B::kBias) << kMant;
+  const U m_bits = mant | (one - (big << kMant));
+  T m;
+  std::memcpy(&m, &m_bits, sizeof m);
+  // int32 exponent: int32 -> float/double converts in vector registers on every x86 level.
+  const int32_t e = static_cast<int32_t>((bits >> kMant) + big) - B::kBias;
+  const T u = (m - T(1)) / (m + T(1));
+  const T u2 = u * u;
+  T s;
+  if constexpr (sizeof(T) == 4) {
+    s = T(1) + u2 * (T(1.0 / 3) + u2 * (T(1.0 / 5) + u2 * (T(1.0 / 7) + u2 * T(1.0 / 9))));
+  } else {
+    s = T(1.0 / 19) + u2 * T(1.0 / 21);
+    s = T(1.0 / 17) + u2 * s;
+    s = T(1.0 / 15) + u2 * s;
+    s = T(1.0 / 13) + u2 * s;
+    s = T(1.0 / 11) + u2 * s;
+    s = T(1.0 / 9) + u2 * s;
+    s = T(1.0 / 7) + u2 * s;
+    s = T(1.0 / 5) + u2 * s;
+    s = T(1.0 / 3) + u2 * s;
+    s = T(1) + u2 * s;
+  }
+  return static_cast<T>(e) * T(0.693147180559945309417232121458176568) + T(2) * u * s;
+}
+
+}  // namespace vec
+}  // namespace mednns_fast
