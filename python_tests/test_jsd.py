@@ -128,7 +128,8 @@ def test_dim_and_broadcasting(backend):
     assert got.shape == (3, 5)
     for i in range(3):
         for j in range(5):
-            assert got[i, j].item() == pytest.approx(scipy_js(p[i, :, j].numpy(), q[0, :, j].numpy()), rel=1e-12)
+            expected = scipy_js(p[i, :, j].numpy(), q[0, :, j].numpy())
+            assert got[i, j].item() == pytest.approx(expected, rel=1e-12)
     # non-contiguous inputs (transposed) give the same values
     torch.testing.assert_close(mf.ops.js_divergence(p.transpose(1, 2), q.transpose(1, 2)), got)
 
@@ -247,8 +248,8 @@ def test_gradient_convention_at_zeros():
             torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
     # explicit values on one row: p = (1, 0), q = (0, 1) -> dJS/dp = (1/2 log 2, 0)
     p1 = torch.tensor([[1.0, 0.0]], dtype=torch.float64, requires_grad=True)
-    (gp,) = torch.autograd.grad(mf.ops.js_divergence(p1, torch.tensor([[0.0, 1.0]], dtype=torch.float64)).sum(),
-                                (p1,))
+    q1 = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
+    (gp,) = torch.autograd.grad(mf.ops.js_divergence(p1, q1).sum(), (p1,))
     torch.testing.assert_close(gp, torch.tensor([[0.5 * LN2, 0.0]], dtype=torch.float64))
     # masked (-inf) logits get exactly zero gradient
     h = torch.randn(9, 2, 5, generator=gen, dtype=torch.float64)
@@ -266,13 +267,14 @@ def test_opcheck():
     p, q = positive((6, 5), gen), positive((4, 5), gen)
     ops = torch.ops.mednns_fast
     torch.library.opcheck(ops.js_divergence.default, (p, q[:1].expand(6, 5).contiguous(), False))
-    torch.library.opcheck(ops.js_divergence.default, (torch.randn(3, 5, dtype=torch.float64, requires_grad=True),
-                                                      torch.randn(3, 5, dtype=torch.float64), True))
+    logits = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(ops.js_divergence.default, (logits, torch.randn(3, 5, dtype=torch.float64), True))
     torch.library.opcheck(ops.js_pairwise.default, (p, q))
     h = torch.randn(8, 3, 4, dtype=torch.float64, requires_grad=True)
     torch.library.opcheck(ops.js_stability.default, (h, 3, True))
     g = torch.rand(6, dtype=torch.float64)
-    torch.library.opcheck(ops.js_divergence_backward.default, (g, p.detach(), p.detach().flip(0), False, True, True))
+    torch.library.opcheck(ops.js_divergence_backward.default,
+                          (g, p.detach(), p.detach().flip(0), False, True, True))
     torch.library.opcheck(ops.js_pairwise_backward.default,
                           (torch.rand(6, 4, dtype=torch.float64), p.detach(), q.detach(), True, False))
     torch.library.opcheck(ops.js_stability_backward.default,
