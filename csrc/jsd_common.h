@@ -189,8 +189,9 @@ C10_HOST_DEVICE inline acc_t stability_value(const acc_t* P, int64_t t, int64_t 
 
 // Backward, step 1, per (t, e): self[t, e] = g dJS/dP_t and gmean[t, e] = g dJS/dmean (0 when t < window).
 template <typename acc_t>
-C10_HOST_DEVICE inline void stability_row_backward(acc_t g, const acc_t* P, acc_t* self, acc_t* gmean, int64_t t,
-                                                   int64_t e, int64_t E, int64_t K, int64_t window) {
+C10_HOST_DEVICE inline void stability_row_backward(acc_t g, const acc_t* P, acc_t* self, acc_t* gmean,
+                                                   int64_t t, int64_t e, int64_t E, int64_t K,
+                                                   int64_t window) {
   const int64_t r = t * E + e;
   if (t < window) {
     for (int64_t k = 0; k < K; ++k) self[r * K + k] = gmean[r * K + k] = acc_t(0);
@@ -205,9 +206,9 @@ C10_HOST_DEVICE inline void stability_row_backward(acc_t g, const acc_t* P, acc_
 // every epoch t in [s + 1, s + window] (those whose window holds s); then through the softmax.
 // Overwrites self[s, e] with the probability gradient.
 template <typename acc_t, typename scalar_t>
-C10_HOST_DEVICE inline void stability_gather_row(const acc_t* P, acc_t* self, const acc_t* gmean, scalar_t* out,
-                                                 int64_t s, int64_t e, int64_t T, int64_t E, int64_t K,
-                                                 int64_t window, bool from_logits) {
+C10_HOST_DEVICE inline void stability_gather_row(const acc_t* P, acc_t* self, const acc_t* gmean,
+                                                 scalar_t* out, int64_t s, int64_t e, int64_t T, int64_t E,
+                                                 int64_t K, int64_t window, bool from_logits) {
   const int64_t r = s * E + e;
   const int64_t t0 = s + 1 > window ? s + 1 : window, t1 = s + window < T - 1 ? s + window : T - 1;
   acc_t dot = acc_t(0);

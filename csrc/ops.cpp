@@ -21,6 +21,17 @@ TORCH_LIBRARY(mednns_fast, m) {
       "mixed_sum_backward(Tensor grad, Tensor[] xs, Tensor weights, bool[] xs_need_grad, "
       "bool weights_need_grad) -> (Tensor[], Tensor)");
 
+  // Depthwise convolutions of several candidates in one pass (the fused MixedOp's first stages).
+  // weights[j] is [C, 1, k_j, k_j] (k_j odd), padding d_j * (k_j - 1) / 2 keeps every output one size.
+  // shared_input: every candidate reads x [N, C, H, W]; else candidate j reads channels [j*C, (j+1)*C)
+  // of x [N, J*C, H, W]. Output [N, J*C, Ho, Wo], candidate-major.
+  m.def(
+      "multi_depthwise_conv2d(Tensor x, Tensor[] weights, int[] dilations, int stride, bool shared_input) "
+      "-> Tensor");
+  m.def(
+      "multi_depthwise_conv2d_backward(Tensor grad, Tensor x, Tensor[] weights, int[] dilations, int stride, "
+      "bool shared_input, bool x_needs_grad, bool weights_need_grad) -> (Tensor, Tensor[])");
+
   // ---- FID statistics and Frechet distances -----------------------------------------------
   // (schemas added by the FID family)
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cpu/vec_log.h"
+#include "cpu/vectorize.h"
 #include "jsd_common.h"
 
 namespace mednns_fast {
@@ -53,7 +54,8 @@ std::tuple<at::Tensor, at::Tensor> js_divergence_backward_cpu(const at::Tensor& 
   const int64_t rows = p.size(0), K = p.size(1);
   at::Tensor gp = p_needs_grad ? at::empty_like(p) : at::empty({0}, p.options());
   at::Tensor gq = q_needs_grad ? at::empty_like(q) : at::empty({0}, q.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, p.scalar_type(), "js_divergence_backward_cpu", [&] {
+  const auto type = p.scalar_type();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, type, "js_divergence_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* pp = p.const_data_ptr<scalar_t>();
     const scalar_t* qp = q.const_data_ptr<scalar_t>();
@@ -88,16 +90,18 @@ std::vector<T> row_constants(const at::Tensor& x) {  // x: [n, K] contiguous, va
   std::vector<T> c(n);
   at::parallel_for(0, n, row_grain(K), [&](int64_t r0, int64_t r1) {
     // In double: these constants carry the cancellation.
-    for (int64_t r = r0; r < r1; ++r) c[r] = static_cast<T>(jsd::pairwise_row_constant<double>(xp + r * K, K));
+    for (int64_t r = r0; r < r1; ++r)
+      c[r] = static_cast<T>(jsd::pairwise_row_constant<double>(xp + r * K, K));
   });
   return c;
 }
 
 // out[i, j] for rows [0, ni) of p and columns [0, nj) of the tile (qT: [K, ldq], already offset).
 template <typename T>
-MEDNNS_VEC_CLONES void pairwise_tile(const T* __restrict p, int64_t ni, int64_t K, const T* __restrict qT,
-                                     int64_t ldq, int64_t nj, const T* __restrict a, const T* __restrict b,
-                                     T* __restrict out, int64_t ldo) {
+MEDNNS_FAST_MULTIVERSION void pairwise_tile(const T* __restrict p, int64_t ni, int64_t K,
+                                            const T* __restrict qT, int64_t ldq, int64_t nj,
+                                            const T* __restrict a, const T* __restrict b, T* __restrict out,
+                                            int64_t ldo) {
   T acc[kTileCols];
   const T hi = static_cast<T>(jsd::kLn2);
   for (int64_t i = 0; i < ni; ++i) {
@@ -143,8 +147,8 @@ void pairwise_forward(const at::Tensor& p, const at::Tensor& q, at::Tensor& out)
 // grad_x[i, k] = 1/2 ((ln2 + log x_ik) G_i - sum_j g_ij log(x_ik + y_jk)), G_i = sum_j g_ij; 0 where
 // x_ik == 0 (the convention of jsd_common.h).
 template <typename T>
-MEDNNS_VEC_CLONES void side_grad_row(const T* __restrict x, int64_t K, const T* __restrict yT, int64_t m,
-                                     const T* __restrict g, T* __restrict out) {
+MEDNNS_FAST_MULTIVERSION void side_grad_row(const T* __restrict x, int64_t K, const T* __restrict yT,
+                                            int64_t m, const T* __restrict g, T* __restrict out) {
   T G = 0;
 #pragma omp simd reduction(+ : G)
   for (int64_t j = 0; j < m; ++j) G += g[j];
@@ -166,7 +170,8 @@ void side_grad(const at::Tensor& x, const at::Tensor& y, const at::Tensor& g, at
   const T* yTp = yT.const_data_ptr<T>();
   const T* gp = g.const_data_ptr<T>();
   T* op = out.data_ptr<T>();
-  at::parallel_for(0, n, std::max<int64_t>(1, 65536 / std::max<int64_t>(1, m * K)), [&](int64_t r0, int64_t r1) {
+  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, m * K));
+  at::parallel_for(0, n, grain, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) side_grad_row<T>(xp + r * K, K, yTp, m, gp + r * m, op + r * K);
   });
 }
@@ -246,7 +251,8 @@ at::Tensor js_stability_backward_cpu(const at::Tensor& grad, const at::Tensor& h
   jsd::check_grad(grad, "js_stability_backward", history, {T, E});
   const at::Tensor h = history.contiguous(), g = grad.contiguous();
   at::Tensor out = at::empty({T, E, K}, h.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, h.scalar_type(), "js_stability_backward_cpu", [&] {
+  const auto type = h.scalar_type();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, type, "js_stability_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const std::vector<acc_t> P = stability_probs<acc_t, scalar_t>(h, from_logits);
     // Per (t, e): the gradient of JS(P_t, mean) with respect to P_t ("self") and to the mean.

@@ -1,5 +1,5 @@
 // A natural log that the compiler vectorises (std::log is a library call it cannot vectorise without
-// -ffast-math), and a macro that compiles a function once per x86 vector width with runtime dispatch.
+// -ffast-math); use it in loops compiled with MEDNNS_FAST_MULTIVERSION (cpu/vectorize.h).
 //
 // log(x) = e ln2 + log(m), x = m 2^e with m in [sqrt(1/2), sqrt(2)); log(m) = 2 atanh(u) with
 // u = (m - 1) / (m + 1), |u| <= 0.172, from the odd series 2 (u + u^3/3 + u^5/5 + ...): 5 terms give
@@ -16,13 +16,6 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
-
-// Clones for AVX-512 / AVX2 / baseline, picked once at load time (GCC ifunc). Elsewhere: one version.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define MEDNNS_VEC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define MEDNNS_VEC_CLONES
-#endif
 
 namespace mednns_fast {
 namespace vec {

@@ -34,9 +34,10 @@ __global__ void js_divergence_kernel(const scalar_t* __restrict__ p, const scala
 }
 
 template <typename scalar_t, typename acc_t>
-__global__ void js_divergence_backward_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ p,
-                                              const scalar_t* __restrict__ q, scalar_t* gp, scalar_t* gq,
-                                              int64_t rows, int64_t K, bool logits) {
+__global__ void js_divergence_backward_kernel(const scalar_t* __restrict__ grad,
+                                              const scalar_t* __restrict__ p, const scalar_t* __restrict__ q,
+                                              scalar_t* gp, scalar_t* gq, int64_t rows, int64_t K,
+                                              bool logits) {
   const int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (r >= rows) return;
   const Row<acc_t, scalar_t> pr(p + r * K, K, 1, logits), qr(q + r * K, K, 1, logits);
@@ -72,7 +73,8 @@ std::tuple<at::Tensor, at::Tensor> js_divergence_backward_cuda(const at::Tensor&
   at::Tensor gp = p_needs_grad ? at::empty_like(p) : at::empty({0}, p.options());
   at::Tensor gq = q_needs_grad ? at::empty_like(q) : at::empty({0}, q.options());
   if (rows == 0 || !(p_needs_grad || q_needs_grad)) return {gp, gq};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, p.scalar_type(), "js_divergence_backward_cuda", [&] {
+  const auto type = p.scalar_type();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, type, "js_divergence_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     js_divergence_backward_kernel<scalar_t, acc_t><<<blocks_for(rows), kThreads, 0, stream()>>>(
         g.const_data_ptr<scalar_t>(), p.const_data_ptr<scalar_t>(), q.const_data_ptr<scalar_t>(),
@@ -98,7 +100,8 @@ __global__ void row_constants_kernel(const T* __restrict__ x, T* __restrict__ c,
 
 template <typename T>
 __global__ void pairwise_kernel(const T* __restrict__ p, const T* __restrict__ q, const T* __restrict__ a,
-                                const T* __restrict__ b, T* __restrict__ out, int64_t N, int64_t M, int64_t K) {
+                                const T* __restrict__ b, T* __restrict__ out, int64_t N, int64_t M,
+                                int64_t K) {
   // Transposed tiles ([k][row]): a warp reads consecutive rows of one k, no bank conflicts.
   __shared__ T ps[kChunk][kTile + 1];
   __shared__ T qs[kChunk][kTile + 1];
@@ -152,7 +155,8 @@ __global__ void pairwise_kernel(const T* __restrict__ p, const T* __restrict__ q
 // threads of a warp share i, so g's entries are broadcast and y's rows read contiguously.
 template <typename T>
 __global__ void side_grad_kernel(const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ g,
-                                 const T* __restrict__ G, T* __restrict__ out, int64_t n, int64_t m, int64_t K) {
+                                 const T* __restrict__ G, T* __restrict__ out, int64_t n, int64_t m,
+                                 int64_t K) {
   const int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (idx >= n * K) return;
   const int64_t i = idx / K, k = idx % K;
@@ -229,8 +233,8 @@ __global__ void stability_probs_kernel(const scalar_t* __restrict__ h, acc_t* __
 }
 
 template <typename scalar_t, typename acc_t>
-__global__ void stability_kernel(const acc_t* __restrict__ P, scalar_t* __restrict__ out, int64_t T, int64_t E,
-                                 int64_t K, int64_t window) {
+__global__ void stability_kernel(const acc_t* __restrict__ P, scalar_t* __restrict__ out, int64_t T,
+                                 int64_t E, int64_t K, int64_t window) {
   const int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (r < T * E) out[r] = static_cast<scalar_t>(jsd::stability_value(P, r / E, r % E, E, K, window));
 }
@@ -246,8 +250,8 @@ __global__ void stability_backward_kernel(const scalar_t* __restrict__ g, const 
 
 template <typename scalar_t, typename acc_t>
 __global__ void stability_gather_kernel(const acc_t* __restrict__ P, acc_t* __restrict__ self,
-                                        const acc_t* __restrict__ gmean, scalar_t* __restrict__ out, int64_t T,
-                                        int64_t E, int64_t K, int64_t window, bool logits) {
+                                        const acc_t* __restrict__ gmean, scalar_t* __restrict__ out,
+                                        int64_t T, int64_t E, int64_t K, int64_t window, bool logits) {
   const int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (r < T * E) jsd::stability_gather_row(P, self, gmean, out, r / E, r % E, T, E, K, window, logits);
 }
@@ -281,7 +285,8 @@ at::Tensor js_stability_backward_cuda(const at::Tensor& grad, const at::Tensor& 
   const at::Tensor h = history.contiguous(), g = grad.contiguous();
   at::Tensor out = at::empty({T, E, K}, h.options());
   if (rows == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, h.scalar_type(), "js_stability_backward_cuda", [&] {
+  const auto type = h.scalar_type();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, type, "js_stability_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto acc_options = h.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
     at::Tensor P = at::empty({rows, K}, acc_options);

@@ -41,6 +41,21 @@ def mixed_sum(xs: Sequence[torch.Tensor], weights: torch.Tensor) -> torch.Tensor
     return torch.stack(terms).sum(0).to(xs[0].dtype)
 
 
+def multi_depthwise_conv2d(x: torch.Tensor, weights: Sequence[torch.Tensor], dilations: Sequence[int],
+                           stride: int = 1, shared_input: bool = True) -> torch.Tensor:
+    """J depthwise convolutions, "same" padding d*(k-1)/2, outputs concatenated candidate-major.
+
+    x: [N, C, H, W] (shared_input) or [N, J*C, H, W]; weights[j]: [C, 1, k_j, k_j]. Returns [N, J*C, Ho, Wo].
+    """
+    C = weights[0].shape[0]
+    outs = []
+    for j, (w, d) in enumerate(zip(weights, dilations)):
+        xin = x if shared_input else x[:, j * C:(j + 1) * C]
+        pad = d * (w.shape[-1] - 1) // 2
+        outs.append(torch.nn.functional.conv2d(xin, w, stride=stride, padding=pad, dilation=d, groups=C))
+    return torch.cat(outs, dim=1)
+
+
 # ---- Jensen-Shannon divergence --------------------------------------------------------------------
 
 _LN2 = math.log(2.0)
