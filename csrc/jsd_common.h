@@ -228,24 +228,24 @@ C10_HOST_DEVICE inline void stability_gather_row(const acc_t* P, acc_t* self, co
 // ---- host-side argument checks -------------------------------------------------------------------
 
 // Probabilities must be finite and >= 0; logits may hold -inf (probability 0) but not NaN or +inf,
-// and every row (last dim) needs one finite logit. One host sync for all checks.
+// and every row (last dim) needs one finite logit. One reduction pass and one host sync: the min and max
+// (NaN propagates into both) of probabilities, the row maxima of logits.
 inline void check_values(const at::Tensor& t, const char* name, bool from_logits) {
   if (t.numel() == 0) return;
-  at::Tensor bad;
   if (from_logits) {
-    const at::Tensor nan_or_posinf = at::logical_or(at::isnan(t), at::isposinf(t)).any();
-    const at::Tensor empty_row = at::isneginf(t).all(-1).any();
-    bad = at::stack({nan_or_posinf, empty_row}).cpu();
-    const bool* b = bad.const_data_ptr<bool>();
+    const at::Tensor row_max = t.amax(-1);
+    const at::Tensor bad_entry = at::logical_or(at::isnan(row_max), at::isposinf(row_max)).any();
+    const at::Tensor flags = at::stack({bad_entry, at::isneginf(row_max).any()}).cpu();
+    const bool* b = flags.const_data_ptr<bool>();
     TORCH_CHECK_VALUE(!b[0], name, " (logits) must not contain NaN or +inf");
     TORCH_CHECK_VALUE(!b[1], name, " (logits) has a row whose every entry is -inf (an empty distribution)");
   } else {
-    const at::Tensor nonfinite = at::logical_not(at::isfinite(t)).any();
-    const at::Tensor negative = (t < 0).any();
-    bad = at::stack({nonfinite, negative}).cpu();
-    const bool* b = bad.const_data_ptr<bool>();
-    TORCH_CHECK_VALUE(!b[0], name, " (probabilities) must be finite but contains NaN or infinity");
-    TORCH_CHECK_VALUE(!b[1], name, " (probabilities) must be non-negative but has negative entries");
+    const auto [lo, hi] = at::aminmax(t);
+    const at::Tensor range = at::stack({lo, hi}).to(at::kDouble).cpu();
+    const double* r = range.const_data_ptr<double>();
+    TORCH_CHECK_VALUE(std::isfinite(r[0]) && std::isfinite(r[1]), name,
+                      " (probabilities) must be finite but contains NaN or infinity");
+    TORCH_CHECK_VALUE(r[0] >= 0, name, " (probabilities) must be non-negative but has negative entries");
   }
 }
 

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/vec_log.h"
@@ -20,10 +21,85 @@ namespace {
 
 using jsd::Row;
 
-// Rows handed to one task: enough entries that scheduling costs nothing next to the logs.
-int64_t row_grain(int64_t K) { return std::max<int64_t>(1, 4096 / K); }
+// Rows handed to one task: enough entries (32k) that waking a thread costs nothing next to the work.
+int64_t row_grain(int64_t K) { return std::max<int64_t>(1, 32768 / K); }
 
 // ---- js_divergence ------------------------------------------------------------------------------
+//
+// Entries are processed in vectorised runs: t = s h(d) / 4 (jsd_common.h) with both branches of h
+// computed branch-free and one selected: the series sum_m d^2m / (m (2m - 1)) for |d| < 1/4 (12 terms:
+// the first dropped one is below 2e-17 relative there), else (1 + d) log1p(d) + (1 - d) log1p(-d)
+// through vec::log, which cancels by at most a factor 4.5 at |d| = 1/4. Rows are then summed, clamped.
+
+// log1p(d) = log(u) + (d - (u - 1)) / u to first order, u = fl(1 + d): the second term puts back what
+// rounding 1 + d lost (u - 1 is exact). Finite everywhere (d = -1: 0 / tiny), so it can be computed for
+// every entry and selected afterwards.
+template <typename T>
+inline __attribute__((always_inline)) T log1p_vec(T d) {
+  const T u = T(1) + d;
+  return vec::log(u) + (d - (u - T(1))) / (u + std::numeric_limits<T>::min());
+}
+
+constexpr int kSeriesTerms = 12;
+
+template <typename T>
+MEDNNS_FAST_MULTIVERSION void entry_terms(const T* __restrict p, const T* __restrict q, T* __restrict out,
+                                          int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const T s = p[i] + q[i];
+    const T d = (p[i] - q[i]) / (s + std::numeric_limits<T>::min());  // s == 0: d = 0, term 0
+    const T x = d * d;
+    T series = T(0);
+    for (int m = kSeriesTerms; m >= 1; --m) series = T(1) / T(m * (2 * m - 1)) + x * series;
+    series *= x;
+    // 0 log 0 = 0: at d = -1 the first product is 0 * finite (vec::log is guarded), likewise at d = 1.
+    const T logs = (T(1) + d) * log1p_vec(d) + (T(1) - d) * log1p_vec(-d);
+    out[i] = s * vec::select_below(x, T(0.0625), series, logs) * T(0.25);
+  }
+}
+
+// Rows [r0, r1) of js_divergence: distributions read (and softmaxed) into acc_t runs, then entry_terms.
+template <typename scalar_t, typename acc_t>
+void divergence_rows(const scalar_t* p, const scalar_t* q, scalar_t* out, int64_t r0, int64_t r1, int64_t K,
+                     bool from_logits) {
+  constexpr int64_t kRun = 4096;  // entries per vectorised run
+  const int64_t rows_per_run = std::max<int64_t>(1, kRun / K);
+  std::vector<acc_t> pb, qb, terms(rows_per_run * K);
+  // float and double probabilities are read in place; logits and half types go through a buffer
+  const bool in_place = std::is_same_v<scalar_t, acc_t> && !from_logits;
+  if (!in_place) {
+    pb.resize(rows_per_run * K);
+    qb.resize(rows_per_run * K);
+  }
+  for (int64_t c0 = r0; c0 < r1; c0 += rows_per_run) {
+    const int64_t n = std::min(rows_per_run, r1 - c0);
+    const acc_t* pp = nullptr;
+    const acc_t* qp = nullptr;
+    if constexpr (std::is_same_v<scalar_t, acc_t>) {
+      pp = p + c0 * K;
+      qp = q + c0 * K;
+    }
+    if (!in_place) {
+      for (int64_t r = 0; r < n; ++r) {
+        const Row<acc_t, scalar_t> pr(p + (c0 + r) * K, K, 1, from_logits);
+        const Row<acc_t, scalar_t> qr(q + (c0 + r) * K, K, 1, from_logits);
+        for (int64_t k = 0; k < K; ++k) {
+          pb[r * K + k] = pr[k];
+          qb[r * K + k] = qr[k];
+        }
+      }
+      pp = pb.data();
+      qp = qb.data();
+    }
+    entry_terms<acc_t>(pp, qp, terms.data(), n * K);
+    for (int64_t r = 0; r < n; ++r) {
+      acc_t sum = 0;
+      for (int64_t k = 0; k < K; ++k) sum += terms[r * K + k];
+      out[c0 + r] = static_cast<scalar_t>(jsd::clamp_js(sum));
+    }
+  }
+}
 
 at::Tensor js_divergence_cpu(const at::Tensor& p_in, const at::Tensor& q_in, bool from_logits) {
   jsd::check_pair(p_in, q_in, "js_divergence", /*same_rows=*/true, from_logits);
@@ -36,10 +112,7 @@ at::Tensor js_divergence_cpu(const at::Tensor& p_in, const at::Tensor& q_in, boo
     const scalar_t* qp = q.const_data_ptr<scalar_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
     at::parallel_for(0, rows, row_grain(K), [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        const Row<acc_t, scalar_t> pr(pp + r * K, K, 1, from_logits), qr(qp + r * K, K, 1, from_logits);
-        op[r] = static_cast<scalar_t>(jsd::row_js<acc_t>(pr, qr, K));
-      }
+      divergence_rows<scalar_t, acc_t>(pp, qp, op, r0, r1, K, from_logits);
     });
   });
   return out;
@@ -215,6 +288,12 @@ std::tuple<at::Tensor, at::Tensor> js_pairwise_backward_cpu(const at::Tensor& gr
 
 // ---- js_stability -------------------------------------------------------------------------------
 
+// (epoch, edge) rows per task. A DARTS cell's history (200 x 14 x 8) is a fraction of a millisecond of
+// work: it stays on one thread, where waking others (on a busy machine) costs more than it saves.
+int64_t stability_grain(int64_t K, int64_t window) {
+  return std::max<int64_t>(1, (int64_t{1} << 18) / (K * (window + 1)));
+}
+
 // history [T, E, K] -> probabilities P [T, E, K] in acc_t (softmax of each row when from_logits).
 template <typename acc_t, typename scalar_t>
 std::vector<acc_t> stability_probs(const at::Tensor& h, bool from_logits) {
@@ -236,7 +315,7 @@ at::Tensor js_stability_cpu(const at::Tensor& history, int64_t window, bool from
     using acc_t = at::opmath_type<scalar_t>;
     const std::vector<acc_t> P = stability_probs<acc_t, scalar_t>(h, from_logits);
     scalar_t* op = out.data_ptr<scalar_t>();
-    at::parallel_for(0, T * E, std::max<int64_t>(1, row_grain(K) / window), [&](int64_t r0, int64_t r1) {
+    at::parallel_for(0, T * E, stability_grain(K, window), [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r)
         op[r] = static_cast<scalar_t>(jsd::stability_value(P.data(), r / E, r % E, E, K, window));
     });
@@ -258,14 +337,14 @@ at::Tensor js_stability_backward_cpu(const at::Tensor& grad, const at::Tensor& h
     // Per (t, e): the gradient of JS(P_t, mean) with respect to P_t ("self") and to the mean.
     std::vector<acc_t> self(T * E * K), gmean(T * E * K);
     const scalar_t* gp = g.const_data_ptr<scalar_t>();
-    at::parallel_for(0, T * E, std::max<int64_t>(1, row_grain(K) / window), [&](int64_t r0, int64_t r1) {
+    at::parallel_for(0, T * E, stability_grain(K, window), [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r)
         jsd::stability_row_backward(static_cast<acc_t>(gp[r]), P.data(), self.data(), gmean.data(), r / E,
                                     r % E, E, K, window);
     });
     // Per (s, e): collect the mean's gradient from the epochs whose window holds s, then softmax.
     scalar_t* op = out.data_ptr<scalar_t>();
-    at::parallel_for(0, T * E, std::max<int64_t>(1, row_grain(K) / window), [&](int64_t r0, int64_t r1) {
+    at::parallel_for(0, T * E, stability_grain(K, window), [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r)
         jsd::stability_gather_row(P.data(), self.data(), gmean.data(), op, r / E, r % E, T, E, K, window,
                                   from_logits);

@@ -75,5 +75,22 @@ inline __attribute__((always_inline)) T log(T x) {
   return static_cast<T>(e) * T(0.693147180559945309417232121458176568) + T(2) * u * s;
 }
 
+// x < limit ? a : b for x, limit >= 0 (not NaN), by comparing and blending bit patterns: a float compare
+// "could trap", which makes GCC keep a branch and give up vectorising.
+template <typename T>
+inline __attribute__((always_inline)) T select_below(T x, T limit, T a, T b) {
+  using U = typename FloatBits<T>::U;
+  U xb, lb, ab, bb;
+  std::memcpy(&xb, &x, sizeof xb);
+  std::memcpy(&lb, &limit, sizeof lb);
+  std::memcpy(&ab, &a, sizeof ab);
+  std::memcpy(&bb, &b, sizeof bb);
+  const U mask = U(0) - static_cast<U>(xb < lb);  // all ones when x < limit
+  const U rb = (ab & mask) | (bb & ~mask);
+  T r;
+  std::memcpy(&r, &rb, sizeof r);
+  return r;
+}
+
 }  // namespace vec
 }  // namespace mednns_fast
