@@ -11,6 +11,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 #include <c10/macros/Macros.h>
 
 #include <cmath>
@@ -160,8 +161,18 @@ C10_HOST_DEVICE inline acc_t pairwise_side_grad(acc_t x, acc_t G, acc_t S) {
 template <typename acc_t, typename scalar_t>
 C10_HOST_DEVICE inline void stability_probs_row(const scalar_t* history, acc_t* P, int64_t r, int64_t K,
                                                 bool from_logits) {
-  const Row<acc_t, scalar_t> x(history + r * K, K, 1, from_logits);
-  for (int64_t k = 0; k < K; ++k) P[r * K + k] = x[k];
+  const scalar_t* x = history + r * K;
+  acc_t* out = P + r * K;
+  if (!from_logits) {
+    for (int64_t k = 0; k < K; ++k) out[k] = static_cast<acc_t>(x[k]);
+    return;
+  }
+  // softmax with one exp per entry (Row recomputes them on every read)
+  acc_t max = -std::numeric_limits<acc_t>::infinity(), sum = acc_t(0);
+  for (int64_t k = 0; k < K; ++k) max = static_cast<acc_t>(x[k]) > max ? static_cast<acc_t>(x[k]) : max;
+  for (int64_t k = 0; k < K; ++k) sum += (out[k] = exp_(static_cast<acc_t>(x[k]) - max));
+  const acc_t inv = acc_t(1) / sum;
+  for (int64_t k = 0; k < K; ++k) out[k] *= inv;
 }
 
 // The mean of `window` consecutive epochs of one edge, entry by entry (read like a Row).
@@ -227,25 +238,72 @@ C10_HOST_DEVICE inline void stability_gather_row(const acc_t* P, acc_t* self, co
 
 // ---- host-side argument checks -------------------------------------------------------------------
 
-// Probabilities must be finite and >= 0; logits may hold -inf (probability 0) but not NaN or +inf,
-// and every row (last dim) needs one finite logit. One reduction pass and one host sync: the min and max
-// (NaN propagates into both) of probabilities, the row maxima of logits.
-inline void check_values(const at::Tensor& t, const char* name, bool from_logits) {
-  if (t.numel() == 0) return;
+// Flags of check_values: an entry that is NaN or infinite (probabilities) / NaN or +inf (logits), a
+// negative probability, a row of logits that is all -inf.
+struct ValueFlags {
+  bool bad_entry = false, negative = false, empty_row = false;
+};
+
+// Small CPU tensors are scanned directly: a few ATen reductions would cost more in dispatch than the scan.
+inline ValueFlags scan_values_cpu(const at::Tensor& t, bool from_logits) {
+  ValueFlags f;
+  const at::Tensor c = t.contiguous();
+  const int64_t K = c.size(-1), rows = c.numel() / K;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, c.scalar_type(), "jsd_check_values", [&] {
+    const scalar_t* x = c.const_data_ptr<scalar_t>();
+    for (int64_t r = 0; r < rows; ++r) {
+      bool all_neginf = true;
+      for (int64_t k = 0; k < K; ++k) {
+        const double v = static_cast<double>(x[r * K + k]);
+        if (from_logits) {
+          f.bad_entry |= std::isnan(v) || v == std::numeric_limits<double>::infinity();
+          all_neginf = all_neginf && v == -std::numeric_limits<double>::infinity();
+        } else {
+          f.bad_entry |= !std::isfinite(v);
+          f.negative |= v < 0;
+        }
+      }
+      f.empty_row |= from_logits && all_neginf;
+    }
+  });
+  return f;
+}
+
+// One reduction pass and one host sync: the min and max (NaN propagates into both) of probabilities,
+// the row maxima of logits.
+inline ValueFlags reduce_values(const at::Tensor& t, bool from_logits) {
+  ValueFlags f;
   if (from_logits) {
     const at::Tensor row_max = t.amax(-1);
     const at::Tensor bad_entry = at::logical_or(at::isnan(row_max), at::isposinf(row_max)).any();
     const at::Tensor flags = at::stack({bad_entry, at::isneginf(row_max).any()}).cpu();
     const bool* b = flags.const_data_ptr<bool>();
-    TORCH_CHECK_VALUE(!b[0], name, " (logits) must not contain NaN or +inf");
-    TORCH_CHECK_VALUE(!b[1], name, " (logits) has a row whose every entry is -inf (an empty distribution)");
+    f.bad_entry = b[0];
+    f.empty_row = b[1];
   } else {
     const auto [lo, hi] = at::aminmax(t);
     const at::Tensor range = at::stack({lo, hi}).to(at::kDouble).cpu();
     const double* r = range.const_data_ptr<double>();
-    TORCH_CHECK_VALUE(std::isfinite(r[0]) && std::isfinite(r[1]), name,
-                      " (probabilities) must be finite but contains NaN or infinity");
-    TORCH_CHECK_VALUE(r[0] >= 0, name, " (probabilities) must be non-negative but has negative entries");
+    f.bad_entry = !(std::isfinite(r[0]) && std::isfinite(r[1]));
+    f.negative = r[0] < 0;
+  }
+  return f;
+}
+
+// Probabilities must be finite and >= 0; logits may hold -inf (probability 0) but not NaN or +inf,
+// and every row (last dim) needs one finite logit.
+inline void check_values(const at::Tensor& t, const char* name, bool from_logits) {
+  if (t.numel() == 0) return;
+  constexpr int64_t kScanLimit = 1 << 16;
+  const ValueFlags f = t.device().is_cpu() && t.numel() <= kScanLimit ? scan_values_cpu(t, from_logits)
+                                                                       : reduce_values(t, from_logits);
+  if (from_logits) {
+    TORCH_CHECK_VALUE(!f.bad_entry, name, " (logits) must not contain NaN or +inf");
+    TORCH_CHECK_VALUE(!f.empty_row, name,
+                      " (logits) has a row whose every entry is -inf (an empty distribution)");
+  } else {
+    TORCH_CHECK_VALUE(!f.bad_entry, name, " (probabilities) must be finite but contains NaN or infinity");
+    TORCH_CHECK_VALUE(!f.negative, name, " (probabilities) must be non-negative but has negative entries");
   }
 }
 

@@ -118,6 +118,14 @@ def test_logits_fused_softmax(backend):
     got = mf.ops.js_divergence(a, b, from_logits=True)
     expected = mf.ops.js_divergence(torch.softmax(a, -1), torch.softmax(b, -1))
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+    # extreme logits (one finite entry, huge spreads) in both precisions, against the float64 reference
+    for dtype in (torch.float32, torch.float64):
+        x, y = (a * 100).to(dtype), (b * 100).to(dtype)
+        x[1, 2, 1:] = -math.inf
+        y[2, 3] = torch.tensor([1e4, -1e4, 0.0, 3.0, -90.0, -700.0, 7.0, 1e-30, -5.0], dtype=dtype)
+        exact = reference.js_divergence(x.double(), y.double(), from_logits=True)
+        tol = dict(rtol=1e-5, atol=1e-7) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(mf.ops.js_divergence(x, y, from_logits=True).double(), exact, **tol)
 
 
 def test_dim_and_broadcasting(backend):

@@ -12,7 +12,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "cpu/vec_log.h"
+#include "cpu/vec_math.h"
 #include "cpu/vectorize.h"
 #include "jsd_common.h"
 
@@ -59,6 +59,31 @@ MEDNNS_FAST_MULTIVERSION void entry_terms(const T* __restrict p, const T* __rest
   }
 }
 
+// exp of n entries, all <= 0 (shifted logits), in place.
+template <typename T>
+MEDNNS_FAST_MULTIVERSION void exp_nonpositive_inplace(T* __restrict x, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) x[i] = vec::exp_nonpositive(x[i]);
+}
+
+// Softmax of `rows` rows of K logits into out (acc_t), the exps vectorised across rows. A -inf logit
+// gives exactly 0 (the checks guarantee each row a finite maximum).
+template <typename scalar_t, typename acc_t>
+void softmax_rows(const scalar_t* x, acc_t* out, int64_t rows, int64_t K) {
+  for (int64_t r = 0; r < rows; ++r) {
+    acc_t max = -std::numeric_limits<acc_t>::infinity();
+    for (int64_t k = 0; k < K; ++k) max = std::max(max, static_cast<acc_t>(x[r * K + k]));
+    for (int64_t k = 0; k < K; ++k) out[r * K + k] = static_cast<acc_t>(x[r * K + k]) - max;
+  }
+  exp_nonpositive_inplace<acc_t>(out, rows * K);
+  for (int64_t r = 0; r < rows; ++r) {
+    acc_t sum = 0;
+    for (int64_t k = 0; k < K; ++k) sum += out[r * K + k];
+    const acc_t inv = acc_t(1) / sum;
+    for (int64_t k = 0; k < K; ++k) out[r * K + k] *= inv;
+  }
+}
+
 // Rows [r0, r1) of js_divergence: distributions read (and softmaxed) into acc_t runs, then entry_terms.
 template <typename scalar_t, typename acc_t>
 void divergence_rows(const scalar_t* p, const scalar_t* q, scalar_t* out, int64_t r0, int64_t r1, int64_t K,
@@ -80,15 +105,16 @@ void divergence_rows(const scalar_t* p, const scalar_t* q, scalar_t* out, int64_
       pp = p + c0 * K;
       qp = q + c0 * K;
     }
-    if (!in_place) {
-      for (int64_t r = 0; r < n; ++r) {
-        const Row<acc_t, scalar_t> pr(p + (c0 + r) * K, K, 1, from_logits);
-        const Row<acc_t, scalar_t> qr(q + (c0 + r) * K, K, 1, from_logits);
-        for (int64_t k = 0; k < K; ++k) {
-          pb[r * K + k] = pr[k];
-          qb[r * K + k] = qr[k];
-        }
+    if (from_logits) {
+      softmax_rows(p + c0 * K, pb.data(), n, K);
+      softmax_rows(q + c0 * K, qb.data(), n, K);
+    } else if (!in_place) {
+      for (int64_t i = 0; i < n * K; ++i) {
+        pb[i] = static_cast<acc_t>(p[c0 * K + i]);
+        qb[i] = static_cast<acc_t>(q[c0 * K + i]);
       }
+    }
+    if (!in_place) {
       pp = pb.data();
       qp = qb.data();
     }
@@ -301,7 +327,11 @@ std::vector<acc_t> stability_probs(const at::Tensor& h, bool from_logits) {
   std::vector<acc_t> P(rows * K);
   const scalar_t* hp = h.const_data_ptr<scalar_t>();
   at::parallel_for(0, rows, row_grain(K), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) jsd::stability_probs_row<acc_t>(hp, P.data(), r, K, from_logits);
+    if (from_logits) {
+      softmax_rows(hp + r0 * K, P.data() + r0 * K, r1 - r0, K);
+    } else {
+      for (int64_t i = r0 * K; i < r1 * K; ++i) P[i] = static_cast<acc_t>(hp[i]);
+    }
   });
   return P;
 }
@@ -315,9 +345,29 @@ at::Tensor js_stability_cpu(const at::Tensor& history, int64_t window, bool from
     using acc_t = at::opmath_type<scalar_t>;
     const std::vector<acc_t> P = stability_probs<acc_t, scalar_t>(h, from_logits);
     scalar_t* op = out.data_ptr<scalar_t>();
-    at::parallel_for(0, T * E, stability_grain(K, window), [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r)
-        op[r] = static_cast<scalar_t>(jsd::stability_value(P.data(), r / E, r % E, E, K, window));
+    const int64_t epoch = E * K;  // entries per epoch
+    std::fill(op, op + std::min(T, window) * E, std::numeric_limits<scalar_t>::infinity());
+    if (T <= window) return;
+    // Epochs t >= window, in runs: the window means of a run, then its entry terms (vectorised, as in
+    // js_divergence), then the per-edge sums.
+    const int64_t grain = std::max<int64_t>(1, stability_grain(K, window) / E);
+    at::parallel_for(window, T, grain, [&](int64_t t0, int64_t t1) {
+      const int64_t n = (t1 - t0) * epoch;
+      std::vector<acc_t> mean(n, acc_t(0)), terms(n);
+      for (int64_t t = t0; t < t1; ++t) {
+        acc_t* m = mean.data() + (t - t0) * epoch;
+        for (int64_t s = t - window; s < t; ++s) {
+          const acc_t* ps = P.data() + s * epoch;
+          for (int64_t i = 0; i < epoch; ++i) m[i] += ps[i];
+        }
+        for (int64_t i = 0; i < epoch; ++i) m[i] /= static_cast<acc_t>(window);
+      }
+      entry_terms<acc_t>(P.data() + t0 * epoch, mean.data(), terms.data(), n);
+      for (int64_t r = 0; r < (t1 - t0) * E; ++r) {
+        acc_t sum = 0;
+        for (int64_t k = 0; k < K; ++k) sum += terms[r * K + k];
+        op[t0 * E + r] = static_cast<scalar_t>(jsd::clamp_js(sum));
+      }
     });
   });
   return out;
