@@ -79,8 +79,8 @@ inline __attribute__((always_inline)) T log(T x) {
   return static_cast<T>(e) * T(0.693147180559945309417232121458176568) + T(2) * u * s;
 }
 
-// x < limit ? a : b for x, limit >= 0 (not NaN; -0.0 is 0), by comparing and blending bit patterns: a float compare
-// "could trap", which makes GCC keep a branch and give up vectorising.
+// x < limit ? a : b for x, limit >= 0 (not NaN; -0.0 is 0), by comparing and blending bit patterns: a
+// float compare "could trap", which makes GCC keep a branch and give up vectorising.
 template <typename T>
 inline __attribute__((always_inline)) T select_below(T x, T limit, T a, T b) {
   using U = typename FloatBits<T>::U;
