@@ -88,6 +88,16 @@ class ProgressivePruner:
         prune_fraction: share of the active candidates masked by one prune (at least one, never below
             `min_ops`); 1.0 goes straight to `min_ops`.
         names: optional candidate names per edge, for the JSON trajectory and the plot.
+
+    Use::
+
+        pruner = ProgressivePruner(alphas)              # e.g. an [E, K] nn.Parameter
+        for epoch in range(max_epochs):
+            search_one_epoch(pruner.edge_weights())     # masked candidates weigh exactly 0
+            pruner.step(epoch)
+            if pruner.done:
+                break
+        pruner.save_json("trajectory.json"); pruner.plot("trajectory.png")
     """
 
     def __init__(self, alphas: torch.Tensor | Sequence[torch.Tensor], window: int = 10,
