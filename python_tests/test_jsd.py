@@ -274,7 +274,8 @@ def test_opcheck():
     gen = torch.Generator().manual_seed(30)
     p, q = positive((6, 5), gen), positive((4, 5), gen)
     ops = torch.ops.mednns_fast
-    torch.library.opcheck(ops.js_divergence.default, (p, q[:1].expand(6, 5).contiguous(), False))
+    q_rows = q[:1].detach().expand(6, 5).contiguous().requires_grad_()  # leaves: no non-leaf .grad warnings
+    torch.library.opcheck(ops.js_divergence.default, (p, q_rows, False))
     logits = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
     torch.library.opcheck(ops.js_divergence.default, (logits, torch.randn(3, 5, dtype=torch.float64), True))
     torch.library.opcheck(ops.js_pairwise.default, (p, q))
@@ -297,7 +298,7 @@ def test_torch_compile_fullgraph():
 
     gen = torch.Generator().manual_seed(31)
     alphas = torch.randn(6, 3, 4, generator=gen, requires_grad=True)
-    p, q = positive((5, 4), gen).float(), positive((3, 4), gen).float()
+    p, q = positive((5, 4), gen).detach().float(), positive((3, 4), gen).detach().float()
     with mf.ops.use_backend("cpp"):
         compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
         got = compiled(alphas, p, q)
