@@ -1,5 +1,6 @@
-// CPU kernels of the Jensen-Shannon family: js_divergence (row by row), js_pairwise (tiled, vectorised
-// over the columns of a tile), js_stability (a window mean per epoch and edge), and their backwards.
+// CPU kernels of the Jensen-Shannon family: js_divergence (vectorised over runs of entries), js_pairwise
+// (tiled, vectorised over the columns of a tile), js_stability (window means, then js_divergence's entry
+// terms), and their backwards (row by row, with the shared maths of jsd_common.h).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
