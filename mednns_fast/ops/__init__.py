@@ -2,6 +2,8 @@
 
 from ._backend import get_backend, set_backend, use_backend
 from .depthwise import multi_depthwise_conv2d
+from .jsd import js_divergence, js_pairwise, js_stability
 from .mixed import mixed_sum
 
-__all__ = ["get_backend", "set_backend", "use_backend", "mixed_sum", "multi_depthwise_conv2d"]
+__all__ = ["get_backend", "set_backend", "use_backend", "mixed_sum", "multi_depthwise_conv2d",
+           "js_divergence", "js_pairwise", "js_stability"]
