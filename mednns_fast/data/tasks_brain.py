@@ -1,0 +1,4 @@
+"""Placeholder; tasks are added one source at a time."""
+
+CLASSIFICATION: list = []
+SEGMENTATION: list = []
