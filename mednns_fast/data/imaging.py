@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .sources import pip_module
-
 
 def to_uint8(image: np.ndarray, lo: float = 0.5, hi: float = 99.5, where: np.ndarray | None = None) -> np.ndarray:
     """Scale to uint8 between the `lo` and `hi` percentiles (of the pixels in `where`, default all), clipping."""
@@ -17,15 +15,31 @@ def to_uint8(image: np.ndarray, lo: float = 0.5, hi: float = 99.5, where: np.nda
     return np.clip(np.round((values - a) / (b - a) * 255.0), 0, 255).astype(np.uint8)
 
 
+def _area_weights(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) matrix averaging the input cells each output cell covers (area resampling)."""
+    edges = np.arange(n_out + 1) * (n_in / n_out)
+    lo, hi = edges[:-1, None], edges[1:, None]
+    cells = np.arange(n_in)[None, :]
+    overlap = np.clip(np.minimum(hi, cells + 1) - np.maximum(lo, cells), 0, None)
+    return overlap / overlap.sum(axis=1, keepdims=True)
+
+
 def resize(image: np.ndarray, shape: tuple[int, int], labels: bool = False) -> np.ndarray:
-    """Resize the first two axes to `shape`: anti-aliased linear for images, nearest for label maps."""
-    transform = pip_module("skimage.transform", "scikit-image")
-    out_shape = tuple(shape) + image.shape[2:]
+    """Resize the first two axes to `shape`: area averaging (anti-aliased) for images, nearest for label maps.
+
+    Images come back float64 in the input's range; label maps keep their dtype.
+    """
+    h, w = image.shape[:2]
     if labels:
-        out = transform.resize(image, out_shape, order=0, preserve_range=True, anti_aliasing=False)
-        return out.astype(image.dtype)
-    out = transform.resize(image.astype(np.float64), out_shape, order=1, preserve_range=True, anti_aliasing=True)
-    return out
+        rows = np.minimum(((np.arange(shape[0]) + 0.5) * h / shape[0]).astype(int), h - 1)
+        cols = np.minimum(((np.arange(shape[1]) + 0.5) * w / shape[1]).astype(int), w - 1)
+        return image[rows[:, None], cols[None, :]]
+    # Separable area resampling: two small matrix products per channel.
+    rows, cols = _area_weights(h, shape[0]), _area_weights(w, shape[1]).T
+    image = image.astype(np.float64)
+    if image.ndim == 2:
+        return rows @ image @ cols
+    return np.stack([rows @ image[..., c] @ cols for c in range(image.shape[2])], axis=-1)
 
 
 def crop(image: np.ndarray, top: int, left: int, size: int) -> np.ndarray:

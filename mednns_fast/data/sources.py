@@ -6,10 +6,13 @@ when the package or file is absent, so the suite can skip that task with a one-l
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from pathlib import Path
 from types import ModuleType
+
+import numpy as np
 
 MRICRON_TEMPLATES = Path("/usr/share/mricron/templates")
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -44,3 +47,35 @@ def apt_file(path: Path, package: str) -> Path:
     if not path.exists():
         raise SourceMissing(f"{path}", f"apt-get install {package}")
     return path
+
+
+def _volume(path: Path) -> np.ndarray:
+    nibabel = pip_module("nibabel")
+    img = nibabel.load(str(path))
+    # Both template sets are stored RAS (axis 0 left->right, 1 posterior->anterior, 2 inferior->superior).
+    return np.asarray(nibabel.as_closest_canonical(img).dataobj)
+
+
+@functools.lru_cache(maxsize=1)
+def mni152() -> dict[str, np.ndarray]:
+    """MNI152 2009 (1 mm, 197x233x189, RAS) from nilearn: `t1`, `gm`, `wm` (probabilities in [0, 1]), `mask`."""
+    datasets = pip_module("nilearn.datasets", "nilearn")
+    nibabel = pip_module("nibabel")
+
+    def get(fn) -> np.ndarray:
+        return np.asarray(nibabel.as_closest_canonical(fn(resolution=1)).dataobj, dtype=np.float32)
+
+    return {
+        "t1": get(datasets.load_mni152_template),
+        "gm": get(datasets.load_mni152_gm_template),
+        "wm": get(datasets.load_mni152_wm_template),
+        "mask": get(datasets.load_mni152_brain_mask) > 0.5,
+    }
+
+
+@functools.lru_cache(maxsize=1)
+def colin27() -> dict[str, np.ndarray]:
+    """Colin27 (`ch2`, 1 mm, 181x217x181, RAS) from mricron-data with its voxel-aligned `aal` (116 regions),
+    `brodmann` and `bet` (skull-stripped ch2) volumes."""
+    files = {"t1": "ch2", "aal": "aal", "brodmann": "brodmann", "bet": "ch2bet"}
+    return {k: _volume(apt_file(MRICRON_TEMPLATES / f"{v}.nii.gz", "mricron-data")) for k, v in files.items()}

@@ -24,19 +24,21 @@ def split_groups(
     A stratum with at least three groups gives at least one group to each split.
     Returns {"train": idx, "val": idx, "test": idx} (sorted int64 arrays), disjoint in groups by construction.
     """
-    groups = np.asarray(groups)
+    ids, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    strata = np.zeros(len(inverse), dtype=np.int64) if strata is None else np.asarray(strata)
+    group_stratum = np.full(len(ids), -1, dtype=np.int64)
+    _, stratum_index = np.unique(strata, return_inverse=True)
+    group_stratum[inverse] = stratum_index
+    if not np.array_equal(group_stratum[inverse], stratum_index):
+        raise ValueError("strata must be constant within a group")
     rng = np.random.default_rng(seed)
-    strata = np.zeros(len(groups), dtype=np.int64) if strata is None else np.asarray(strata)
-    assignment: dict[int, int] = {}
-    for stratum in np.unique(strata):
-        ids = np.unique(groups[strata == stratum])
-        ids = ids[rng.permutation(len(ids))]
-        for split_index, chunk in enumerate(_divide(len(ids), fractions)):
-            for g in ids[chunk]:
-                if int(g) in assignment and assignment[int(g)] != split_index:
-                    raise ValueError(f"group {g} spans strata; strata must be constant within a group")
-                assignment[int(g)] = split_index
-    which = np.array([assignment[int(g)] for g in groups], dtype=np.int64)
+    which_group = np.empty(len(ids), dtype=np.int64)
+    for stratum in range(group_stratum.max() + 1):
+        members = np.flatnonzero(group_stratum == stratum)
+        members = members[rng.permutation(len(members))]
+        for split_index, chunk in enumerate(_divide(len(members), fractions)):
+            which_group[members[chunk]] = split_index
+    which = which_group[inverse]
     return {name: np.flatnonzero(which == i) for i, name in enumerate(("train", "val", "test"))}
 
 

@@ -80,7 +80,7 @@ def _task_seed(name: str, seed: int) -> np.random.SeedSequence:
 def _to_arrays(task: Task, samples: Samples, seed: int) -> tuple[dict[str, np.ndarray], dict]:
     _check_samples(task, samples)
     rng = np.random.default_rng(_task_seed(task.name, seed))
-    index = split_groups(samples.groups, seed=int(rng.integers(2**31)), strata=samples.strata)
+    index = _covering_split(task, samples, rng)
     arrays: dict[str, np.ndarray] = {"n_classes": np.array(task.n_classes)}
     balance: dict[str, list[float]] = {}
     for split in SPLITS:
@@ -100,6 +100,32 @@ def _to_arrays(task: Task, samples: Samples, seed: int) -> tuple[dict[str, np.nd
             arrays[f"{split}_labels"] = labels[:, None]  # MedMNIST stores (N, 1)
             balance[split] = [int(c) for c in np.bincount(labels, minlength=task.n_classes)]
     return arrays, {"balance": balance}
+
+
+def _covering_split(task: Task, samples: Samples, rng: np.random.Generator, attempts: int = 100) -> dict:
+    """Seeded group split: of `attempts` draws, the one whose rarest class is best represented in every split.
+
+    Classes tied to few blocks (a lobe present in three slabs) could otherwise miss val or test entirely.
+    Score of a draw: min over splits s and classes c of (share of class c's samples, or pixels, landing in s)
+    divided by (share of all samples landing in s); 1 means perfectly proportional, 0 means a class is absent.
+    """
+    if task.kind == "segmentation":
+        per_sample = np.stack([np.bincount(m.ravel(), minlength=task.n_classes) for m in samples.masks])
+    else:
+        per_sample = np.eye(task.n_classes, dtype=np.int64)[samples.labels]
+    totals = per_sample.sum(axis=0).clip(min=1)
+    best, best_score = None, -1.0
+    for _ in range(attempts):
+        index = split_groups(samples.groups, seed=int(rng.integers(2**31)), strata=samples.strata)
+        score = min(
+            float((per_sample[idx].sum(axis=0) / totals).min() / (len(idx) / len(per_sample)))
+            for idx in index.values()
+        )
+        if score > best_score:
+            best, best_score = index, score
+    if best_score <= 0:
+        warnings.warn(f"task {task.name}: no split of its blocks puts every class in every split", stacklevel=4)
+    return best
 
 
 def _check_samples(task: Task, s: Samples) -> None:
