@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import os
 from pathlib import Path
 from types import ModuleType
@@ -79,3 +80,29 @@ def colin27() -> dict[str, np.ndarray]:
     `brodmann` and `bet` (skull-stripped ch2) volumes."""
     files = {"t1": "ch2", "aal": "aal", "brodmann": "brodmann", "bet": "ch2bet"}
     return {k: _volume(apt_file(MRICRON_TEMPLATES / f"{v}.nii.gz", "mricron-data")) for k, v in files.items()}
+
+
+def _package_dir(module: str, pip_name: str) -> Path:
+    # Find an installed package's directory without importing it (stardist's import needs TensorFlow).
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise SourceMissing(f"Python package {module!r}", f"pip install {pip_name}")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+@functools.lru_cache(maxsize=1)
+def dsb_nuclei() -> tuple[np.ndarray, np.ndarray]:
+    """The 512x512 DSB 2018 nuclei image shipped in stardist (`data/images/img2d.tif`) and its instance mask."""
+    tifffile = pip_module("tifffile")
+    folder = _package_dir("stardist", "stardist --no-deps") / "data" / "images"
+    paths = [folder / "img2d.tif", folder / "mask2d.tif"]
+    for p in paths:
+        if not p.exists():
+            raise SourceMissing(str(p), "pip install --no-deps stardist")
+    image, mask = (tifffile.imread(str(p)) for p in paths)
+    return image, mask
+
+
+def skimage_image(name: str) -> np.ndarray:
+    """An image shipped with scikit-image (`skimage.data.<name>()`)."""
+    return getattr(pip_module("skimage.data", "scikit-image"), name)()
