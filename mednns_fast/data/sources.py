@@ -106,3 +106,25 @@ def dsb_nuclei() -> tuple[np.ndarray, np.ndarray]:
 def skimage_image(name: str) -> np.ndarray:
     """An image shipped with scikit-image (`skimage.data.<name>()`)."""
     return getattr(pip_module("skimage.data", "scikit-image"), name)()
+
+
+# Real patient images shipped as pydicom test files (uncompressed or JPEG 2000), by modality.
+PYDICOM_FILES = {
+    "CT": ("CT_small.dcm", "693_J2KI.dcm", "J2K_pixelrep_mismatch.dcm"),
+    "MR": ("MR_small.dcm", "examples_overlay.dcm"),
+    "US": ("examples_rgb_color.dcm", "examples_palette.dcm", "examples_jpeg2k.dcm"),
+}
+
+
+def pydicom_image(filename: str) -> np.ndarray:
+    """One shipped pydicom test image as a 2-D float array (colour and palette images turned to grey)."""
+    pydicom = pip_module("pydicom")
+    path = _package_dir("pydicom", "pydicom") / "data" / "test_files" / filename
+    if not path.exists():
+        raise SourceMissing(str(path), "pip install pydicom")
+    ds = pydicom.dcmread(str(path))
+    pixels = ds.pixel_array
+    if ds.PhotometricInterpretation == "PALETTE COLOR":
+        pixels = pip_module("pydicom.pixels", "pydicom").apply_color_lut(pixels, ds)
+    pixels = np.asarray(pixels, dtype=np.float64)
+    return pixels.mean(axis=-1) if pixels.ndim == 3 else pixels
