@@ -128,3 +128,14 @@ def pydicom_image(filename: str) -> np.ndarray:
         pixels = pip_module("pydicom.pixels", "pydicom").apply_color_lut(pixels, ds)
     pixels = np.asarray(pixels, dtype=np.float64)
     return pixels.mean(axis=-1) if pixels.ndim == 3 else pixels
+
+
+@functools.lru_cache(maxsize=1)
+def itk_kmeans_t1() -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """ITK example T1 volume (128x128x62, 2x2x3 mm, LSA) with its 6-class k-means label map, and voxel spacing."""
+    nibabel = pip_module("nibabel")
+    package = "insighttoolkit5-examples"
+    t1 = nibabel.load(str(apt_file(ITK_EXAMPLES_DATA / "KmeansTest_T1UCharRaw.nii.gz", package)))
+    seg = nibabel.load(str(apt_file(ITK_EXAMPLES_DATA / "KmeansTest_T1KmeansPrelimSegmentation.nii.gz", package)))
+    spacing = tuple(float(z) for z in t1.header.get_zooms()[:3])
+    return np.asarray(t1.dataobj, dtype=np.float32), np.asarray(seg.dataobj, dtype=np.uint8), spacing

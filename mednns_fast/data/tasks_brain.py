@@ -13,7 +13,7 @@ import functools
 import numpy as np
 
 from .imaging import resize, sample_patches, to_uint8
-from .sources import colin27, mni152
+from .sources import colin27, itk_kmeans_t1, mni152, pip_module
 from .task import Samples, Task, TaskCard
 
 SLAB, GUARD = 10, 2
@@ -33,10 +33,10 @@ LOBES = ("frontal", "limbic-insula", "occipital", "parietal", "deep-grey", "temp
 _LOBE_STARTS = np.array([1, 29, 43, 57, 71, 79, 91, 117])
 
 
-def slab_of(index: np.ndarray | int) -> np.ndarray:
-    """Slab id of each slice index, or -1 for the GUARD slices that separate slabs."""
+def slab_of(index: np.ndarray | int, slab: int = SLAB, guard: int = GUARD) -> np.ndarray:
+    """Slab id of each slice index, or -1 for the `guard` slices that end each slab of `slab` slices."""
     index = np.asarray(index)
-    return np.where(index % SLAB < SLAB - GUARD, index // SLAB, -1)
+    return np.where(index % slab < slab - guard, index // slab, -1)
 
 
 def _axial(volume: np.ndarray, z: int) -> np.ndarray:
@@ -143,18 +143,20 @@ def _brain_plane(rng: np.random.Generator) -> Samples:
     return Samples(images=images, labels=np.array(labels), groups=np.array(groups), strata=np.array(strata))
 
 
-def _slices_for_segmentation(image: np.ndarray, mask: np.ndarray, present: np.ndarray, axes=(2, 1, 0)) -> Samples:
+def _slices_for_segmentation(
+    image: np.ndarray, mask: np.ndarray, present: np.ndarray, axes=(2, 1, 0), slab: int = SLAB, guard: int = GUARD
+) -> Samples:
     """Whole axial, coronal and sagittal slices (padded square, 64x64) with their label map, slab-blocked per axis."""
     images, masks, groups, strata = [], [], [], []
     for axis in axes:
         area = present.sum(axis=tuple(a for a in range(3) if a != axis))
         for index in np.flatnonzero(area > 0.02 * area.max()):
-            slab = int(slab_of(index))
-            if slab < 0:
+            block = int(slab_of(index, slab, guard))
+            if block < 0:
                 continue
             images.append(_square(_slice(image, axis, index).astype(np.float64), SEG_SIZE))
             masks.append(_square(_slice(mask, axis, index), SEG_SIZE, labels=True))
-            groups.append(axis * 1000 + slab)
+            groups.append(axis * 1000 + block)
             strata.append(axis)
     images = np.clip(np.round(np.stack(images)), 0, 255).astype(np.uint8)
     return Samples(images=images, masks=np.stack(masks), groups=np.array(groups), strata=np.array(strata))
@@ -171,6 +173,24 @@ def _brain_tissue_seg(rng: np.random.Generator) -> Samples:
     csf = np.clip(1.0 - m["gm"] - m["wm"], 0, 1)
     tissue = (np.argmax(np.stack([csf, m["gm"], m["wm"]]), axis=0) + 1) * m["mask"]  # 0 = outside the brain
     return _slices_for_segmentation(_mni_uint8(), tissue.astype(np.uint8), present=m["mask"])
+
+
+def _isotropic(volume: np.ndarray, spacing: tuple[float, ...], labels: bool) -> np.ndarray:
+    ndimage = pip_module("scipy.ndimage", "scipy")
+    zoom = [z / min(spacing) for z in spacing]
+    return ndimage.zoom(volume, zoom, order=0 if labels else 1)
+
+
+# ITK k-means labels: 1 air, 2-3 non-brain tissue, 4-6 brain (by rising T1 intensity: CSF, grey, white matter).
+_ITK_TO_TISSUE = np.array([0, 0, 0, 0, 1, 2, 3, 0], dtype=np.uint8)
+
+
+def _itk_tissue_seg(rng: np.random.Generator) -> Samples:
+    t1, seg, spacing = itk_kmeans_t1()
+    t1 = to_uint8(_isotropic(t1, spacing, labels=False), 0.5, 99.8)
+    tissue = _ITK_TO_TISSUE[np.minimum(_isotropic(seg, spacing, labels=True), 7)]
+    # 2 mm voxels: slabs of 6 slices (12 mm) with a 1-slice gap; all three axes.
+    return _slices_for_segmentation(t1, tissue, present=tissue > 0, slab=6, guard=1)
 
 
 _SLAB_SPLIT = (
@@ -230,5 +250,19 @@ SEGMENTATION = [
         _mni_card("inside the template brain mask, the most probable of CSF (1 - GM - WM), GM and WM",
                   _PLANE_SPLIT + " (axial, coronal and sagittal slices)"),
         _brain_tissue_seg,
+    ),
+    Task(
+        "itk_tissue_seg", "segmentation", "medical", ("background", "csf", "grey-matter", "white-matter"),
+        SEG_SIZE, 1,
+        TaskCard(
+            "ITK example T1 volume KmeansTest_T1UCharRaw.nii.gz with KmeansTest_T1KmeansPrelimSegmentation.nii.gz "
+            "(/usr/share/doc/insighttoolkit5-examples/examples/Data), resampled to 2 mm isotropic",
+            "apt-get install insighttoolkit5-examples",
+            "Apache-2.0 (Debian copyright of insighttoolkit5-examples)",
+            "ITK's shipped 6-class k-means segmentation: its three brain classes (CSF, grey, white matter by "
+            "rising intensity) kept, air and non-brain tissue as background. Labels are algorithmic",
+            "slabs of 6 slices (12 mm) with a 1-slice gap along each axis; whole slabs assigned to splits",
+        ),
+        _itk_tissue_seg,
     ),
 ]
