@@ -5,11 +5,16 @@ images inside installed PyPI/Debian packages (DESIGN.md section 4), caches them 
 skips (with a one-line notice naming the package) any task whose source is not installed.
 """
 
+from .datasets import Augment, MedMNISTDataset, make_loaders, standard_augment
 from .medmnist import KNOWN_SETS, MedMNISTSplit, load_medmnist, medmnist_filename
 from .sources import SourceMissing
 from .suite import BuiltTask, Task, TaskCard, build_task, builtin_suite, describe, task_names
 
 __all__ = [
+    "Augment",
+    "MedMNISTDataset",
+    "make_loaders",
+    "standard_augment",
     "KNOWN_SETS",
     "BuiltTask",
     "MedMNISTSplit",

@@ -55,6 +55,8 @@ class Task:
     card: TaskCard
     builder: Callable[[np.random.Generator], Samples]
     version: int = 1  # bump when the builder changes, so stale caches are rebuilt
+    # Whether flips and 90-degree rotations keep the label (False for hemisphere, slice plane, digits, ...).
+    geometric_augment: bool = True
 
     @property
     def n_classes(self) -> int:

@@ -226,6 +226,7 @@ CLASSIFICATION = [
         _colin_card("hemisphere of the centre voxel's AAL region (odd index left, even right; vermis excluded)",
                     f"axial slabs of {SLAB} slices with {GUARD}-slice gaps, split into anterior/posterior blocks"),
         _brain_hemisphere,
+        geometric_augment=False,  # a left-right flip swaps the label
     ),
     Task(
         "brain_plane", "classification", "medical", ("axial", "coronal", "sagittal"), PATCH, 1,
@@ -234,6 +235,7 @@ CLASSIFICATION = [
             "the axis the whole slice was cut along (slices covering > 15% of the largest brain section)",
                   _PLANE_SPLIT + "; slices of different axes cross each other in one line of voxels"),
         _brain_plane,
+        geometric_augment=False,  # rotations change how a plane looks (coronal vs axial outline)
     ),
 ]
 

@@ -72,6 +72,7 @@ CLASSIFICATION = [
             note="Non-medical control task (a real, published dataset, subsampled).",
         ),
         builder=_fashion,
+        geometric_augment=False,
     ),
     Task(
         name="mnist_digits",
@@ -89,6 +90,7 @@ CLASSIFICATION = [
             note="Non-medical control task (a real, published dataset, subsampled).",
         ),
         builder=_mnist,
+        geometric_augment=False,  # 6 vs 9
     ),
     Task(
         name="lfw_faces",
@@ -106,5 +108,6 @@ CLASSIFICATION = [
             note="Non-medical control task (200 real crops; small).",
         ),
         builder=_faces,
+        geometric_augment=False,
     ),
 ]
