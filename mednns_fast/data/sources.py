@@ -59,7 +59,11 @@ def _volume(path: Path) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def mni152() -> dict[str, np.ndarray]:
-    """MNI152 2009 (1 mm, 197x233x189, RAS) from nilearn: `t1`, `gm`, `wm` (probabilities in [0, 1]), `mask`."""
+    """MNI152 2009 (1 mm, 197x233x189, RAS) from nilearn: `t1`, `gm`, `wm` (probabilities in [0, 1]), `mask`.
+
+    nilearn's copy is exactly left-right symmetric (x index i mirrors 196 - i): builders must keep mirrored
+    positions in one block, or a test sample would be the mirror image of a training sample.
+    """
     datasets = pip_module("nilearn.datasets", "nilearn")
     nibabel = pip_module("nibabel")
 
@@ -94,7 +98,7 @@ def _package_dir(module: str, pip_name: str) -> Path:
 def dsb_nuclei() -> tuple[np.ndarray, np.ndarray]:
     """The 512x512 DSB 2018 nuclei image shipped in stardist (`data/images/img2d.tif`) and its instance mask."""
     tifffile = pip_module("tifffile")
-    folder = _package_dir("stardist", "stardist --no-deps") / "data" / "images"
+    folder = _package_dir("stardist", "--no-deps stardist") / "data" / "images"
     paths = [folder / "img2d.tif", folder / "mask2d.tif"]
     for p in paths:
         if not p.exists():

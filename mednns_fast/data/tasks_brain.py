@@ -56,6 +56,14 @@ def _square(image: np.ndarray, size: int, labels: bool = False) -> np.ndarray:
     return resize(out, (size, size), labels=labels)
 
 
+def _slice_block(volume: np.ndarray, axis: int, index: int, symmetric: bool, slab: int, guard: int) -> int:
+    """Block of a whole slice. In a left-right symmetric volume, sagittal slice i equals slice n-1-i, so the
+    block is taken of the distance to the mid-sagittal plane: a slice and its mirror share a block."""
+    if symmetric and axis == 0:
+        index = abs(2 * index - (volume.shape[0] - 1)) // 2
+    return int(slab_of(index, slab, guard))
+
+
 def _in_plane_blocks(shape: tuple[int, int], rows: int, cols: int) -> np.ndarray:
     r = np.minimum(np.arange(shape[0]) * rows // shape[0], rows - 1)
     c = np.minimum(np.arange(shape[1]) * cols // shape[1], cols - 1)
@@ -102,7 +110,8 @@ def _tissue_labels() -> np.ndarray:
 
 
 def _brain_tissue(rng: np.random.Generator) -> Samples:
-    return _axial_patches(_mni_uint8(), _tissue_labels(), 3, per_class=5, rng=rng)
+    # Anterior/posterior in-plane blocks: the symmetric template's left and right halves stay together.
+    return _axial_patches(_mni_uint8(), _tissue_labels(), 3, per_class=5, rng=rng, grid=(2, 1))
 
 
 @functools.lru_cache(maxsize=1)
@@ -128,11 +137,12 @@ def _brain_hemisphere(rng: np.random.Generator) -> Samples:
 def _brain_plane(rng: np.random.Generator) -> Samples:
     # Both templates: two real heads, each cut along its three axes; stratum = (volume, axis).
     images, labels, groups, strata = [], [], [], []
-    for v, (t1, mask) in enumerate([(_mni_uint8(), mni152()["mask"]), (_colin_uint8(), colin27()["bet"] > 0)]):
+    volumes = [(_mni_uint8(), mni152()["mask"], True), (_colin_uint8(), colin27()["bet"] > 0, False)]
+    for v, (t1, mask, symmetric) in enumerate(volumes):
         for axis in range(3):
             area = mask.sum(axis=tuple(a for a in range(3) if a != axis))
             for index in np.flatnonzero(area > 0.15 * area.max()):
-                slab = int(slab_of(index))
+                slab = _slice_block(t1, axis, index, symmetric, SLAB, GUARD)
                 if slab < 0:
                     continue
                 images.append(_square(_slice(t1, axis, index).astype(np.float64), PATCH))
@@ -144,14 +154,20 @@ def _brain_plane(rng: np.random.Generator) -> Samples:
 
 
 def _slices_for_segmentation(
-    image: np.ndarray, mask: np.ndarray, present: np.ndarray, axes=(2, 1, 0), slab: int = SLAB, guard: int = GUARD
+    image: np.ndarray,
+    mask: np.ndarray,
+    present: np.ndarray,
+    symmetric: bool,
+    axes=(2, 1, 0),
+    slab: int = SLAB,
+    guard: int = GUARD,
 ) -> Samples:
     """Whole axial, coronal and sagittal slices (padded square, 64x64) with their label map, slab-blocked per axis."""
     images, masks, groups, strata = [], [], [], []
     for axis in axes:
         area = present.sum(axis=tuple(a for a in range(3) if a != axis))
         for index in np.flatnonzero(area > 0.02 * area.max()):
-            block = int(slab_of(index, slab, guard))
+            block = _slice_block(image, axis, index, symmetric, slab, guard)
             if block < 0:
                 continue
             images.append(_square(_slice(image, axis, index).astype(np.float64), SEG_SIZE))
@@ -165,14 +181,14 @@ def _slices_for_segmentation(
 def _brain_extraction(rng: np.random.Generator) -> Samples:
     c = colin27()
     t1 = _colin_uint8()
-    return _slices_for_segmentation(t1, (c["bet"] > 0).astype(np.uint8), present=c["t1"] > 20)
+    return _slices_for_segmentation(t1, (c["bet"] > 0).astype(np.uint8), present=c["t1"] > 20, symmetric=False)
 
 
 def _brain_tissue_seg(rng: np.random.Generator) -> Samples:
     m = mni152()
     csf = np.clip(1.0 - m["gm"] - m["wm"], 0, 1)
     tissue = (np.argmax(np.stack([csf, m["gm"], m["wm"]]), axis=0) + 1) * m["mask"]  # 0 = outside the brain
-    return _slices_for_segmentation(_mni_uint8(), tissue.astype(np.uint8), present=m["mask"])
+    return _slices_for_segmentation(_mni_uint8(), tissue.astype(np.uint8), present=m["mask"], symmetric=True)
 
 
 def _isotropic(volume: np.ndarray, spacing: tuple[float, ...], labels: bool) -> np.ndarray:
@@ -190,9 +206,10 @@ def _itk_tissue_seg(rng: np.random.Generator) -> Samples:
     t1 = to_uint8(_isotropic(t1, spacing, labels=False), 0.5, 99.8)
     tissue = _ITK_TO_TISSUE[np.minimum(_isotropic(seg, spacing, labels=True), 7)]
     # 2 mm voxels: slabs of 6 slices (12 mm) with a 1-slice gap; all three axes.
-    return _slices_for_segmentation(t1, tissue, present=tissue > 0, slab=6, guard=1)
+    return _slices_for_segmentation(t1, tissue, present=tissue > 0, symmetric=False, slab=6, guard=1)
 
 
+_SYMMETRY = "; the nilearn template is left-right symmetric, so mirrored positions always share a block"
 _SLAB_SPLIT = (
     f"axial slabs of {SLAB} slices with {GUARD}-slice gaps, each cut into in-plane blocks; a patch lies inside "
     "one block and whole blocks are assigned to splits"
@@ -200,7 +217,7 @@ _SLAB_SPLIT = (
 
 
 def _mni_card(labels: str, split: str = _SLAB_SPLIT) -> TaskCard:
-    return TaskCard(_MNI_SOURCE, _MNI_INSTALL, _MNI_LICENSE, labels, split)
+    return TaskCard(_MNI_SOURCE, _MNI_INSTALL, _MNI_LICENSE, labels, split + _SYMMETRY)
 
 
 def _colin_card(labels: str, split: str = _SLAB_SPLIT) -> TaskCard:
@@ -233,7 +250,8 @@ CLASSIFICATION = [
         TaskCard(
             f"{_MNI_SOURCE}; {_COLIN_SOURCE}", f"{_MNI_INSTALL}; {_COLIN_INSTALL}", f"{_MNI_LICENSE}; {_COLIN_LICENSE}",
             "the axis the whole slice was cut along (slices covering > 15% of the largest brain section)",
-                  _PLANE_SPLIT + "; slices of different axes cross each other in one line of voxels"),
+            _PLANE_SPLIT + "; slices of different axes cross each other in one line of voxels" + _SYMMETRY,
+        ),
         _brain_plane,
         geometric_augment=False,  # rotations change how a plane looks (coronal vs axial outline)
     ),
