@@ -429,3 +429,14 @@ def test_intensity_jitter_is_small_and_clamped():
     out, _ = aug(image)
     assert out.shape == image.shape and 0 <= out.min() and out.max() <= 1
     assert 0 < (out - image).abs().max() < 0.2
+
+
+def test_share_override_finds_copied_debian_files(monkeypatch, tmp_path):
+    missing = tmp_path / "usr" / "train-images-idx3-ubyte.gz"
+    with pytest.raises(mfd.SourceMissing, match="apt-get install dataset-fashion-mnist"):
+        sources.apt_file(missing, "dataset-fashion-mnist")
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / missing.name).write_bytes(b"x")
+    monkeypatch.setenv("MEDNNS_FAST_SHARE", str(share))
+    assert sources.apt_file(missing, "dataset-fashion-mnist") == share / missing.name

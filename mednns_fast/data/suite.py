@@ -199,7 +199,7 @@ def builtin_suite(
     suite: dict[str, BuiltTask] = {}
     for name in bar:
         if hasattr(bar, "set_postfix_str"):
-            bar.set_postfix_str(name)
+            bar.set_postfix_str(name, refresh=False)  # no redraw: a cached suite stays silent
         try:
             suite[name] = build_task(name, seed, cache_root, rebuild)
         except SourceMissing as exc:
