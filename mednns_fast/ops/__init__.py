@@ -1,6 +1,17 @@
 """The public op API: `mf.ops.NAME`. Each op dispatches to the C++, Triton or reference path."""
 
 from ._backend import get_backend, set_backend, use_backend
+from .fid import FeatureStats, GaussianStats, fid_from_features, fid_matrix, frechet_distance
 from .mixed import mixed_sum
 
-__all__ = ["get_backend", "set_backend", "use_backend", "mixed_sum"]
+__all__ = [
+    "get_backend",
+    "set_backend",
+    "use_backend",
+    "mixed_sum",
+    "FeatureStats",
+    "GaussianStats",
+    "frechet_distance",
+    "fid_matrix",
+    "fid_from_features",
+]

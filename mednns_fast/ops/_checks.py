@@ -51,3 +51,88 @@ def check_mixed_sum_args(xs: Sequence[torch.Tensor], weights: torch.Tensor) -> N
     if weights.dim() == 2 and (xs[0].dim() < 1 or xs[0].shape[0] != weights.shape[0]):
         raise ValueError(f"mixed_sum: weights is [B, K] with B={weights.shape[0]} so xs must have B rows in "
                          f"dim 0, got shape {tuple(xs[0].shape)}")
+
+
+# ---- FID statistics and Frechet distances ----------------------------------------------------------
+# A covariance may be off symmetric or PSD by rounding (float32 storage: about 6e-8 relative per entry);
+# beyond these tolerances it is refused as a mistake rather than silently repaired.
+SYMMETRY_RTOL = 1e-5  # max |S - S^T| <= SYMMETRY_RTOL * max |S|
+PSD_RTOL = 1e-6  # smallest eigenvalue >= -PSD_RTOL * ||S||_F
+
+
+def check_stats_update_args(mean: torch.Tensor, m2: torch.Tensor, features: torch.Tensor, count: int) -> None:
+    op = "feature_stats_update_"
+    check_floating(features, f"{op}: features")
+    if features.dim() != 2:
+        raise ValueError(f"{op}: features must be 2-D, got shape {tuple(features.shape)}")
+    if mean.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"{op}: mean must be a float64 or float32 tensor")
+    if mean.dim() != 1 or m2.dim() != 2:
+        raise ValueError(f"{op}: mean must be 1-D and m2 2-D, got shapes {tuple(mean.shape)} and {tuple(m2.shape)}")
+    check_same_dtype(m2, f"{op}: m2", mean, "mean")
+    check_same_device(mean, f"{op}: mean", m2, "m2")
+    check_same_device(features, f"{op}: features", m2, "m2")
+    d = mean.shape[0]
+    if tuple(m2.shape) != (d, d):
+        raise ValueError(f"{op}: m2 must be [{d}, {d}] to match mean [{d}], got shape {tuple(m2.shape)}")
+    if features.shape[1] != d:
+        raise ValueError(f"{op}: features must be [n, {d}] (the statistics' dim), got shape "
+                         f"{tuple(features.shape)}")
+    if count < 0:
+        raise ValueError(f"{op}: count must be >= 0, got {count}")
+
+
+def check_pair_factors(factors: Sequence[torch.Tensor], svd_max_rank: int, sym_rtol: float) -> None:
+    op = "fid_trace_sqrt_pairs"
+    if len(factors) == 0:
+        raise ValueError(f"{op}: factors must hold at least one tensor")
+    if svd_max_rank < 0 or sym_rtol < 0:
+        raise ValueError(f"{op}: svd_max_rank and sym_rtol must be >= 0, got {svd_max_rank}, {sym_rtol}")
+    for i, f in enumerate(factors):
+        check_floating(f, f"{op}: factors[{i}]")
+        if f.dim() != 2:
+            raise ValueError(f"{op}: factors[{i}] must be 2-D, got shape {tuple(f.shape)}")
+        check_same_device(f, f"{op}: factors[{i}]", factors[0], "factors[0]")
+        if f.shape[0] != factors[0].shape[0]:
+            raise ValueError(f"{op}: factors[{i}] is [{f.shape[0]}, r] but factors[0] is "
+                             f"[{factors[0].shape[0]}, r]; all factors need one dim d")
+
+
+def check_gaussian(mu: torch.Tensor, sigma: torch.Tensor, mu_name: str, sigma_name: str) -> None:
+    """mu [d] and sigma [d, d]: floating, one device, finite, sigma symmetric within SYMMETRY_RTOL."""
+    check_floating(mu, mu_name)
+    check_floating(sigma, sigma_name)
+    check_same_device(sigma, sigma_name, mu, mu_name)
+    if mu.dim() != 1:
+        raise ValueError(f"{mu_name} must be a 1-D mean vector [d], got shape {tuple(mu.shape)}")
+    d = mu.shape[0]
+    if tuple(sigma.shape) != (d, d):
+        raise ValueError(f"{sigma_name} must be [{d}, {d}] to match {mu_name} [{d}], got shape "
+                         f"{tuple(sigma.shape)}")
+    check_finite(mu, mu_name)
+    check_finite(sigma, sigma_name)
+    if not torch.compiler.is_compiling() and d > 0:
+        s = sigma.detach()
+        asym = float((s - s.T).abs().max())
+        if asym > SYMMETRY_RTOL * float(s.abs().max()):
+            raise ValueError(f"{sigma_name} must be symmetric (a covariance): max |S - S^T| = {asym:.3g} "
+                             f"exceeds {SYMMETRY_RTOL:g} * max |S|")
+
+
+def check_gaussian_pair(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor, sigma2: torch.Tensor) -> None:
+    check_gaussian(mu1, sigma1, "mu1", "sigma1")
+    check_gaussian(mu2, sigma2, "mu2", "sigma2")
+    check_same_device(mu2, "mu2", mu1, "mu1")
+    if mu1.shape != mu2.shape:
+        raise ValueError(f"mu1 and mu2 must have one dim d, got shapes {tuple(mu1.shape)} and {tuple(mu2.shape)}")
+
+
+def check_psd_eigenvalues(w: torch.Tensor, sigma: torch.Tensor, name: str) -> None:
+    """Refuses sigma whose eigenvalues w go below -PSD_RTOL * ||sigma||_F (beyond rounding)."""
+    if torch.compiler.is_compiling() or w.numel() == 0:
+        return
+    floor = -PSD_RTOL * float(torch.linalg.matrix_norm(sigma.detach()))
+    smallest = float(w.detach().min())
+    if smallest < floor:
+        raise ValueError(f"{name} must be positive semi-definite (a covariance): its smallest eigenvalue is "
+                         f"{smallest:.3g}, below the tolerance {floor:.3g} (= -{PSD_RTOL:g} * ||S||_F)")

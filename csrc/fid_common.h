@@ -1,0 +1,176 @@
+// Host code of the FID family shared by the CPU and CUDA kernels: argument checks, the streaming
+// statistics update (two-pass centred moments of a batch, then Chan's merge), and the exact trace term
+// tr sqrt(S_i S_j) of one pair of datasets from their factors S = L L^T.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "checks.h"
+
+namespace mednns_fast {
+
+// ---- streaming statistics ------------------------------------------------------------------------
+
+inline void check_stats_update_args(const at::Tensor& mean, const at::Tensor& m2, const at::Tensor& features,
+                                    int64_t count) {
+  check_floating(features, "feature_stats_update_: features");
+  check_dim(features, "feature_stats_update_: features", 2);
+  TORCH_CHECK_VALUE(mean.defined() && (mean.scalar_type() == at::kDouble || mean.scalar_type() == at::kFloat),
+                    "feature_stats_update_: mean must be a float64 or float32 tensor");
+  check_dim(mean, "feature_stats_update_: mean", 1);
+  check_dim(m2, "feature_stats_update_: m2", 2);
+  check_same_dtype(m2, "feature_stats_update_: m2", mean, "mean");
+  check_same_device(mean, "feature_stats_update_: mean", m2, "m2");
+  check_same_device(features, "feature_stats_update_: features", m2, "m2");
+  const int64_t d = mean.size(0);
+  TORCH_CHECK_VALUE(m2.size(0) == d && m2.size(1) == d, "feature_stats_update_: m2 must be [", d, ", ", d,
+                    "] to match mean [", d, "], got shape ", m2.sizes());
+  TORCH_CHECK_VALUE(features.size(1) == d, "feature_stats_update_: features must be [n, ", d,
+                    "] (the statistics' dim), got shape ", features.sizes());
+  TORCH_CHECK_VALUE(count >= 0, "feature_stats_update_: count must be >= 0, got ", count);
+}
+
+// Rows centred per chunk: about 8 MiB of float64 at a time (the d x d product takes one BLAS call per chunk).
+inline int64_t stats_chunk_rows(int64_t dim) {
+  return std::max<int64_t>(64, (int64_t(1) << 20) / std::max<int64_t>(dim, 1));
+}
+
+// Columns per tile of the d x d product. A symmetric product needs only its upper block triangle: about
+// half the flops of one GEMM (ATen has no SYRK), at the price of mirroring it once per update.
+constexpr int64_t kProductTile = 256;
+
+// True when the flops saved on a batch of `rows` outweigh one mirroring pass over m2.
+inline bool use_upper_blocks(int64_t rows, int64_t dim) { return rows >= 256 && dim > kProductTile; }
+
+// m2 += y^T y; with upper_only, only the blocks on and above the diagonal are updated.
+inline void add_centred_products(at::Tensor& m2, const at::Tensor& y, bool upper_only) {
+  const int64_t d = y.size(1);
+  if (!upper_only) {
+    m2.addmm_(y.t(), y);
+    return;
+  }
+  for (int64_t i = 0; i < d; i += kProductTile) {
+    const int64_t t = std::min(kProductTile, d - i);
+    at::Tensor block_row = m2.narrow(0, i, t).narrow(1, i, d - i);
+    block_row.addmm_(y.narrow(1, i, t).t(), y.narrow(1, i, d - i));
+  }
+}
+
+// Copies the blocks above the diagonal (written by add_centred_products) below it.
+inline void mirror_upper_blocks(at::Tensor& m2) {
+  const int64_t d = m2.size(0);
+  for (int64_t i = 0; i + kProductTile < d; i += kProductTile) {
+    const int64_t rest = d - i - kProductTile;
+    m2.narrow(0, i + kProductTile, rest).narrow(1, i, kProductTile)
+        .copy_(m2.narrow(0, i, kProductTile).narrow(1, i + kProductTile, rest).t());
+  }
+}
+
+// Kernels supplies, for its device:
+//   static at::Tensor column_mean(const at::Tensor& x);            // [n, d] rows contiguous -> [d] float64
+//   static void centre(const at::Tensor& x, const at::Tensor& mean, at::Tensor& out);
+//                                                                  // out[i, j] = x[i, j] - mean[j] (float64 maths)
+// Two passes over the batch: its mean in float64, then the centred rows in chunks, whose products are
+// accumulated by BLAS into m2. The raw formula sum(x x^T) - n mu mu^T is never formed, so large offsets
+// cost no accuracy. Finally Chan's merge folds the batch into the running (count, mean, m2).
+template <typename Kernels>
+void feature_stats_update(at::Tensor& mean, at::Tensor& m2, const at::Tensor& features, int64_t count) {
+  check_stats_update_args(mean, m2, features, count);
+  const int64_t nb = features.size(0), d = features.size(1);
+  if (nb == 0 || d == 0) return;
+  // Rows may sit at any stride; within a row the kernels need unit stride.
+  const at::Tensor x = features.stride(1) == 1 ? features : features.contiguous();
+  if (count == 0) m2.zero_();  // an empty state: whatever mean and m2 held is overwritten
+  const at::Tensor batch_mean = Kernels::column_mean(x);
+  // NaN or infinity anywhere in the batch reaches its column sums: one check of d values covers it.
+  TORCH_CHECK_VALUE(at::isfinite(batch_mean).all().item<bool>(),
+                    "feature_stats_update_: features must be finite but contain NaN or infinity");
+
+  const int64_t chunk = std::min(stats_chunk_rows(d), nb);
+  at::Tensor buffer = at::empty({chunk, d}, m2.options().memory_format(at::MemoryFormat::Contiguous));
+  const bool upper_only = use_upper_blocks(nb, d);
+  for (int64_t r0 = 0; r0 < nb; r0 += chunk) {
+    const int64_t rows = std::min(chunk, nb - r0);
+    at::Tensor y = buffer.narrow(0, 0, rows);
+    Kernels::centre(x.narrow(0, r0, rows), batch_mean, y);
+    add_centred_products(m2, y, upper_only);
+  }
+  if (upper_only) mirror_upper_blocks(m2);
+
+  // Chan et al.: M2 = M2_a + M2_b + delta delta^T n_a n_b / n, mean = mean_a + delta n_b / n.
+  if (count == 0) {
+    mean.copy_(batch_mean);
+    return;
+  }
+  const double n = static_cast<double>(count) + static_cast<double>(nb);
+  const at::Tensor delta = (batch_mean - mean.to(at::kDouble)).to(m2.scalar_type());
+  m2.addr_(delta, delta, 1.0, static_cast<double>(count) * static_cast<double>(nb) / n);
+  mean.add_(delta, static_cast<double>(nb) / n);
+}
+
+// ---- pairwise trace terms ------------------------------------------------------------------------
+
+// The factors L_i ([d, r_i], S_i = L_i L_i^T) as float64, checked to share d and a device.
+inline std::vector<at::Tensor> pair_factors(at::TensorList factors) {
+  TORCH_CHECK_VALUE(!factors.empty(), "fid_trace_sqrt_pairs: factors must hold at least one tensor");
+  std::vector<at::Tensor> out;
+  for (size_t i = 0; i < factors.size(); ++i) {
+    const std::string name = "fid_trace_sqrt_pairs: factors[" + std::to_string(i) + "]";
+    check_floating(factors[i], name.c_str());
+    check_dim(factors[i], name.c_str(), 2);
+    check_same_device(factors[i], name.c_str(), factors[0], "factors[0]");
+    TORCH_CHECK_VALUE(factors[i].size(0) == factors[0].size(0), name, " is [", factors[i].size(0),
+                      ", r] but factors[0] is [", factors[0].size(0), ", r]; all factors need one dim d");
+    out.push_back(factors[i].to(at::kDouble));
+  }
+  return out;
+}
+
+// tr sqrt(S_a S_b) = sum of singular values of C = a^T b (a: [d, r_a], b: [d, r_b]), since the non-zero
+// eigenvalues of S_a S_b are those of C C^T. When the smaller side exceeds svd_max_rank the cheaper
+// symmetric route takes sqrt of the eigenvalues of C C^T (or C^T C): eigenvalue errors of about
+// r eps lambda_max are amplified by sqrt near zero, so its a-posteriori error bound must stay below
+// sym_rtol * scale (scale = tr S_a + tr S_b, the size of FID's other terms), else the SVD decides.
+inline double trace_sqrt_pair(const at::Tensor& a, const at::Tensor& b, double scale, int64_t svd_max_rank,
+                              double sym_rtol) {
+  const at::Tensor c = at::mm(a.t(), b);
+  const int64_t small = std::min(c.size(0), c.size(1));
+  if (small == 0) return 0.0;
+  if (small > svd_max_rank) {
+    const at::Tensor m = c.size(0) <= c.size(1) ? at::mm(c, c.t()) : at::mm(c.t(), c);
+    const at::Tensor lam = at::linalg_eigvalsh(m).clamp_min(0.0);
+    const double err = static_cast<double>(small) * std::numeric_limits<double>::epsilon() *
+                       lam.max().item<double>();
+    const double bound = ((lam + err).sqrt() - (lam - err).clamp_min(0.0).sqrt()).sum().item<double>();
+    if (bound <= sym_rtol * scale) return lam.sqrt().sum().item<double>();
+  }
+  return at::linalg_svdvals(c).sum().item<double>();
+}
+
+inline void check_pair_options(int64_t svd_max_rank, double sym_rtol) {
+  TORCH_CHECK_VALUE(svd_max_rank >= 0, "fid_trace_sqrt_pairs: svd_max_rank must be >= 0, got ", svd_max_rank);
+  TORCH_CHECK_VALUE(sym_rtol >= 0.0, "fid_trace_sqrt_pairs: sym_rtol must be >= 0, got ", sym_rtol);
+}
+
+// All pairs i < j in row-major order.
+inline std::vector<std::pair<int64_t, int64_t>> upper_pairs(int64_t n) {
+  std::vector<std::pair<int64_t, int64_t>> pairs;
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = i + 1; j < n; ++j) pairs.emplace_back(i, j);
+  return pairs;
+}
+
+// tr S_i = ||L_i||_F^2, computed in float64 on the host.
+inline std::vector<double> factor_traces(const std::vector<at::Tensor>& f) {
+  std::vector<double> tr;
+  for (const auto& l : f) tr.push_back(l.square().sum().item<double>());
+  return tr;
+}
+
+}  // namespace mednns_fast
