@@ -114,6 +114,22 @@ void feature_stats_update(at::Tensor& mean, at::Tensor& m2, const at::Tensor& fe
   mean.add_(delta, static_cast<double>(nb) / n);
 }
 
+// ---- covariance checks ---------------------------------------------------------------------------
+
+inline void check_square(const at::Tensor& sigma, const char* name) {
+  check_floating(sigma, name);
+  TORCH_CHECK_VALUE(sigma.dim() == 2 && sigma.size(0) == sigma.size(1), name,
+                    " must be a square [d, d] matrix, got shape ", sigma.sizes());
+}
+
+// (max |S_ij - S_ji|, max |S_ij|, number of non-finite entries) as float64 [3], from ATen ops (used on
+// devices without a fused pass). Non-finite entries count as 0 in the two maxima.
+inline at::Tensor covariance_defects_aten(const at::Tensor& sigma) {
+  const at::Tensor finite = at::isfinite(sigma);
+  const at::Tensor s = at::where(finite, sigma, at::zeros({}, sigma.options())).to(at::kDouble);
+  return at::stack({(s - s.t()).abs().max(), s.abs().max(), finite.logical_not().sum().to(at::kDouble)});
+}
+
 // ---- pairwise trace terms ------------------------------------------------------------------------
 
 // The factors L_i ([d, r_i], S_i = L_i L_i^T) as float64, checked to share d and a device.

@@ -32,6 +32,9 @@ TORCH_LIBRARY(mednns_fast, m) {
   // when the smaller rank is <= svd_max_rank, else the eigenvalues of its symmetric Gram (kept only when
   // their a-posteriori error bound is below sym_rtol * (tr S_i + tr S_j), else the SVD decides).
   m.def("fid_trace_sqrt_pairs(Tensor[] factors, int svd_max_rank, float sym_rtol) -> Tensor");
+  // What the covariance checks need from sigma [d, d] in one pass: float64 [3] holding
+  // (max |S_ij - S_ji|, max |S_ij|, number of non-finite entries); non-finite entries count as 0 in the maxima.
+  m.def("fid_covariance_defects(Tensor sigma) -> Tensor");
 
   // ---- Jensen-Shannon divergences ---------------------------------------------------------
   // (schemas added by the JS family)

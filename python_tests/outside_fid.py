@@ -22,8 +22,9 @@ def load_pytorch_fid() -> Callable[..., float]:
     """pytorch-fid's calculate_frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6) (numpy in, float out)."""
     spec = importlib.util.find_spec("pytorch_fid")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("pytorch-fid is not installed; install it with `pip install --no-deps pytorch-fid` "
-                           "(its torchvision dependency is not needed for calculate_frechet_distance)")
+        raise RuntimeError("pytorch-fid is not installed; install it with "
+                           "`pip install --no-deps pytorch-fid` (its torchvision dependency is not needed "
+                           "for calculate_frechet_distance)")
     source = Path(next(iter(spec.submodule_search_locations)), "fid_score.py").read_text()
     tree = ast.parse(source)
     defs = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "calculate_frechet_distance"]
@@ -46,7 +47,8 @@ def eigvals_fid(mu1, sigma1, mu2, sigma2) -> float:
 
 
 def textbook_fid(mu1, sigma1, mu2, sigma2) -> float:
-    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 sqrtm(S1 S2)) with scipy's sqrtm in float64 (well-conditioned inputs)."""
+    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 sqrtm(S1 S2)) with scipy's sqrtm in float64 (for well-conditioned
+    inputs)."""
     covmean = scipy.linalg.sqrtm(np.asarray(sigma1, np.float64) @ np.asarray(sigma2, np.float64)).real
     diff = np.asarray(mu1, np.float64) - np.asarray(mu2, np.float64)
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
@@ -61,3 +63,15 @@ def gram_fid(x, y) -> float:
     trace_sqrt = np.linalg.svd(xc @ yc.T, compute_uv=False).sum() / np.sqrt(nx * ny)
     diff = x.mean(0) - y.mean(0)
     return float(diff @ diff + (xc**2).sum() / nx + (yc**2).sum() / ny - 2 * trace_sqrt)
+
+
+def symmetric_fid(mu1, sigma1, mu2, sigma2) -> float:
+    """The float64 numpy reference for full-rank, well-conditioned covariances: tr sqrt(S1 S2) as the
+    eigenvalues of the symmetric R1 S2 R1 with R1 = S1^(1/2) from numpy's eigh (LAPACK through numpy,
+    independent of torch). Seconds at d=2048, where scipy's sqrtm takes tens."""
+    s1, s2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
+    w, u = np.linalg.eigh(s1)
+    r1 = (u * np.sqrt(np.clip(w, 0, None))) @ u.T
+    lam = np.linalg.eigvalsh(r1 @ s2 @ r1)
+    diff = np.asarray(mu1, np.float64) - np.asarray(mu2, np.float64)
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(np.clip(lam, 0, None)).sum())

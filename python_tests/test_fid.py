@@ -228,13 +228,15 @@ def test_update_op_bad_inputs():
 def test_update_op_opcheck():
     mean, m2 = torch.zeros(9, dtype=F64), torch.zeros(9, 9, dtype=F64)
     torch.library.opcheck(torch.ops.mednns_fast.feature_stats_update_, (mean, m2, torch.randn(7, 9), 3))
-    torch.library.opcheck(torch.ops.mednns_fast.feature_stats_update_, (mean, m2, torch.randn(7, 9, dtype=F64), 0))
+    x64 = torch.randn(7, 9, dtype=F64)
+    torch.library.opcheck(torch.ops.mednns_fast.feature_stats_update_, (mean, m2, x64, 0))
 
 
 # ---- frechet_distance -----------------------------------------------------------------------------
 
 
-def gaussian(n: int, d: int, seed: int, offset: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def gaussian(n: int, d: int, seed: int, offset: float = 0.0):
+    """Features x [n, d] and their numpy mean and covariance as float64 tensors."""
     x = features(n, d, seed, offset)
     mu, sigma = numpy_moments(x)
     return x, torch.from_numpy(mu), torch.from_numpy(sigma)
@@ -286,7 +288,8 @@ def test_frechet_singular_covariances():
     z4 = z.clone()
     z4[:, :10] = 0
     expected = gram_fid(z4.numpy(), z.numpy())
-    assert abs(float(mf.ops.frechet_distance(mu3 * (s4.diagonal() > 0), s4, mu3, s3)) - expected) <= 1e-9 * expected
+    got = float(mf.ops.frechet_distance(mu3 * (s4.diagonal() > 0), s4, mu3, s3))
+    assert abs(got - expected) <= 1e-9 * expected
 
 
 @pytest.mark.parametrize("d", [4, 6])
@@ -314,7 +317,7 @@ def test_frechet_bad_inputs():
     _, mu, s = gaussian(50, 6, seed=7)
     with pytest.raises(ValueError, match="symmetric"):
         mf.ops.frechet_distance(mu, s + torch.triu(torch.ones(6, 6, dtype=F64), 1), mu, s)
-    not_psd = s - 2 * float(torch.linalg.eigvalsh(s)[-1]) * torch.outer(torch.ones(6, dtype=F64), torch.ones(6)) / 6
+    not_psd = s - 2 * float(torch.linalg.eigvalsh(s)[-1]) * torch.full((6, 6), 1 / 6, dtype=F64)
     with pytest.raises(ValueError, match="sigma2 must be positive semi-definite"):
         mf.ops.frechet_distance(mu, s, mu, not_psd)
     with pytest.raises(ValueError, match="sigma1 must be positive semi-definite"):
@@ -458,3 +461,28 @@ def test_fid_matrix_bad_inputs():
     neg = stats[0].sigma - 2 * float(torch.linalg.eigvalsh(stats[0].sigma)[-1]) * torch.eye(8, dtype=F64)
     with pytest.raises(ValueError, match=r"stats\[1\].sigma must be positive semi-definite"):
         mf.ops.fid_matrix([stats[0], stats[0]._replace(sigma=neg)])
+
+
+@needs_cpp
+def test_covariance_defects_op():
+    from mednns_fast.ops._checks import covariance_defects
+
+    s = features(100, 70, seed=30)
+    s = s.T @ s
+    s[3, 60] += 0.5  # asymmetric entry
+    s[10, 2] = float("nan")
+    s[69, 69] = float("inf")
+    got = torch.ops.mednns_fast.fid_covariance_defects(s)
+    torch.testing.assert_close(got, covariance_defects(s))
+    assert got[2] == 2 and got[0] >= 0.5
+    s32 = s.float()
+    torch.testing.assert_close(torch.ops.mednns_fast.fid_covariance_defects(s32), covariance_defects(s32))
+    torch.library.opcheck(torch.ops.mednns_fast.fid_covariance_defects, (s,))
+    with pytest.raises(ValueError, match="square"):
+        torch.ops.mednns_fast.fid_covariance_defects(s[:5])
+
+
+def test_fid_matrix_with_factor_does_not_read_sigma():
+    _, stats = mixed_suite(48)
+    poisoned = stats[2]._replace(sigma=torch.full_like(stats[2].sigma, float("nan")))
+    torch.testing.assert_close(mf.ops.fid_matrix([stats[0], poisoned]), mf.ops.fid_matrix(stats[:3:2]))

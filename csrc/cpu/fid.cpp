@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <vector>
 
 #include "fid_common.h"
@@ -73,6 +74,49 @@ void feature_stats_update_cpu(at::Tensor& mean, at::Tensor& m2, const at::Tensor
   feature_stats_update<CpuStatsKernels>(mean, m2, features, count);
 }
 
+// One pass over the upper block triangle, each tile read beside its mirror image (both stay in cache).
+constexpr int64_t kCheckTile = 64;
+
+at::Tensor fid_covariance_defects_cpu(const at::Tensor& sigma) {
+  check_square(sigma, "fid_covariance_defects: sigma");
+  TORCH_CHECK_VALUE(sigma.device().is_cpu(), "fid_covariance_defects: CPU kernel called with ", sigma.device());
+  const at::Tensor s = sigma.contiguous();
+  const int64_t d = s.size(0), tiles = (d + kCheckTile - 1) / kCheckTile;
+  std::vector<double> asym(tiles, 0.0), amax(tiles, 0.0), bad(tiles, 0.0);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, s.scalar_type(), "fid_covariance_defects", [&] {
+    const scalar_t* p = s.const_data_ptr<scalar_t>();
+    at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t ti = t0; ti < t1; ++ti) {
+        double a_sym = 0.0, a_max = 0.0, n_bad = 0.0;
+        const int64_t i0 = ti * kCheckTile, i1 = std::min(d, i0 + kCheckTile);
+        for (int64_t j0 = i0; j0 < d; j0 += kCheckTile) {
+          const int64_t j1 = std::min(d, j0 + kCheckTile);
+          for (int64_t i = i0; i < i1; ++i) {
+            for (int64_t j = std::max(j0, i); j < j1; ++j) {
+              const double a = static_cast<double>(p[i * d + j]), b = static_cast<double>(p[j * d + i]);
+              const bool fa = std::isfinite(a), fb = std::isfinite(b);
+              n_bad += (fa ? 0.0 : 1.0) + (i != j && !fb ? 1.0 : 0.0);
+              const double ua = fa ? a : 0.0, ub = fb ? b : 0.0;
+              a_sym = std::max(a_sym, std::abs(ua - ub));
+              a_max = std::max(a_max, std::max(std::abs(ua), std::abs(ub)));
+            }
+          }
+        }
+        asym[ti] = a_sym;
+        amax[ti] = a_max;
+        bad[ti] = n_bad;
+      }
+    });
+  });
+  double r_sym = 0.0, r_max = 0.0, r_bad = 0.0;
+  for (int64_t t = 0; t < tiles; ++t) {
+    r_sym = std::max(r_sym, asym[t]);
+    r_max = std::max(r_max, amax[t]);
+    r_bad += bad[t];
+  }
+  return at::tensor(std::vector<double>{r_sym, r_max, r_bad}, at::kDouble);
+}
+
 at::Tensor fid_trace_sqrt_pairs_cpu(at::TensorList factors, int64_t svd_max_rank, double sym_rtol) {
   check_pair_options(svd_max_rank, sym_rtol);
   const std::vector<at::Tensor> f = pair_factors(factors);
@@ -84,18 +128,25 @@ at::Tensor fid_trace_sqrt_pairs_cpu(at::TensorList factors, int64_t svd_max_rank
   at::Tensor out = at::zeros({n, n}, at::kDouble);
   double* op = out.data_ptr<double>();
   for (int64_t i = 0; i < n; ++i) op[i * n + i] = tr[i];
-  // Pairs differ in cost (ranks differ, some fall back to the SVD): each thread takes the next pair
-  // left rather than a fixed slice. Inside a parallel region ATen and BLAS calls run single-threaded.
   std::atomic<int64_t> next{0};
-  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), num_pairs));
-  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
+  auto work = [&](int64_t, int64_t) {
     for (int64_t p = next++; p < num_pairs; p = next++) {
       const auto [i, j] = pairs[p];
       const double t = trace_sqrt_pair(f[i], f[j], tr[i] + tr[j], svd_max_rank, sym_rtol);
       op[i * n + j] = t;
       op[j * n + i] = t;
     }
-  });
+  };
+  const int64_t threads = at::get_num_threads();
+  if (num_pairs < threads || at::in_parallel_region()) {
+    // Fewer pairs than threads: one pair at a time, each BLAS/LAPACK call using every thread.
+    work(0, 1);
+  } else {
+    // One pair per thread at a time (BLAS and LAPACK single-threaded inside the region): independent
+    // decompositions scale better than a threaded one. Pairs differ in cost (ranks differ, some fall
+    // back to the SVD), so each thread takes the next pair left rather than a fixed slice.
+    at::parallel_for(0, threads, 1, work);
+  }
   return out;
 }
 
@@ -104,6 +155,7 @@ at::Tensor fid_trace_sqrt_pairs_cpu(at::TensorList factors, int64_t svd_max_rank
 TORCH_LIBRARY_IMPL(mednns_fast, CPU, m) {
   m.impl("feature_stats_update_", &feature_stats_update_cpu);
   m.impl("fid_trace_sqrt_pairs", &fid_trace_sqrt_pairs_cpu);
+  m.impl("fid_covariance_defects", &fid_covariance_defects_cpu);
 }
 
 }  // namespace mednns_fast

@@ -3,7 +3,7 @@ things in csrc/checks.h. Each error names the argument and what was expected."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -68,7 +68,8 @@ def check_stats_update_args(mean: torch.Tensor, m2: torch.Tensor, features: torc
     if mean.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"{op}: mean must be a float64 or float32 tensor")
     if mean.dim() != 1 or m2.dim() != 2:
-        raise ValueError(f"{op}: mean must be 1-D and m2 2-D, got shapes {tuple(mean.shape)} and {tuple(m2.shape)}")
+        raise ValueError(f"{op}: mean must be 1-D and m2 2-D, got shapes {tuple(mean.shape)} and "
+                         f"{tuple(m2.shape)}")
     check_same_dtype(m2, f"{op}: m2", mean, "mean")
     check_same_device(mean, f"{op}: mean", m2, "m2")
     check_same_device(features, f"{op}: features", m2, "m2")
@@ -98,8 +99,24 @@ def check_pair_factors(factors: Sequence[torch.Tensor], svd_max_rank: int, sym_r
                              f"[{factors[0].shape[0]}, r]; all factors need one dim d")
 
 
-def check_gaussian(mu: torch.Tensor, sigma: torch.Tensor, mu_name: str, sigma_name: str) -> None:
-    """mu [d] and sigma [d, d]: floating, one device, finite, sigma symmetric within SYMMETRY_RTOL."""
+def covariance_defects(sigma: torch.Tensor) -> torch.Tensor:
+    """float64 [3]: (max |S_ij - S_ji|, max |S_ij|, number of non-finite entries), non-finite entries
+    counting as 0 in the maxima. The plain-PyTorch form of the C++ op fid_covariance_defects."""
+    finite = torch.isfinite(sigma)
+    s = torch.where(finite, sigma, 0).double()
+    return torch.stack([(s - s.T).abs().max(), s.abs().max(), (~finite).sum().double()])
+
+
+def check_square(sigma: torch.Tensor, name: str) -> None:
+    check_floating(sigma, name)
+    if sigma.dim() != 2 or sigma.shape[0] != sigma.shape[1]:
+        raise ValueError(f"{name} must be a square [d, d] matrix, got shape {tuple(sigma.shape)}")
+
+
+def check_gaussian(mu: torch.Tensor, sigma: torch.Tensor, mu_name: str, sigma_name: str,
+                   defects: Callable[[torch.Tensor], torch.Tensor] | None = covariance_defects) -> None:
+    """mu [d] and sigma [d, d]: floating, one device, finite, sigma symmetric within SYMMETRY_RTOL.
+    `defects` computes covariance_defects (the fused C++ op where available); None checks shapes only."""
     check_floating(mu, mu_name)
     check_floating(sigma, sigma_name)
     check_same_device(sigma, sigma_name, mu, mu_name)
@@ -110,21 +127,24 @@ def check_gaussian(mu: torch.Tensor, sigma: torch.Tensor, mu_name: str, sigma_na
         raise ValueError(f"{sigma_name} must be [{d}, {d}] to match {mu_name} [{d}], got shape "
                          f"{tuple(sigma.shape)}")
     check_finite(mu, mu_name)
-    check_finite(sigma, sigma_name)
-    if not torch.compiler.is_compiling() and d > 0:
-        s = sigma.detach()
-        asym = float((s - s.T).abs().max())
-        if asym > SYMMETRY_RTOL * float(s.abs().max()):
-            raise ValueError(f"{sigma_name} must be symmetric (a covariance): max |S - S^T| = {asym:.3g} "
-                             f"exceeds {SYMMETRY_RTOL:g} * max |S|")
+    if defects is None or torch.compiler.is_compiling() or d == 0:
+        return
+    asym, top, bad = defects(sigma.detach()).tolist()
+    if bad:
+        raise ValueError(f"{sigma_name} must be finite but contains {int(bad)} NaN or infinite entries")
+    if asym > SYMMETRY_RTOL * top:
+        raise ValueError(f"{sigma_name} must be symmetric (a covariance): max |S - S^T| = {asym:.3g} "
+                         f"exceeds {SYMMETRY_RTOL:g} * max |S|")
 
 
-def check_gaussian_pair(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor, sigma2: torch.Tensor) -> None:
-    check_gaussian(mu1, sigma1, "mu1", "sigma1")
-    check_gaussian(mu2, sigma2, "mu2", "sigma2")
+def check_gaussian_pair(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor, sigma2: torch.Tensor,
+                        defects: Callable[[torch.Tensor], torch.Tensor] = covariance_defects) -> None:
+    check_gaussian(mu1, sigma1, "mu1", "sigma1", defects)
+    check_gaussian(mu2, sigma2, "mu2", "sigma2", defects)
     check_same_device(mu2, "mu2", mu1, "mu1")
     if mu1.shape != mu2.shape:
-        raise ValueError(f"mu1 and mu2 must have one dim d, got shapes {tuple(mu1.shape)} and {tuple(mu2.shape)}")
+        raise ValueError(f"mu1 and mu2 must have one dim d, got shapes {tuple(mu1.shape)} and "
+                         f"{tuple(mu2.shape)}")
 
 
 def check_psd_eigenvalues(w: torch.Tensor, sigma: torch.Tensor, name: str) -> None:

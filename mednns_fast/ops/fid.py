@@ -34,7 +34,9 @@ from ._checks import (
     check_pair_factors,
     check_psd_eigenvalues,
     check_same_device,
+    check_square,
     check_stats_update_args,
+    covariance_defects,
 )
 
 F64 = torch.float64
@@ -129,6 +131,13 @@ def _feature_factor(x: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Ten
     return x.mean(0), _psd_factor(_symmetrised(z.T @ z), name), trace
 
 
+def _covariance_defects(sigma: torch.Tensor) -> torch.Tensor:
+    """(max |S - S^T|, max |S|, non-finite count): one fused pass (C++ op) where available."""
+    if choose("fid_covariance_defects", sigma.device, has_triton=False) == "reference":
+        return covariance_defects(sigma)
+    return torch.ops.mednns_fast.fid_covariance_defects(sigma)
+
+
 def _assemble(diff: torch.Tensor, tr1: torch.Tensor, tr2: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return (diff @ diff + tr1 + tr2 - 2 * t).clamp_min(0)
 
@@ -136,7 +145,8 @@ def _assemble(diff: torch.Tensor, tr1: torch.Tensor, tr2: torch.Tensor, t: torch
 # ---- public distances ---------------------------------------------------------------------------
 
 
-def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor, sigma2: torch.Tensor) -> torch.Tensor:
+def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor,
+                     sigma2: torch.Tensor) -> torch.Tensor:
     """The Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), i.e. the FID of two datasets:
     ``||mu1 - mu2||^2 + tr S1 + tr S2 - 2 tr sqrt(S1 S2)``.
 
@@ -154,7 +164,7 @@ def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor,
     """
     if get_backend() == "reference":
         return reference.frechet_distance(mu1, sigma1, mu2, sigma2)
-    check_gaussian_pair(mu1, sigma1, mu2, sigma2)
+    check_gaussian_pair(mu1, sigma1, mu2, sigma2, defects=_covariance_defects)
     s1, s2 = _symmetrised(sigma1.to(F64)), _symmetrised(sigma2.to(F64))
     tr1, tr2 = s1.trace(), s2.trace()
     t = _trace_sqrt(_psd_factor(s1, "sigma1"), _psd_factor(s2, "sigma2"), float((tr1 + tr2).detach()))
@@ -179,7 +189,8 @@ def fid_from_features(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     _check_features(y, "y")
     check_same_device(y, "y", x, "x")
     if x.shape[1] != y.shape[1]:
-        raise ValueError(f"x and y must have one feature dim, got shapes {tuple(x.shape)} and {tuple(y.shape)}")
+        raise ValueError(f"x and y must have one feature dim, got shapes {tuple(x.shape)} and "
+                         f"{tuple(y.shape)}")
     if get_backend() == "reference":
         (mx, sx), (my, sy) = (_reference_moments(v) for v in (x, y))
         return reference.frechet_distance(mx, sx, my, sy)
@@ -197,28 +208,33 @@ def _reference_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _check_stats(stats: Sequence[GaussianStats]) -> None:
     if len(stats) == 0:
         raise ValueError("fid_matrix: stats must hold at least one GaussianStats")
+    d = None
     for i, s in enumerate(stats):
         if not isinstance(s, GaussianStats):
             raise ValueError(f"fid_matrix: stats[{i}] must be a GaussianStats, got {type(s).__name__}")
-        check_gaussian(s.mu, s.sigma, f"stats[{i}].mu", f"stats[{i}].sigma")
-        check_same_device(s.mu, f"stats[{i}].mu", stats[0].mu, "stats[0].mu")
-        if s.mu.shape != stats[0].mu.shape:
-            raise ValueError(f"fid_matrix: stats[{i}] has dim {s.mu.shape[0]} but stats[0] has dim "
-                             f"{stats[0].mu.shape[0]}")
+        # With a factor, sigma's values are not read (the factor stands for it): only its shape is checked.
+        defects = _covariance_defects if s.factor is None else None
+        check_gaussian(s.mu, s.sigma, f"stats[{i}].mu", f"stats[{i}].sigma", defects=defects)
         if s.factor is not None:
             if s.factor.dim() != 2 or s.factor.shape[0] != s.mu.shape[0]:
                 raise ValueError(f"fid_matrix: stats[{i}].factor must be [d, r] with d={s.mu.shape[0]}, got "
                                  f"shape {tuple(s.factor.shape)}")
+            check_same_device(s.factor, f"stats[{i}].factor", s.mu, f"stats[{i}].mu")
             check_finite(s.factor, f"stats[{i}].factor")
+        check_same_device(s.mu, f"stats[{i}].mu", stats[0].mu, "stats[0].mu")
+        d = s.mu.shape[0] if d is None else d
+        if s.mu.shape[0] != d:
+            raise ValueError(f"fid_matrix: stats[{i}] has dim {s.mu.shape[0]} but stats[0] has dim {d}")
 
 
 def fid_matrix(stats: Sequence[GaussianStats]) -> torch.Tensor:
     """All pairwise FIDs of N datasets: a symmetric float64 [N, N] tensor with a zero diagonal.
 
-    Each dataset is factored once (its `factor` when present, else Cholesky or a rank-revealing
-    eigendecomposition of sigma); then every pair's trace term is computed by the cheaper exact route
-    (module docstring), pairs running in parallel in the C++ op `fid_trace_sqrt_pairs`. Not
-    differentiable (use `frechet_distance` for gradients). Raises ValueError on bad statistics.
+    Each dataset is factored once (its `factor` when present, in which case its sigma is not read, else
+    Cholesky or a rank-revealing eigendecomposition of sigma); then every pair's trace term is computed
+    by the cheaper exact route (module docstring), pairs running in parallel in the C++ op
+    `fid_trace_sqrt_pairs`. Not differentiable (use `frechet_distance` for gradients). Raises
+    ValueError on bad statistics.
     """
     stats = list(stats)
     _check_stats(stats)
@@ -227,10 +243,13 @@ def fid_matrix(stats: Sequence[GaussianStats]) -> torch.Tensor:
     with torch.no_grad():
         factors, traces = [], []
         for i, s in enumerate(stats):
-            sigma = s.sigma.to(F64)
-            traces.append(sigma.trace())
-            factor = s.factor if s.factor is not None else _psd_factor(_symmetrised(sigma), f"stats[{i}].sigma")
-            factors.append(factor.to(F64))
+            if s.factor is None:
+                sigma = _symmetrised(s.sigma.to(F64))
+                factors.append(_psd_factor(sigma, f"stats[{i}].sigma"))
+                traces.append(sigma.trace())
+            else:
+                factors.append(s.factor.to(F64))
+                traces.append(factors[-1].square().sum())
         t = fid_trace_sqrt_pairs(factors)
         mu = torch.stack([s.mu.to(F64) for s in stats])
         tr = torch.stack(traces)
@@ -311,8 +330,9 @@ class FeatureStats:
         if not isinstance(other, FeatureStats):
             raise ValueError(f"FeatureStats.merge: other must be a FeatureStats, got {type(other).__name__}")
         if other.dim != self.dim or other.dtype != self.dtype or other.device != self.device:
-            raise ValueError(f"FeatureStats.merge: other has dim={other.dim}, dtype={other.dtype}, device="
-                             f"{other.device} but self has dim={self.dim}, dtype={self.dtype}, device={self.device}")
+            raise ValueError(f"FeatureStats.merge: other has dim={other.dim}, dtype={other.dtype}, "
+                             f"device={other.device} but self has dim={self.dim}, dtype={self.dtype}, "
+                             f"device={self.device}")
         if other.count == 0:
             return self
         kept = self.rows is not None and other.rows is not None
@@ -358,20 +378,22 @@ class FeatureStats:
         import torch.distributed as dist
 
         counts = [torch.zeros(1, dtype=torch.int64, device=self.device) for _ in range(world)]
-        dist.all_gather(counts, torch.tensor([self.count], dtype=torch.int64, device=self.device), group=group)
+        mine = torch.tensor([self.count], dtype=torch.int64, device=self.device)
+        dist.all_gather(counts, mine, group=group)
         sizes = [int(c) for c in counts]
         local = torch.zeros(max(sizes), self.dim, dtype=F64, device=self.device)
         if self.count:
             local[: self.count] = torch.cat(self.rows)
         gathered = [torch.empty_like(local) for _ in range(world)]
         dist.all_gather(gathered, local, group=group)
-        return [g[:s] for g, s in zip(gathered, sizes) if s]
+        return [g[:s] for g, s in zip(gathered, sizes, strict=True) if s]
 
     def finalize(self) -> GaussianStats:
         """The statistics so far: GaussianStats(mu, sigma = m2 / (count - 1), count, factor) in this dtype;
         factor [dim, count - 1] when rows were kept (count <= dim), else None. Needs count >= 2."""
         if self.count < 2:
-            raise ValueError(f"FeatureStats.finalize needs at least 2 rows for a covariance, got {self.count}")
+            raise ValueError(f"FeatureStats.finalize needs at least 2 rows for a covariance, got "
+                             f"{self.count}")
         sigma = (self.m2 + self.m2.T) * (0.5 / (self.count - 1))
         factor = None
         if self.rows is not None:
@@ -389,7 +411,8 @@ class FeatureStats:
         return state
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, torch.Tensor], device: torch.device | str | None = None) -> FeatureStats:
+    def from_state_dict(cls, state: dict[str, torch.Tensor],
+                        device: torch.device | str | None = None) -> FeatureStats:
         missing = {"count", "mean", "m2"} - set(state)
         if missing:
             raise ValueError(f"FeatureStats state is missing {sorted(missing)}")
@@ -404,7 +427,8 @@ class FeatureStats:
         if "rows" in state:
             rows = state["rows"]
             if tuple(rows.shape) != (out.count, out.dim):
-                raise ValueError(f"FeatureStats state has rows {tuple(rows.shape)}, expected [{out.count}, {out.dim}]")
+                raise ValueError(f"FeatureStats state has rows {tuple(rows.shape)}, expected "
+                                 f"[{out.count}, {out.dim}]")
             out.rows = [rows.to(device=out.device, dtype=F64)] if out.count else []
         return out
 
@@ -439,6 +463,11 @@ if _library.LOADED:
     @torch.library.register_fake("mednns_fast::feature_stats_update_")
     def _feature_stats_update_fake(mean, m2, features, count):
         check_stats_update_args(mean, m2, features, count)
+
+    @torch.library.register_fake("mednns_fast::fid_covariance_defects")
+    def _fid_covariance_defects_fake(sigma):
+        check_square(sigma, "fid_covariance_defects: sigma")
+        return sigma.new_empty(3, dtype=F64)
 
     @torch.library.register_fake("mednns_fast::fid_trace_sqrt_pairs")
     def _fid_trace_sqrt_pairs_fake(factors, svd_max_rank, sym_rtol):

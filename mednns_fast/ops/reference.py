@@ -76,7 +76,8 @@ def _trace_sqrt_product(s1: torch.Tensor, s2: torch.Tensor, name: str = "sigma1"
     return torch.linalg.eigvalsh((m + m.T) / 2).clamp_min(0).sqrt().sum()
 
 
-def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor, sigma2: torch.Tensor) -> torch.Tensor:
+def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor,
+                     sigma2: torch.Tensor) -> torch.Tensor:
     """||mu1 - mu2||^2 + tr S1 + tr S2 - 2 tr sqrt(S1 S2) in float64 (a 0-d tensor), clamped at 0."""
     check_gaussian_pair(mu1, sigma1, mu2, sigma2)
     f64 = torch.float64
@@ -86,7 +87,8 @@ def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor,
     return (diff @ diff + s1.trace() + s2.trace() - 2 * _trace_sqrt_product(s1, s2)).clamp_min(0)
 
 
-def fid_trace_sqrt_pairs(factors: Sequence[torch.Tensor], svd_max_rank: int = 0, sym_rtol: float = 0.0) -> torch.Tensor:
+def fid_trace_sqrt_pairs(factors: Sequence[torch.Tensor], svd_max_rank: int = 0,
+                         sym_rtol: float = 0.0) -> torch.Tensor:
     """T[i, j] = tr sqrt(S_i S_j), S_i = factors[i] factors[i]^T; T[i, i] = tr S_i. The route arguments of
     the C++ op are accepted and ignored."""
     sigmas = [f.to(torch.float64) @ f.to(torch.float64).T for f in factors]
