@@ -48,21 +48,21 @@ constexpr int64_t kProductTile = 256;
 // True when the flops saved on a batch of `rows` outweigh one mirroring pass over m2.
 inline bool use_upper_blocks(int64_t rows, int64_t dim) { return rows >= 256 && dim > kProductTile; }
 
-// m2 += y^T y; with upper_only, only the blocks on and above the diagonal are updated.
-inline void add_centred_products(at::Tensor& m2, const at::Tensor& y, bool upper_only) {
+// m += y^T y; with upper_only, only the blocks on and above the diagonal are updated.
+inline void add_gram(at::Tensor& m, const at::Tensor& y, bool upper_only) {
   const int64_t d = y.size(1);
   if (!upper_only) {
-    m2.addmm_(y.t(), y);
+    m.addmm_(y.t(), y);
     return;
   }
   for (int64_t i = 0; i < d; i += kProductTile) {
     const int64_t t = std::min(kProductTile, d - i);
-    at::Tensor block_row = m2.narrow(0, i, t).narrow(1, i, d - i);
+    at::Tensor block_row = m.narrow(0, i, t).narrow(1, i, d - i);
     block_row.addmm_(y.narrow(1, i, t).t(), y.narrow(1, i, d - i));
   }
 }
 
-// Copies the blocks above the diagonal (written by add_centred_products) below it.
+// Copies the blocks above the diagonal (written by add_gram) below it.
 inline void mirror_upper_blocks(at::Tensor& m2) {
   const int64_t d = m2.size(0);
   for (int64_t i = 0; i + kProductTile < d; i += kProductTile) {
@@ -99,7 +99,7 @@ void feature_stats_update(at::Tensor& mean, at::Tensor& m2, const at::Tensor& fe
     const int64_t rows = std::min(chunk, nb - r0);
     at::Tensor y = buffer.narrow(0, 0, rows);
     Kernels::centre(x.narrow(0, r0, rows), batch_mean, y);
-    add_centred_products(m2, y, upper_only);
+    add_gram(m2, y, upper_only);
   }
   if (upper_only) mirror_upper_blocks(m2);
 
@@ -159,8 +159,12 @@ inline double trace_sqrt_pair(const at::Tensor& a, const at::Tensor& b, double s
   const int64_t small = std::min(c.size(0), c.size(1));
   if (small == 0) return 0.0;
   if (small > svd_max_rank) {
-    const at::Tensor m = c.size(0) <= c.size(1) ? at::mm(c, c.t()) : at::mm(c.t(), c);
-    const at::Tensor lam = at::linalg_eigvalsh(m).clamp_min(0.0);
+    // M = g^T g (small x small) with g = C or C^T [big, small]; the eigensolver reads one triangle only.
+    const at::Tensor g = c.size(0) <= c.size(1) ? c.t() : c;
+    const bool upper_only = use_upper_blocks(g.size(0), small);
+    at::Tensor m = at::zeros({small, small}, c.options());
+    add_gram(m, g, upper_only);
+    const at::Tensor lam = at::linalg_eigvalsh(m, upper_only ? "U" : "L").clamp_min(0.0);
     const double err = static_cast<double>(small) * std::numeric_limits<double>::epsilon() *
                        lam.max().item<double>();
     const double bound = ((lam + err).sqrt() - (lam - err).clamp_min(0.0).sqrt()).sum().item<double>();

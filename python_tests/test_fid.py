@@ -486,3 +486,19 @@ def test_fid_matrix_with_factor_does_not_read_sigma():
     _, stats = mixed_suite(48)
     poisoned = stats[2]._replace(sigma=torch.full_like(stats[2].sigma, float("nan")))
     torch.testing.assert_close(mf.ops.fid_matrix([stats[0], poisoned]), mf.ops.fid_matrix(stats[:3:2]))
+
+
+def test_fid_matrix_large_ranks():
+    # Ranks above 256: the symmetric route forms only the upper block triangle of C C^T.
+    from outside_fid import symmetric_fid
+
+    xs = [features(n, 300, seed=40 + n, offset=0.05 * k) for k, n in enumerate([400, 500, 280, 290])]
+    stats = [FeatureStats(300).update(x).finalize() for x in xs]
+    assert stats[2].factor.shape == (300, 279) and stats[0].factor is None
+    got = mf.ops.fid_matrix(stats)
+    for i, j in [(0, 1), (0, 2), (2, 3), (1, 3)]:
+        if stats[i].factor is None and stats[j].factor is None:
+            expected = symmetric_fid(stats[i].mu, stats[i].sigma, stats[j].mu, stats[j].sigma)
+        else:
+            expected = gram_fid(xs[i].numpy(), xs[j].numpy())
+        assert abs(float(got[i, j]) - expected) <= 1e-9 * expected
