@@ -132,9 +132,12 @@ inline at::Tensor covariance_defects_aten(const at::Tensor& sigma) {
 
 // ---- pairwise trace terms ------------------------------------------------------------------------
 
-// The factors L_i ([d, r_i], S_i = L_i L_i^T) as float64, checked to share d and a device.
-inline std::vector<at::Tensor> pair_factors(at::TensorList factors) {
+// The factors L_i ([d, r_i], S_i = L_i L_i^T) as float64, checked to share d and a device; lower[i]
+// marks a square lower-triangular factor.
+inline std::vector<at::Tensor> pair_factors(at::TensorList factors, const c10::List<bool>& lower) {
   TORCH_CHECK_VALUE(!factors.empty(), "fid_trace_sqrt_pairs: factors must hold at least one tensor");
+  TORCH_CHECK_VALUE(lower.size() == factors.size(), "fid_trace_sqrt_pairs: lower has ", lower.size(),
+                    " entries but factors holds ", factors.size());
   std::vector<at::Tensor> out;
   for (size_t i = 0; i < factors.size(); ++i) {
     const std::string name = "fid_trace_sqrt_pairs: factors[" + std::to_string(i) + "]";
@@ -143,9 +146,25 @@ inline std::vector<at::Tensor> pair_factors(at::TensorList factors) {
     check_same_device(factors[i], name.c_str(), factors[0], "factors[0]");
     TORCH_CHECK_VALUE(factors[i].size(0) == factors[0].size(0), name, " is [", factors[i].size(0),
                       ", r] but factors[0] is [", factors[0].size(0), ", r]; all factors need one dim d");
+    TORCH_CHECK_VALUE(!lower.get(i) || factors[i].size(1) == factors[i].size(0), name,
+                      " is marked lower-triangular so it must be square, got shape ", factors[i].sizes());
     out.push_back(factors[i].to(at::kDouble));
   }
   return out;
+}
+
+// C = a^T b. When both are square lower-triangular, row block i of C needs only rows from i on of a and
+// b (the rows above are zero in a's block column): half the flops of one GEMM.
+inline at::Tensor cross_product(const at::Tensor& a, const at::Tensor& b, bool both_lower) {
+  const int64_t d = a.size(0);
+  if (!both_lower || d <= kProductTile) return at::mm(a.t(), b);
+  at::Tensor c = at::empty({d, d}, a.options());
+  for (int64_t i = 0; i < d; i += kProductTile) {
+    const int64_t t = std::min(kProductTile, d - i);
+    at::Tensor rows = c.narrow(0, i, t);
+    at::mm_out(rows, a.narrow(0, i, d - i).narrow(1, i, t).t(), b.narrow(0, i, d - i));
+  }
+  return c;
 }
 
 // tr sqrt(S_a S_b) = sum of singular values of C = a^T b (a: [d, r_a], b: [d, r_b]), since the non-zero
@@ -153,9 +172,9 @@ inline std::vector<at::Tensor> pair_factors(at::TensorList factors) {
 // symmetric route takes sqrt of the eigenvalues of C C^T (or C^T C): eigenvalue errors of about
 // r eps lambda_max are amplified by sqrt near zero, so its a-posteriori error bound must stay below
 // sym_rtol * scale (scale = tr S_a + tr S_b, the size of FID's other terms), else the SVD decides.
-inline double trace_sqrt_pair(const at::Tensor& a, const at::Tensor& b, double scale, int64_t svd_max_rank,
-                              double sym_rtol) {
-  const at::Tensor c = at::mm(a.t(), b);
+inline double trace_sqrt_pair(const at::Tensor& a, const at::Tensor& b, bool both_lower, double scale,
+                              int64_t svd_max_rank, double sym_rtol) {
+  const at::Tensor c = cross_product(a, b, both_lower);
   const int64_t small = std::min(c.size(0), c.size(1));
   if (small == 0) return 0.0;
   if (small > svd_max_rank) {

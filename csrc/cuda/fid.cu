@@ -93,17 +93,19 @@ void feature_stats_update_cuda(at::Tensor& mean, at::Tensor& m2, const at::Tenso
 }
 
 // On the GPU each pair's products and decompositions are already parallel: pairs run in turn.
-at::Tensor fid_trace_sqrt_pairs_cuda(at::TensorList factors, int64_t svd_max_rank, double sym_rtol) {
+at::Tensor fid_trace_sqrt_pairs_cuda(at::TensorList factors, const c10::List<bool>& lower,
+                                     int64_t svd_max_rank, double sym_rtol) {
   check_pair_options(svd_max_rank, sym_rtol);
-  const std::vector<at::Tensor> f = pair_factors(factors);
+  const std::vector<at::Tensor> f = pair_factors(factors, lower);
   TORCH_CHECK_VALUE(f[0].is_cuda(), "fid_trace_sqrt_pairs: CUDA kernel called with ", f[0].device());
   const c10::cuda::CUDAGuard guard(f[0].device());
   const int64_t n = static_cast<int64_t>(f.size());
   const std::vector<double> tr = factor_traces(f);
+  const std::vector<char> low(lower.begin(), lower.end());
   std::vector<double> out(n * n, 0.0);
   for (int64_t i = 0; i < n; ++i) out[i * n + i] = tr[i];
   for (const auto& [i, j] : upper_pairs(n)) {
-    const double t = trace_sqrt_pair(f[i], f[j], tr[i] + tr[j], svd_max_rank, sym_rtol);
+    const double t = trace_sqrt_pair(f[i], f[j], low[i] && low[j], tr[i] + tr[j], svd_max_rank, sym_rtol);
     out[i * n + j] = t;
     out[j * n + i] = t;
   }

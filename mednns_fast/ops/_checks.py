@@ -83,10 +83,13 @@ def check_stats_update_args(mean: torch.Tensor, m2: torch.Tensor, features: torc
         raise ValueError(f"{op}: count must be >= 0, got {count}")
 
 
-def check_pair_factors(factors: Sequence[torch.Tensor], svd_max_rank: int, sym_rtol: float) -> None:
+def check_pair_factors(factors: Sequence[torch.Tensor], lower: Sequence[bool], svd_max_rank: int,
+                       sym_rtol: float) -> None:
     op = "fid_trace_sqrt_pairs"
     if len(factors) == 0:
         raise ValueError(f"{op}: factors must hold at least one tensor")
+    if len(lower) != len(factors):
+        raise ValueError(f"{op}: lower has {len(lower)} entries but factors holds {len(factors)}")
     if svd_max_rank < 0 or sym_rtol < 0:
         raise ValueError(f"{op}: svd_max_rank and sym_rtol must be >= 0, got {svd_max_rank}, {sym_rtol}")
     for i, f in enumerate(factors):
@@ -97,6 +100,9 @@ def check_pair_factors(factors: Sequence[torch.Tensor], svd_max_rank: int, sym_r
         if f.shape[0] != factors[0].shape[0]:
             raise ValueError(f"{op}: factors[{i}] is [{f.shape[0]}, r] but factors[0] is "
                              f"[{factors[0].shape[0]}, r]; all factors need one dim d")
+        if lower[i] and f.shape[0] != f.shape[1]:
+            raise ValueError(f"{op}: factors[{i}] is marked lower-triangular so it must be square, got shape "
+                             f"{tuple(f.shape)}")
 
 
 def covariance_defects(sigma: torch.Tensor) -> torch.Tensor:

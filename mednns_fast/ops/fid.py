@@ -73,25 +73,25 @@ def _rank_rtol(d: int) -> float:
     return _RANK_NOISE * max(d, 1) * torch.finfo(F64).eps
 
 
-def _psd_factor(sigma: torch.Tensor, name: str) -> torch.Tensor:
-    """A factor L [d, r] with L L^T = sigma (float64, symmetric): Cholesky when sigma is positive definite
-    with healthy pivots, else the eigendecomposition keeping eigenvalues above the rank tolerance.
-    Raises ValueError when sigma is not PSD beyond rounding."""
+def _psd_factor(sigma: torch.Tensor, name: str) -> Factor:
+    """(L [d, r], lower) with L L^T = sigma (float64, symmetric): the Cholesky factor (lower=True) when
+    sigma is positive definite with healthy pivots, else the eigenvectors scaled by sqrt(eigenvalue),
+    keeping eigenvalues above the rank tolerance. Raises ValueError when sigma is not PSD beyond rounding."""
     d = sigma.shape[0]
-    scale = sigma.diagonal().abs().max().detach() if d else sigma.new_zeros(())
+    scale = sigma.diagonal().abs().max().detach()
     chol, info = torch.linalg.cholesky_ex(sigma)
     # A tiny pivot means sigma is numerically singular: its rank is better told by eigenvalues.
-    if d and int(info) == 0 and bool(chol.diagonal().square().min() > _rank_rtol(d) * scale):
-        return chol
+    if int(info) == 0 and bool(chol.diagonal().square().min() > _rank_rtol(d) * scale):
+        return chol, True
     w, u = torch.linalg.eigh(sigma)
     check_psd_eigenvalues(w, sigma, name)
-    keep = w > _rank_rtol(d) * w.abs().max().detach() if d else w > 0
-    return u[:, keep] * w[keep].sqrt()
+    keep = w > _rank_rtol(d) * w.abs().max().detach()
+    return u[:, keep] * w[keep].sqrt(), False
 
 
-def _trace_sqrt(a: torch.Tensor, b: torch.Tensor, scale: float) -> torch.Tensor:
-    """tr sqrt(A A^T B B^T) for a [d, r1], b [d, r2] (float64), differentiable. The same route rules as
-    the C++ op fid_trace_sqrt_pairs; scale = tr S1 + tr S2 sets the symmetric route's error budget."""
+def _trace_sqrt_autograd(a: torch.Tensor, b: torch.Tensor, scale: float) -> torch.Tensor:
+    """The differentiable form of the C++ op's pair rule (module docstring): SVD of C = a^T b, or the
+    eigenvalues of C C^T when the smaller side exceeds _SVD_MAX_RANK and their error bound allows."""
     c = a.T @ b
     small = min(c.shape)
     if small == 0:
@@ -107,6 +107,17 @@ def _trace_sqrt(a: torch.Tensor, b: torch.Tensor, scale: float) -> torch.Tensor:
     return torch.linalg.svdvals(c).sum()
 
 
+Factor = tuple[torch.Tensor, bool]  # (L [d, r], whether L is square lower-triangular)
+
+
+def _trace_sqrt(a: Factor, b: Factor, scale: torch.Tensor) -> torch.Tensor:
+    """tr sqrt(A A^T B B^T) for factors (a [d, r1], lower), (b [d, r2], lower), float64. The C++ op
+    when no gradient is needed, else its differentiable form; scale = tr S1 + tr S2."""
+    if torch.is_grad_enabled() and (a[0].requires_grad or b[0].requires_grad or scale.requires_grad):
+        return _trace_sqrt_autograd(a[0], b[0], float(scale.detach()))
+    return fid_trace_sqrt_pairs([a[0], b[0]], [a[1], b[1]])[0, 1]
+
+
 def _centred_rows(x: torch.Tensor) -> torch.Tensor:
     """z [n - 1, d] with z^T z = sum_i (x_i - mean)(x_i - mean)^T, for x [n, d] float64.
 
@@ -119,15 +130,15 @@ def _centred_rows(x: torch.Tensor) -> torch.Tensor:
     return c[:-1] + c[-1] / (math.sqrt(n) - 1)
 
 
-def _feature_factor(x: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(mean [d], factor [d, r], tr sigma) of feature rows x [n, d]: the rows themselves when n - 1 <= d
-    (Gram form), else a factor of the covariance."""
+def _feature_factor(x: torch.Tensor, name: str) -> tuple[torch.Tensor, Factor, torch.Tensor]:
+    """(mean [d], (factor [d, r], lower), tr sigma) of feature rows x [n, d]: the rows themselves when
+    n - 1 <= d (Gram form), else a factor of the covariance."""
     x = x.to(F64)
     n, d = x.shape
     z = _centred_rows(x) / math.sqrt(n - 1)
     trace = z.square().sum()
     if n - 1 <= d:
-        return x.mean(0), z.T, trace
+        return x.mean(0), (z.T, False), trace
     return x.mean(0), _psd_factor(_symmetrised(z.T @ z), name), trace
 
 
@@ -167,7 +178,7 @@ def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor,
     check_gaussian_pair(mu1, sigma1, mu2, sigma2, defects=_covariance_defects)
     s1, s2 = _symmetrised(sigma1.to(F64)), _symmetrised(sigma2.to(F64))
     tr1, tr2 = s1.trace(), s2.trace()
-    t = _trace_sqrt(_psd_factor(s1, "sigma1"), _psd_factor(s2, "sigma2"), float((tr1 + tr2).detach()))
+    t = _trace_sqrt(_psd_factor(s1, "sigma1"), _psd_factor(s2, "sigma2"), tr1 + tr2)
     return _assemble(mu1.to(F64) - mu2.to(F64), tr1, tr2, t)
 
 
@@ -196,7 +207,7 @@ def fid_from_features(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return reference.frechet_distance(mx, sx, my, sy)
     mx, fx, trx = _feature_factor(x, "x")
     my, fy, try_ = _feature_factor(y, "y")
-    return _assemble(mx - my, trx, try_, _trace_sqrt(fx, fy, float((trx + try_).detach())))
+    return _assemble(mx - my, trx, try_, _trace_sqrt(fx, fy, trx + try_))
 
 
 def _reference_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -241,16 +252,18 @@ def fid_matrix(stats: Sequence[GaussianStats]) -> torch.Tensor:
     if get_backend() == "reference":
         return reference.fid_matrix(stats)
     with torch.no_grad():
-        factors, traces = [], []
+        factors, lower, traces = [], [], []
         for i, s in enumerate(stats):
             if s.factor is None:
                 sigma = _symmetrised(s.sigma.to(F64))
-                factors.append(_psd_factor(sigma, f"stats[{i}].sigma"))
+                factor, is_lower = _psd_factor(sigma, f"stats[{i}].sigma")
                 traces.append(sigma.trace())
             else:
-                factors.append(s.factor.to(F64))
-                traces.append(factors[-1].square().sum())
-        t = fid_trace_sqrt_pairs(factors)
+                factor, is_lower = s.factor.to(F64), False
+                traces.append(factor.square().sum())
+            factors.append(factor)
+            lower.append(is_lower)
+        t = fid_trace_sqrt_pairs(factors, lower)
         mu = torch.stack([s.mu.to(F64) for s in stats])
         tr = torch.stack(traces)
         sq = torch.cdist(mu, mu, compute_mode="donot_use_mm_for_euclid_dist").square()
@@ -258,14 +271,15 @@ def fid_matrix(stats: Sequence[GaussianStats]) -> torch.Tensor:
         return upper + upper.T  # exactly symmetric: the sum above rounds differently in its two halves
 
 
-def fid_trace_sqrt_pairs(factors: Sequence[torch.Tensor]) -> torch.Tensor:
+def fid_trace_sqrt_pairs(factors: Sequence[torch.Tensor], lower: Sequence[bool]) -> torch.Tensor:
     """T [N, N] float64 with T[i, j] = tr sqrt(S_i S_j) for S_i = factors[i] @ factors[i].T ([d, r_i]),
-    T[i, i] = tr S_i; the C++ op (pairs in parallel) or the reference."""
-    factors = list(factors)
-    check_pair_factors(factors, _SVD_MAX_RANK, _SYM_RTOL)
+    T[i, i] = tr S_i; lower[i] marks a square lower-triangular factor. The C++ op (pairs in parallel) or,
+    where it is missing or the backend is "reference", the reference."""
+    factors, lower = list(factors), list(lower)
+    check_pair_factors(factors, lower, _SVD_MAX_RANK, _SYM_RTOL)
     if choose("fid_trace_sqrt_pairs", factors[0].device, has_triton=False) == "reference":
-        return reference.fid_trace_sqrt_pairs(factors)
-    return torch.ops.mednns_fast.fid_trace_sqrt_pairs(factors, _SVD_MAX_RANK, _SYM_RTOL)
+        return reference.fid_trace_sqrt_pairs(factors, lower)
+    return torch.ops.mednns_fast.fid_trace_sqrt_pairs(factors, lower, _SVD_MAX_RANK, _SYM_RTOL)
 
 
 # ---- streaming statistics -------------------------------------------------------------------------
@@ -470,6 +484,6 @@ if _library.LOADED:
         return sigma.new_empty(3, dtype=F64)
 
     @torch.library.register_fake("mednns_fast::fid_trace_sqrt_pairs")
-    def _fid_trace_sqrt_pairs_fake(factors, svd_max_rank, sym_rtol):
-        check_pair_factors(factors, svd_max_rank, sym_rtol)
+    def _fid_trace_sqrt_pairs_fake(factors, lower, svd_max_rank, sym_rtol):
+        check_pair_factors(factors, lower, svd_max_rank, sym_rtol)
         return factors[0].new_empty(len(factors), len(factors), dtype=F64)
