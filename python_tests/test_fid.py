@@ -510,3 +510,21 @@ def test_fid_matrix_large_ranks():
         else:
             expected = gram_fid(xs[i].numpy(), xs[j].numpy())
         assert abs(float(got[i, j]) - expected) <= 1e-9 * expected
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_kernels_match_cpu():
+    x = features(300, 40, seed=50, offset=1e3, dtype=torch.float32)
+    cpu = FeatureStats(40).update(x[:100]).update(x[100:]).finalize()
+    gpu = FeatureStats(40, device="cuda").update(x[:100].cuda()).update(x[100:].cuda()).finalize()
+    torch.testing.assert_close(gpu.mu.cpu(), cpu.mu, rtol=1e-13, atol=1e-10)
+    torch.testing.assert_close(gpu.sigma.cpu(), cpu.sigma, rtol=1e-11, atol=1e-9)
+    _, stats = mixed_suite(48)
+    on_gpu = [GaussianStats(s.mu.cuda(), s.sigma.cuda(), s.n, None if s.factor is None else s.factor.cuda())
+              for s in stats]
+    torch.testing.assert_close(mf.ops.fid_matrix(on_gpu).cpu(), mf.ops.fid_matrix(stats), rtol=1e-9, atol=1e-9)
+    s = stats[0].sigma.clone()
+    s[1, 2] = float("nan")
+    torch.testing.assert_close(torch.ops.mednns_fast.fid_covariance_defects(s.cuda()).cpu(),
+                               torch.ops.mednns_fast.fid_covariance_defects(s))
