@@ -25,6 +25,7 @@ import torch
 from conftest import mark_baseline, set_units
 
 import mednns_fast as mf
+from mednns_fast.ops import fid
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python_tests"))
 from outside_fid import eigvals_fid, gram_fid, load_pytorch_fid, symmetric_fid  # noqa: E402
@@ -127,6 +128,27 @@ def test_a_frechet_distance_loop(benchmark):
 @pytest.mark.benchmark(group=A)
 def test_a_fid_matrix(benchmark):
     bench_fid_matrix(benchmark, suite("a"))
+
+
+@pytest.mark.benchmark(group=A)
+def test_a_pair_op_one_pair_per_call(benchmark):
+    # The same factors and pair op, called once per pair: each pair then runs alone with threaded
+    # BLAS/LAPACK instead of one pair per thread (what fid_matrix does with N*(N-1)/2 >= threads).
+    s = suite("a")
+
+    def pairs_in_turn():
+        factors = [fid._psd_factor(fid._symmetrised(st.sigma), "sigma") for st in s.stats]
+        traces = [float(st.sigma.trace()) for st in s.stats]
+        out = {}
+        for i, j in s.pairs:
+            (a, a_lower), (b, b_lower) = factors[i], factors[j]
+            t = float(fid.fid_trace_sqrt_pairs([a, b], [a_lower, b_lower])[0, 1])
+            diff = s.stats[i].mu - s.stats[j].mu
+            out[(i, j)] = float(diff @ diff) + traces[i] + traces[j] - 2 * t
+        return out
+
+    values = benchmark.pedantic(pairs_in_turn, rounds=3, iterations=1, warmup_rounds=1)
+    record(benchmark, s, values, len(s.pairs), ours=True)
 
 
 # ---- (b) MedNNS: N=12, d=2048, n=64 ----------------------------------------------------------------
