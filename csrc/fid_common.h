@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -133,28 +134,48 @@ inline at::Tensor covariance_defects_aten(const at::Tensor& sigma) {
 // ---- pairwise trace terms ------------------------------------------------------------------------
 
 // The factors L_i ([d, r_i], S_i = L_i L_i^T) as float64, checked to share d and a device; lower[i]
-// marks a square lower-triangular factor.
-inline std::vector<at::Tensor> pair_factors(at::TensorList factors, const c10::List<bool>& lower) {
+// marks a square lower-triangular factor, sigmas[i] (optional, [d, d]) is S_i itself.
+struct PairInputs {
+  std::vector<at::Tensor> factors, sigmas;  // sigmas[i] undefined where not given
+  std::vector<char> lower;
+};
+
+inline PairInputs pair_inputs(at::TensorList factors, const c10::List<bool>& lower,
+                              const c10::List<std::optional<at::Tensor>>& sigmas) {
   TORCH_CHECK_VALUE(!factors.empty(), "fid_trace_sqrt_pairs: factors must hold at least one tensor");
-  TORCH_CHECK_VALUE(lower.size() == factors.size(), "fid_trace_sqrt_pairs: lower has ", lower.size(),
-                    " entries but factors holds ", factors.size());
-  std::vector<at::Tensor> out;
+  TORCH_CHECK_VALUE(lower.size() == factors.size() && sigmas.size() == factors.size(),
+                    "fid_trace_sqrt_pairs: lower and sigmas need one entry per factor (", factors.size(),
+                    "), got ", lower.size(), " and ", sigmas.size());
+  PairInputs in;
+  const int64_t d = factors[0].size(0);
   for (size_t i = 0; i < factors.size(); ++i) {
     const std::string name = "fid_trace_sqrt_pairs: factors[" + std::to_string(i) + "]";
     check_floating(factors[i], name.c_str());
     check_dim(factors[i], name.c_str(), 2);
     check_same_device(factors[i], name.c_str(), factors[0], "factors[0]");
-    TORCH_CHECK_VALUE(factors[i].size(0) == factors[0].size(0), name, " is [", factors[i].size(0),
-                      ", r] but factors[0] is [", factors[0].size(0), ", r]; all factors need one dim d");
-    TORCH_CHECK_VALUE(!lower.get(i) || factors[i].size(1) == factors[i].size(0), name,
+    TORCH_CHECK_VALUE(factors[i].size(0) == d, name, " is [", factors[i].size(0), ", r] but factors[0] is [", d,
+                      ", r]; all factors need one dim d");
+    TORCH_CHECK_VALUE(!lower.get(i) || factors[i].size(1) == d, name,
                       " is marked lower-triangular so it must be square, got shape ", factors[i].sizes());
-    out.push_back(factors[i].to(at::kDouble));
+    in.factors.push_back(factors[i].to(at::kDouble));
+    in.lower.push_back(lower.get(i));
+    const std::optional<at::Tensor> sigma = sigmas.get(i);
+    if (sigma.has_value() && sigma->defined()) {
+      const std::string sname = "fid_trace_sqrt_pairs: sigmas[" + std::to_string(i) + "]";
+      check_floating(*sigma, sname.c_str());
+      check_same_device(*sigma, sname.c_str(), factors[0], "factors[0]");
+      TORCH_CHECK_VALUE(sigma->dim() == 2 && sigma->size(0) == d && sigma->size(1) == d, sname, " must be [", d,
+                        ", ", d, "], got shape ", sigma->sizes());
+      in.sigmas.push_back(sigma->to(at::kDouble));
+    } else {
+      in.sigmas.emplace_back();
+    }
   }
-  return out;
+  return in;
 }
 
 // C = a^T b. When both are square lower-triangular, row block i of C needs only rows from i on of a and
-// b (the rows above are zero in a's block column): half the flops of one GEMM.
+// b (the rows above are zero in a's block column): about half the flops of one GEMM.
 inline at::Tensor cross_product(const at::Tensor& a, const at::Tensor& b, bool both_lower) {
   const int64_t d = a.size(0);
   if (!both_lower || d <= kProductTile) return at::mm(a.t(), b);
@@ -167,28 +188,59 @@ inline at::Tensor cross_product(const at::Tensor& a, const at::Tensor& b, bool b
   return c;
 }
 
-// tr sqrt(S_a S_b) = sum of singular values of C = a^T b (a: [d, r_a], b: [d, r_b]), since the non-zero
-// eigenvalues of S_a S_b are those of C C^T. When the smaller side exceeds svd_max_rank the cheaper
-// symmetric route takes sqrt of the eigenvalues of C C^T (or C^T C): eigenvalue errors of about
-// r eps lambda_max are amplified by sqrt near zero, so its a-posteriori error bound must stay below
-// sym_rtol * scale (scale = tr S_a + tr S_b, the size of FID's other terms), else the SVD decides.
-inline double trace_sqrt_pair(const at::Tensor& a, const at::Tensor& b, bool both_lower, double scale,
-                              int64_t svd_max_rank, double sym_rtol) {
-  const at::Tensor c = cross_product(a, b, both_lower);
-  const int64_t small = std::min(c.size(0), c.size(1));
+// The lower block triangle of M = l^T s l for a square lower-triangular l and s [d, d]: W = s l needs
+// rows from j on of l's column block j; row block i of M needs rows from i on of l and W's first i + t
+// columns. About a third of the flops of the two GEMMs of C = l^T l_s, C C^T.
+inline at::Tensor congruence_lower(const at::Tensor& l, const at::Tensor& s) {
+  const int64_t d = l.size(0);
+  at::Tensor w = at::empty({d, d}, l.options());
+  for (int64_t j = 0; j < d; j += kProductTile) {
+    const int64_t t = std::min(kProductTile, d - j);
+    at::Tensor cols = w.narrow(1, j, t);
+    at::mm_out(cols, s.narrow(1, j, d - j), l.narrow(0, j, d - j).narrow(1, j, t));
+  }
+  at::Tensor m = at::zeros({d, d}, l.options());
+  for (int64_t i = 0; i < d; i += kProductTile) {
+    const int64_t t = std::min(kProductTile, d - i);
+    at::Tensor rows = m.narrow(0, i, t).narrow(1, 0, i + t);
+    at::mm_out(rows, l.narrow(0, i, d - i).narrow(1, i, t).t(), w.narrow(0, i, d - i).narrow(1, 0, i + t));
+  }
+  return m;
+}
+
+// tr sqrt(S_i S_j) = sum of singular values of C = L_i^T L_j, since the non-zero eigenvalues of
+// S_i S_j are those of C C^T. When the smaller rank exceeds svd_max_rank the cheaper symmetric route
+// takes sqrt of the eigenvalues of C C^T (or C^T C; or L_i^T S_j L_i, the same matrix, when both are
+// Cholesky factors and S_j is at hand): eigenvalue errors of about r eps lambda_max are amplified by
+// sqrt near zero, so its a-posteriori error bound must stay below sym_rtol * (tr S_i + tr S_j),
+// the size of FID's other terms, else the SVD decides.
+inline double trace_sqrt_pair(const PairInputs& in, int64_t i, int64_t j, double scale, int64_t svd_max_rank,
+                              double sym_rtol) {
+  const at::Tensor &a = in.factors[i], &b = in.factors[j];
+  const bool both_lower = in.lower[i] && in.lower[j];
+  const int64_t small = std::min(a.size(1), b.size(1));
   if (small == 0) return 0.0;
+  at::Tensor c;
   if (small > svd_max_rank) {
-    // M = g^T g (small x small) with g = C or C^T [big, small]; the eigensolver reads one triangle only.
-    const at::Tensor g = c.size(0) <= c.size(1) ? c.t() : c;
-    const bool upper_only = use_upper_blocks(g.size(0), small);
-    at::Tensor m = at::zeros({small, small}, c.options());
-    add_gram(m, g, upper_only);
-    const at::Tensor lam = at::linalg_eigvalsh(m, upper_only ? "U" : "L").clamp_min(0.0);
+    at::Tensor m;
+    bool upper = false;
+    if (both_lower && (in.sigmas[j].defined() || in.sigmas[i].defined())) {
+      m = in.sigmas[j].defined() ? congruence_lower(a, in.sigmas[j]) : congruence_lower(b, in.sigmas[i]);
+    } else {
+      // M = g^T g (small x small) with g = C or C^T [big, small]; the eigensolver reads one triangle.
+      c = cross_product(a, b, both_lower);
+      const at::Tensor g = c.size(0) <= c.size(1) ? c.t() : c;
+      upper = use_upper_blocks(g.size(0), small);
+      m = at::zeros({small, small}, c.options());
+      add_gram(m, g, upper);
+    }
+    const at::Tensor lam = at::linalg_eigvalsh(m, upper ? "U" : "L").clamp_min(0.0);
     const double err = static_cast<double>(small) * std::numeric_limits<double>::epsilon() *
                        lam.max().item<double>();
     const double bound = ((lam + err).sqrt() - (lam - err).clamp_min(0.0).sqrt()).sum().item<double>();
     if (bound <= sym_rtol * scale) return lam.sqrt().sum().item<double>();
   }
+  if (!c.defined()) c = cross_product(a, b, both_lower);
   return at::linalg_svdvals(c).sum().item<double>();
 }
 
@@ -206,9 +258,9 @@ inline std::vector<std::pair<int64_t, int64_t>> upper_pairs(int64_t n) {
 }
 
 // tr S_i = ||L_i||_F^2, computed in float64 on the host.
-inline std::vector<double> factor_traces(const std::vector<at::Tensor>& f) {
+inline std::vector<double> factor_traces(const PairInputs& in) {
   std::vector<double> tr;
-  for (const auto& l : f) tr.push_back(l.square().sum().item<double>());
+  for (const auto& l : in.factors) tr.push_back(l.square().sum().item<double>());
   return tr;
 }
 

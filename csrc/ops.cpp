@@ -29,11 +29,13 @@ TORCH_LIBRARY(mednns_fast, m) {
   m.def("feature_stats_update_(Tensor(a!) mean, Tensor(b!) m2, Tensor features, int count) -> ()");
   // T[i, j] = tr sqrt(S_i S_j) for every pair, S_i = factors[i] @ factors[i]^T (factors[i]: [d, r_i]);
   // T[i, i] = tr S_i. float64 [N, N], symmetric. lower[i] says factors[i] is square lower-triangular
-  // (a Cholesky factor), whose zero blocks the products skip. Per pair: the singular values of
-  // factors[i]^T factors[j] when the smaller rank is <= svd_max_rank, else the eigenvalues of its
-  // symmetric Gram (kept only when their a-posteriori error bound is below
-  // sym_rtol * (tr S_i + tr S_j), else the SVD decides).
-  m.def("fid_trace_sqrt_pairs(Tensor[] factors, bool[] lower, int svd_max_rank, float sym_rtol) -> Tensor");
+  // (a Cholesky factor), whose zero blocks the products skip; sigmas[i] (optional) is S_i itself, which
+  // saves work between two Cholesky factors. Per pair: the singular values of factors[i]^T factors[j]
+  // when the smaller rank is <= svd_max_rank, else the eigenvalues of its symmetric Gram (kept only when
+  // their a-posteriori error bound is below sym_rtol * (tr S_i + tr S_j), else the SVD decides).
+  m.def(
+      "fid_trace_sqrt_pairs(Tensor[] factors, bool[] lower, Tensor?[] sigmas, int svd_max_rank, "
+      "float sym_rtol) -> Tensor");
   // What the covariance checks need from sigma [d, d] in one pass: float64 [3] holding
   // (max |S_ij - S_ji|, max |S_ij|, number of non-finite entries); non-finite entries count as 0 in the maxima.
   m.def("fid_covariance_defects(Tensor sigma) -> Tensor");

@@ -420,20 +420,25 @@ def test_fid_matrix_one_dataset():
 def test_pair_op_matches_reference_and_opcheck():
     _, stats = mixed_suite(48)
     op = torch.ops.mednns_fast.fid_trace_sqrt_pairs
-    factors, lower = zip(*[(s.factor, False) if s.factor is not None else fid._psd_factor(s.sigma, "s")
-                           for s in stats], strict=True)
-    assert lower[0] and not lower[5]  # Cholesky and eigh factors both present
-    got = op(factors, lower, 0, 1e-10)
-    torch.testing.assert_close(got, reference.fid_trace_sqrt_pairs(factors), rtol=1e-6, atol=1e-8)
-    torch.library.opcheck(op, (factors[:3], lower[:3], 2, 1e-10))
+    fs = [fid.Factor(s.factor) if s.factor is not None else fid._psd_factor(s.sigma, "s") for s in stats]
+    assert fs[0].lower and fs[0].sigma is not None and not fs[5].lower  # Cholesky and eigh factors
+    factors, lower, sigmas = [f.l for f in fs], [f.lower for f in fs], [f.sigma for f in fs]
+    expected = reference.fid_trace_sqrt_pairs(factors)
+    for svd_max_rank in (0, 10**6):  # symmetric routes (congruence with sigmas, C C^T) / SVD only
+        for given in (sigmas, [None] * len(fs)):
+            got = op(factors, lower, given, svd_max_rank, 1e-10)
+            torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-8)
+    torch.library.opcheck(op, (factors[:3], lower[:3], sigmas[:3], 2, 1e-10))
     with pytest.raises(ValueError, match="all factors need one dim d"):
-        op([factors[0], factors[1][:5]], [False, False], 2, 1e-10)
+        op([factors[0], factors[1][:5]], [False, False], [None, None], 2, 1e-10)
     with pytest.raises(ValueError, match="svd_max_rank must be >= 0"):
-        op(factors, lower, -1, 1e-10)
+        op(factors, lower, sigmas, -1, 1e-10)
     with pytest.raises(ValueError, match="marked lower-triangular so it must be square"):
-        op([factors[2], factors[3]], [True, False], 2, 1e-10)
-    with pytest.raises(ValueError, match="lower has 1 entries"):
-        op(factors[:2], [True], 2, 1e-10)
+        op([factors[2], factors[3]], [True, False], [None, None], 2, 1e-10)
+    with pytest.raises(ValueError, match="need one entry per factor"):
+        op(factors[:2], [True], [None, None], 2, 1e-10)
+    with pytest.raises(ValueError, match=r"sigmas\[1\] must be \[48, 48\]"):
+        op(factors[:2], lower[:2], [None, sigmas[0][:5]], 2, 1e-10)
 
 
 @needs_cpp
@@ -441,13 +446,13 @@ def test_ops_under_torch_compile():
     @torch.compile(fullgraph=True, backend="aot_eager")
     def step(mean, m2, x, a, b):
         torch.ops.mednns_fast.feature_stats_update_(mean, m2, x, 0)
-        return torch.ops.mednns_fast.fid_trace_sqrt_pairs([a, b], [False, False], 2, 1e-10) * 2
+        return torch.ops.mednns_fast.fid_trace_sqrt_pairs([a, b], [False, False], [None, None], 2, 1e-10) * 2
 
     mean, m2 = torch.zeros(6, dtype=F64), torch.zeros(6, 6, dtype=F64)
     x = torch.randn(10, 6, dtype=F64)
     a, b = torch.randn(6, 3, dtype=F64), torch.randn(6, 4, dtype=F64)
     t = step(mean, m2, x, a, b)
-    expected = torch.ops.mednns_fast.fid_trace_sqrt_pairs([a, b], [False, False], 2, 1e-10)
+    expected = torch.ops.mednns_fast.fid_trace_sqrt_pairs([a, b], [False, False], [None, None], 2, 1e-10)
     torch.testing.assert_close(t, 2 * expected)
     torch.testing.assert_close(m2, (x - x.mean(0)).T @ (x - x.mean(0)))
 

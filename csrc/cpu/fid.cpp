@@ -118,13 +118,14 @@ at::Tensor fid_covariance_defects_cpu(const at::Tensor& sigma) {
 }
 
 at::Tensor fid_trace_sqrt_pairs_cpu(at::TensorList factors, const c10::List<bool>& lower,
-                                     int64_t svd_max_rank, double sym_rtol) {
+                                     const c10::List<std::optional<at::Tensor>>& sigmas, int64_t svd_max_rank,
+                                     double sym_rtol) {
   check_pair_options(svd_max_rank, sym_rtol);
-  const std::vector<at::Tensor> f = pair_factors(factors, lower);
-  TORCH_CHECK_VALUE(f[0].device().is_cpu(), "fid_trace_sqrt_pairs: CPU kernel called with ", f[0].device());
-  const int64_t n = static_cast<int64_t>(f.size());
-  const std::vector<double> tr = factor_traces(f);
-  const std::vector<char> low(lower.begin(), lower.end());
+  const PairInputs in = pair_inputs(factors, lower, sigmas);
+  TORCH_CHECK_VALUE(in.factors[0].device().is_cpu(), "fid_trace_sqrt_pairs: CPU kernel called with ",
+                    in.factors[0].device());
+  const int64_t n = static_cast<int64_t>(in.factors.size());
+  const std::vector<double> tr = factor_traces(in);
   const auto pairs = upper_pairs(n);
   const int64_t num_pairs = static_cast<int64_t>(pairs.size());
   at::Tensor out = at::zeros({n, n}, at::kDouble);
@@ -134,7 +135,7 @@ at::Tensor fid_trace_sqrt_pairs_cpu(at::TensorList factors, const c10::List<bool
   auto work = [&](int64_t, int64_t) {
     for (int64_t p = next++; p < num_pairs; p = next++) {
       const auto [i, j] = pairs[p];
-      const double t = trace_sqrt_pair(f[i], f[j], low[i] && low[j], tr[i] + tr[j], svd_max_rank, sym_rtol);
+      const double t = trace_sqrt_pair(in, i, j, tr[i] + tr[j], svd_max_rank, sym_rtol);
       op[i * n + j] = t;
       op[j * n + i] = t;
     }

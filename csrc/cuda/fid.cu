@@ -94,22 +94,23 @@ void feature_stats_update_cuda(at::Tensor& mean, at::Tensor& m2, const at::Tenso
 
 // On the GPU each pair's products and decompositions are already parallel: pairs run in turn.
 at::Tensor fid_trace_sqrt_pairs_cuda(at::TensorList factors, const c10::List<bool>& lower,
-                                     int64_t svd_max_rank, double sym_rtol) {
+                                     const c10::List<std::optional<at::Tensor>>& sigmas, int64_t svd_max_rank,
+                                     double sym_rtol) {
   check_pair_options(svd_max_rank, sym_rtol);
-  const std::vector<at::Tensor> f = pair_factors(factors, lower);
-  TORCH_CHECK_VALUE(f[0].is_cuda(), "fid_trace_sqrt_pairs: CUDA kernel called with ", f[0].device());
-  const c10::cuda::CUDAGuard guard(f[0].device());
-  const int64_t n = static_cast<int64_t>(f.size());
-  const std::vector<double> tr = factor_traces(f);
-  const std::vector<char> low(lower.begin(), lower.end());
+  const PairInputs in = pair_inputs(factors, lower, sigmas);
+  TORCH_CHECK_VALUE(in.factors[0].is_cuda(), "fid_trace_sqrt_pairs: CUDA kernel called with ",
+                    in.factors[0].device());
+  const c10::cuda::CUDAGuard guard(in.factors[0].device());
+  const int64_t n = static_cast<int64_t>(in.factors.size());
+  const std::vector<double> tr = factor_traces(in);
   std::vector<double> out(n * n, 0.0);
   for (int64_t i = 0; i < n; ++i) out[i * n + i] = tr[i];
   for (const auto& [i, j] : upper_pairs(n)) {
-    const double t = trace_sqrt_pair(f[i], f[j], low[i] && low[j], tr[i] + tr[j], svd_max_rank, sym_rtol);
+    const double t = trace_sqrt_pair(in, i, j, tr[i] + tr[j], svd_max_rank, sym_rtol);
     out[i * n + j] = t;
     out[j * n + i] = t;
   }
-  return at::tensor(out, at::TensorOptions().dtype(at::kDouble)).view({n, n}).to(f[0].device());
+  return at::tensor(out, at::TensorOptions().dtype(at::kDouble)).view({n, n}).to(in.factors[0].device());
 }
 
 // A reduction over d^2 values: ATen's CUDA reductions already run at memory bandwidth.

@@ -83,13 +83,14 @@ def check_stats_update_args(mean: torch.Tensor, m2: torch.Tensor, features: torc
         raise ValueError(f"{op}: count must be >= 0, got {count}")
 
 
-def check_pair_factors(factors: Sequence[torch.Tensor], lower: Sequence[bool], svd_max_rank: int,
-                       sym_rtol: float) -> None:
+def check_pair_factors(factors: Sequence[torch.Tensor], lower: Sequence[bool],
+                       sigmas: Sequence[torch.Tensor | None], svd_max_rank: int, sym_rtol: float) -> None:
     op = "fid_trace_sqrt_pairs"
     if len(factors) == 0:
         raise ValueError(f"{op}: factors must hold at least one tensor")
-    if len(lower) != len(factors):
-        raise ValueError(f"{op}: lower has {len(lower)} entries but factors holds {len(factors)}")
+    if len(lower) != len(factors) or len(sigmas) != len(factors):
+        raise ValueError(f"{op}: lower and sigmas need one entry per factor ({len(factors)}), got "
+                         f"{len(lower)} and {len(sigmas)}")
     if svd_max_rank < 0 or sym_rtol < 0:
         raise ValueError(f"{op}: svd_max_rank and sym_rtol must be >= 0, got {svd_max_rank}, {sym_rtol}")
     for i, f in enumerate(factors):
@@ -103,6 +104,12 @@ def check_pair_factors(factors: Sequence[torch.Tensor], lower: Sequence[bool], s
         if lower[i] and f.shape[0] != f.shape[1]:
             raise ValueError(f"{op}: factors[{i}] is marked lower-triangular so it must be square, got shape "
                              f"{tuple(f.shape)}")
+        if sigmas[i] is not None:
+            check_floating(sigmas[i], f"{op}: sigmas[{i}]")
+            check_same_device(sigmas[i], f"{op}: sigmas[{i}]", factors[0], "factors[0]")
+            if tuple(sigmas[i].shape) != (f.shape[0], f.shape[0]):
+                raise ValueError(f"{op}: sigmas[{i}] must be [{f.shape[0]}, {f.shape[0]}], got shape "
+                                 f"{tuple(sigmas[i].shape)}")
 
 
 def covariance_defects(sigma: torch.Tensor) -> torch.Tensor:

@@ -66,27 +66,38 @@ class GaussianStats(NamedTuple):
 
 
 def _symmetrised(s: torch.Tensor) -> torch.Tensor:
-    return (s + s.T) / 2
+    """(S + S^T) / 2 where a gradient will flow (so that it is symmetric too), else S itself: the
+    factorisations read one triangle, and S was checked symmetric within rounding."""
+    return (s + s.T) / 2 if s.requires_grad and torch.is_grad_enabled() else s
 
 
 def _rank_rtol(d: int) -> float:
     return _RANK_NOISE * max(d, 1) * torch.finfo(F64).eps
 
 
+class Factor(NamedTuple):
+    """A factor l [d, r] of a covariance (l l^T = sigma); lower: l is its square lower-triangular Cholesky
+    factor; sigma: the covariance itself where at hand (the pair op then skips work), else None."""
+
+    l: torch.Tensor
+    lower: bool = False
+    sigma: torch.Tensor | None = None
+
+
 def _psd_factor(sigma: torch.Tensor, name: str) -> Factor:
-    """(L [d, r], lower) with L L^T = sigma (float64, symmetric): the Cholesky factor (lower=True) when
-    sigma is positive definite with healthy pivots, else the eigenvectors scaled by sqrt(eigenvalue),
-    keeping eigenvalues above the rank tolerance. Raises ValueError when sigma is not PSD beyond rounding."""
+    """A Factor of sigma [d, d] (float64): the Cholesky factor when sigma is positive definite with healthy
+    pivots, else the eigenvectors scaled by sqrt(eigenvalue), keeping eigenvalues above the rank
+    tolerance (rank-revealing). Raises ValueError when sigma is not PSD beyond rounding."""
     d = sigma.shape[0]
     scale = sigma.diagonal().abs().max().detach()
     chol, info = torch.linalg.cholesky_ex(sigma)
     # A tiny pivot means sigma is numerically singular: its rank is better told by eigenvalues.
     if int(info) == 0 and bool(chol.diagonal().square().min() > _rank_rtol(d) * scale):
-        return chol, True
+        return Factor(chol, True, sigma)
     w, u = torch.linalg.eigh(sigma)
     check_psd_eigenvalues(w, sigma, name)
     keep = w > _rank_rtol(d) * w.abs().max().detach()
-    return u[:, keep] * w[keep].sqrt(), False
+    return Factor(u[:, keep] * w[keep].sqrt())
 
 
 def _trace_sqrt_autograd(a: torch.Tensor, b: torch.Tensor, scale: float) -> torch.Tensor:
@@ -107,15 +118,12 @@ def _trace_sqrt_autograd(a: torch.Tensor, b: torch.Tensor, scale: float) -> torc
     return torch.linalg.svdvals(c).sum()
 
 
-Factor = tuple[torch.Tensor, bool]  # (L [d, r], whether L is square lower-triangular)
-
-
 def _trace_sqrt(a: Factor, b: Factor, scale: torch.Tensor) -> torch.Tensor:
-    """tr sqrt(A A^T B B^T) for factors (a [d, r1], lower), (b [d, r2], lower), float64. The C++ op
-    when no gradient is needed, else its differentiable form; scale = tr S1 + tr S2."""
-    if torch.is_grad_enabled() and (a[0].requires_grad or b[0].requires_grad or scale.requires_grad):
-        return _trace_sqrt_autograd(a[0], b[0], float(scale.detach()))
-    return fid_trace_sqrt_pairs([a[0], b[0]], [a[1], b[1]])[0, 1]
+    """tr sqrt(S_a S_b) from two Factors (float64): the C++ op when no gradient is needed, else its
+    differentiable form; scale = tr S_a + tr S_b."""
+    if torch.is_grad_enabled() and (a.l.requires_grad or b.l.requires_grad or scale.requires_grad):
+        return _trace_sqrt_autograd(a.l, b.l, float(scale.detach()))
+    return fid_trace_sqrt_pairs([a, b])[0, 1]
 
 
 def _centred_rows(x: torch.Tensor) -> torch.Tensor:
@@ -131,14 +139,14 @@ def _centred_rows(x: torch.Tensor) -> torch.Tensor:
 
 
 def _feature_factor(x: torch.Tensor, name: str) -> tuple[torch.Tensor, Factor, torch.Tensor]:
-    """(mean [d], (factor [d, r], lower), tr sigma) of feature rows x [n, d]: the rows themselves when
-    n - 1 <= d (Gram form), else a factor of the covariance."""
+    """(mean [d], Factor, tr sigma) of feature rows x [n, d]: the rows themselves when n - 1 <= d (Gram
+    form), else a factor of the covariance."""
     x = x.to(F64)
     n, d = x.shape
     z = _centred_rows(x) / math.sqrt(n - 1)
     trace = z.square().sum()
     if n - 1 <= d:
-        return x.mean(0), (z.T, False), trace
+        return x.mean(0), Factor(z.T), trace
     return x.mean(0), _psd_factor(_symmetrised(z.T @ z), name), trace
 
 
@@ -252,18 +260,16 @@ def fid_matrix(stats: Sequence[GaussianStats]) -> torch.Tensor:
     if get_backend() == "reference":
         return reference.fid_matrix(stats)
     with torch.no_grad():
-        factors, lower, traces = [], [], []
+        factors, traces = [], []
         for i, s in enumerate(stats):
             if s.factor is None:
-                sigma = _symmetrised(s.sigma.to(F64))
-                factor, is_lower = _psd_factor(sigma, f"stats[{i}].sigma")
+                sigma = s.sigma.to(F64)
+                factors.append(_psd_factor(sigma, f"stats[{i}].sigma"))
                 traces.append(sigma.trace())
             else:
-                factor, is_lower = s.factor.to(F64), False
-                traces.append(factor.square().sum())
-            factors.append(factor)
-            lower.append(is_lower)
-        t = fid_trace_sqrt_pairs(factors, lower)
+                factors.append(Factor(s.factor.to(F64)))
+                traces.append(factors[-1].l.square().sum())
+        t = fid_trace_sqrt_pairs(factors)
         mu = torch.stack([s.mu.to(F64) for s in stats])
         tr = torch.stack(traces)
         sq = torch.cdist(mu, mu, compute_mode="donot_use_mm_for_euclid_dist").square()
@@ -271,15 +277,15 @@ def fid_matrix(stats: Sequence[GaussianStats]) -> torch.Tensor:
         return upper + upper.T  # exactly symmetric: the sum above rounds differently in its two halves
 
 
-def fid_trace_sqrt_pairs(factors: Sequence[torch.Tensor], lower: Sequence[bool]) -> torch.Tensor:
-    """T [N, N] float64 with T[i, j] = tr sqrt(S_i S_j) for S_i = factors[i] @ factors[i].T ([d, r_i]),
-    T[i, i] = tr S_i; lower[i] marks a square lower-triangular factor. The C++ op (pairs in parallel) or,
-    where it is missing or the backend is "reference", the reference."""
-    factors, lower = list(factors), list(lower)
-    check_pair_factors(factors, lower, _SVD_MAX_RANK, _SYM_RTOL)
-    if choose("fid_trace_sqrt_pairs", factors[0].device, has_triton=False) == "reference":
-        return reference.fid_trace_sqrt_pairs(factors, lower)
-    return torch.ops.mednns_fast.fid_trace_sqrt_pairs(factors, lower, _SVD_MAX_RANK, _SYM_RTOL)
+def fid_trace_sqrt_pairs(factors: Sequence[Factor]) -> torch.Tensor:
+    """T [N, N] float64 with T[i, j] = tr sqrt(S_i S_j), T[i, i] = tr S_i, for S_i = f.l @ f.l.T of each
+    Factor: the C++ op (pairs in parallel) or, where it is missing or the backend is "reference", the
+    reference."""
+    ls, lower, sigmas = [f.l for f in factors], [f.lower for f in factors], [f.sigma for f in factors]
+    check_pair_factors(ls, lower, sigmas, _SVD_MAX_RANK, _SYM_RTOL)
+    if choose("fid_trace_sqrt_pairs", ls[0].device, has_triton=False) == "reference":
+        return reference.fid_trace_sqrt_pairs(ls)
+    return torch.ops.mednns_fast.fid_trace_sqrt_pairs(ls, lower, sigmas, _SVD_MAX_RANK, _SYM_RTOL)
 
 
 # ---- streaming statistics -------------------------------------------------------------------------
@@ -484,6 +490,6 @@ if _library.LOADED:
         return sigma.new_empty(3, dtype=F64)
 
     @torch.library.register_fake("mednns_fast::fid_trace_sqrt_pairs")
-    def _fid_trace_sqrt_pairs_fake(factors, lower, svd_max_rank, sym_rtol):
-        check_pair_factors(factors, lower, svd_max_rank, sym_rtol)
+    def _fid_trace_sqrt_pairs_fake(factors, lower, sigmas, svd_max_rank, sym_rtol):
+        check_pair_factors(factors, lower, sigmas, svd_max_rank, sym_rtol)
         return factors[0].new_empty(len(factors), len(factors), dtype=F64)

@@ -87,10 +87,8 @@ def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor,
     return (diff @ diff + s1.trace() + s2.trace() - 2 * _trace_sqrt_product(s1, s2)).clamp_min(0)
 
 
-def fid_trace_sqrt_pairs(factors: Sequence[torch.Tensor], lower: Sequence[bool] | None = None,
-                         svd_max_rank: int = 0, sym_rtol: float = 0.0) -> torch.Tensor:
-    """T[i, j] = tr sqrt(S_i S_j), S_i = factors[i] factors[i]^T; T[i, i] = tr S_i. The C++ op's other
-    arguments (structure and route hints) are accepted and ignored."""
+def fid_trace_sqrt_pairs(factors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """T[i, j] = tr sqrt(S_i S_j), S_i = factors[i] factors[i]^T; T[i, i] = tr S_i (factors[i]: [d, r_i])."""
     sigmas = [f.to(torch.float64) @ f.to(torch.float64).T for f in factors]
     n = len(sigmas)
     out = torch.zeros(n, n, dtype=torch.float64, device=factors[0].device)
