@@ -332,6 +332,8 @@ def test_frechet_bad_inputs():
         mf.ops.frechet_distance(mu, s, mu[:5], s[:5, :5])
     with pytest.raises(ValueError, match="1-D mean"):
         mf.ops.frechet_distance(mu[None], s, mu, s)
+    with pytest.raises(ValueError, match="mu1 is empty"):
+        mf.ops.frechet_distance(mu[:0], s[:0, :0], mu[:0], s[:0, :0])
     with pytest.raises(ValueError, match="positive semi-definite"), mf.ops.use_backend("reference"):
         mf.ops.frechet_distance(mu, s, mu, not_psd)
 

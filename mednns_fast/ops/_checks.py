@@ -136,11 +136,13 @@ def check_gaussian(mu: torch.Tensor, sigma: torch.Tensor, mu_name: str, sigma_na
     if mu.dim() != 1:
         raise ValueError(f"{mu_name} must be a 1-D mean vector [d], got shape {tuple(mu.shape)}")
     d = mu.shape[0]
+    if d == 0:
+        raise ValueError(f"{mu_name} is empty: the feature dim d must be >= 1")
     if tuple(sigma.shape) != (d, d):
         raise ValueError(f"{sigma_name} must be [{d}, {d}] to match {mu_name} [{d}], got shape "
                          f"{tuple(sigma.shape)}")
     check_finite(mu, mu_name)
-    if defects is None or torch.compiler.is_compiling() or d == 0:
+    if defects is None or torch.compiler.is_compiling():
         return
     asym, top, bad = defects(sigma.detach()).tolist()
     if bad:

@@ -11,8 +11,10 @@ exact, real, never a complex `sqrtm`. A factor is a Cholesky factor when S is po
 eigenvectors scaled by sqrt(eigenvalue) keeping eigenvalues above a relative tolerance when it is
 singular (rank-revealing), or the centred feature rows themselves when there are fewer rows than dims.
 Per pair, the SVD of C when its smaller side is at most `_SVD_MAX_RANK`; above that the cheaper
-eigenvalues of the symmetric C C^T (the `R_i S_j R_i` route), kept only when their a-posteriori error
-bound is small (else the SVD decides). Everything is float64.
+eigenvalues of the symmetric C C^T (the `R_i S_j R_i` route, formed as L_i^T S_j L_i when both are
+Cholesky factors), kept only when their a-posteriori error bound is small (else the SVD decides).
+Everything is float64; frechet_distance and fid_from_features take a differentiable torch path when a
+gradient is needed, else the C++ pair op like fid_matrix.
 """
 
 from __future__ import annotations
