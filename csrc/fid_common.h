@@ -257,10 +257,14 @@ inline std::vector<std::pair<int64_t, int64_t>> upper_pairs(int64_t n) {
   return pairs;
 }
 
-// tr S_i = ||L_i||_F^2, computed in float64 on the host.
+// tr S_i: the diagonal of sigma where given, else ||L_i||_F^2 (one reduction, no temporary).
 inline std::vector<double> factor_traces(const PairInputs& in) {
   std::vector<double> tr;
-  for (const auto& l : in.factors) tr.push_back(l.square().sum().item<double>());
+  for (size_t i = 0; i < in.factors.size(); ++i) {
+    const double t = in.sigmas[i].defined() ? in.sigmas[i].diagonal().sum().item<double>()
+                                            : std::pow(at::linalg_vector_norm(in.factors[i]).item<double>(), 2);
+    tr.push_back(t);
+  }
   return tr;
 }
 

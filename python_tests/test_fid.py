@@ -467,6 +467,10 @@ def test_fid_matrix_bad_inputs():
         mf.ops.fid_matrix([stats[0], GaussianStats(stats[1].mu[:7], stats[1].sigma[:7, :7], 5)])
     with pytest.raises(ValueError, match="must be a GaussianStats"):
         mf.ops.fid_matrix([stats[0], (stats[1].mu, stats[1].sigma)])
+    nan_factor = torch.randn(8, 3, dtype=F64)
+    nan_factor[1, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"stats\[1\].factor must be finite"):
+        mf.ops.fid_matrix([stats[0], stats[1]._replace(factor=nan_factor)])
     with pytest.raises(ValueError, match=r"factor must be \[d, r\]"):
         mf.ops.fid_matrix([stats[0], stats[1]._replace(factor=torch.randn(3, 2, dtype=F64))])
     bad = stats[0].sigma.clone()
