@@ -20,6 +20,7 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(PIP) install -q "$(TORCH)" "setuptools>=77" wheel ninja
 	$(PIP) install -q --no-build-isolation -e ".[test,data,dev]"
 	$(PIP) install -q --no-deps stardist  # only its shipped nuclei image is used
+	$(PIP) install -q --no-deps pytorch-fid  # the tests call its formula; its torchvision import is avoided
 	touch $@
 
 setup: $(VENV)/.installed
