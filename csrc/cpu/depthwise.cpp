@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "depthwise_common.h"
+#include "cpu/huge_pages.h"
 #include "cpu/vectorize.h"
 
 namespace mednns_fast {
@@ -194,6 +195,7 @@ at::Tensor multi_depthwise_conv2d_cpu(const at::Tensor& x, at::TensorList weight
   const at::Tensor xc = x.contiguous();
   const std::vector<at::Tensor> ws = contiguous_all(weights);
   at::Tensor out = at::empty({g.N, g.J * g.C, g.Ho, g.Wo}, x.options().memory_format(at::MemoryFormat::Contiguous));
+  advise_huge_pages(out);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "multi_depthwise_conv2d_cpu",
                              [&] { forward_kernel<scalar_t>(xc, ws, g, out); });
   return out;

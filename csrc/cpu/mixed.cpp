@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "cpu/huge_pages.h"
+#include "cpu/vectorize.h"
 #include "mixed_common.h"
 
 namespace mednns_fast {
@@ -48,6 +50,17 @@ std::vector<const scalar_t*> input_pointers(const MixedSumLayout& l) {
   return ptrs;
 }
 
+// acc[i] (=|+=) w * x[i] over one block: the hot loop, compiled per x86-64 level.
+template <typename scalar_t, typename acc_t>
+MEDNNS_FAST_MULTIVERSION void scaled_add(acc_t* __restrict__ acc, const scalar_t* __restrict__ x, acc_t w,
+                                         int64_t n, bool first) {
+  if (first) {
+    for (int64_t i = 0; i < n; ++i) acc[i] = w * static_cast<acc_t>(x[i]);
+  } else {
+    for (int64_t i = 0; i < n; ++i) acc[i] += w * static_cast<acc_t>(x[i]);
+  }
+}
+
 template <typename scalar_t>
 void forward_kernel(const MixedSumLayout& l, const at::Tensor& weights, at::Tensor& out) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -67,13 +80,8 @@ void forward_kernel(const MixedSumLayout& l, const at::Tensor& weights, at::Tens
         for (int64_t k = 0; k < K; ++k) {
           const acc_t wk = wr[k];
           if (wk == acc_t(0)) continue;  // pruned candidate: never read
-          const scalar_t* x = xp[k] + r * l.row_stride[k] + b;
-          if (first) {
-            for (int64_t i = 0; i < n; ++i) acc[i] = wk * static_cast<acc_t>(x[i]);
-            first = false;
-          } else {
-            for (int64_t i = 0; i < n; ++i) acc[i] += wk * static_cast<acc_t>(x[i]);
-          }
+          scaled_add(acc, xp[k] + r * l.row_stride[k] + b, wk, n, first);
+          first = false;
         }
         scalar_t* o = op + r * l.inner + b;
         if (first) {
@@ -144,6 +152,7 @@ at::Tensor mixed_sum_cpu(at::TensorList xs, const at::Tensor& weights) {
   const MixedSumLayout l = mixed_sum_layout(xs, weights);
   TORCH_CHECK_VALUE(l.xs[0].device().is_cpu(), "mixed_sum: CPU kernel called with ", l.xs[0].device());
   at::Tensor out = at::empty(l.xs[0].sizes(), l.xs[0].options().memory_format(at::MemoryFormat::Contiguous));
+  advise_huge_pages(out);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, out.scalar_type(), "mixed_sum_cpu",
                                   [&] { forward_kernel<scalar_t>(l, weights, out); });
   return out;
@@ -158,6 +167,8 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> mixed_sum_backward_cpu(
   std::vector<at::Tensor> grad_xs;
   for (int64_t k = 0; k < l.K; ++k)
     grad_xs.push_back(xs_need_grad.get(k) ? at::empty(g.sizes(), g.options()) : at::Tensor());
+  for (const auto& t : grad_xs)
+    if (t.defined()) advise_huge_pages(t);
   at::Tensor grad_w;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, g.scalar_type(), "mixed_sum_backward_cpu", [&] {
     backward_kernel<scalar_t>(g, l, weights, grad_xs, weights_need_grad ? &grad_w : nullptr);
