@@ -74,6 +74,23 @@ def check_values(t: torch.Tensor, name: str, nonnegative: bool = False) -> None:
         raise ValueError(f"{name} must be non-negative (probabilities) but has negative entries")
 
 
+def new_flag(device: torch.device) -> torch.Tensor:
+    """A zeroed int32 word a kernel ORs bit i into when input i holds bad values (see raise_if_flagged)."""
+    return torch.zeros(1, dtype=torch.int32, device=device)
+
+
+def raise_if_flagged(flag: torch.Tensor, names: Sequence[str], expected: str) -> None:
+    """Raise ValueError naming every input whose bit the kernel set (eager calls only: one host sync).
+
+    The kernels check their inputs while reading them, so validation costs no extra pass over memory."""
+    if is_traced(flag):
+        return
+    bits = int(flag.item())
+    if bits:
+        bad = [name for i, name in enumerate(names) if bits >> i & 1]
+        raise ValueError(f"{' and '.join(bad)} must hold {expected}")
+
+
 def acc_is_fp64(dtype: torch.dtype) -> bool:
     """Kernels accumulate in float64 for float64 inputs and in float32 for everything else."""
     return dtype == torch.float64
