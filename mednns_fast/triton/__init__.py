@@ -23,6 +23,6 @@ except Exception as exc:  # ImportError, or a broken install failing inside trit
 AVAILABLE = IMPORT_ERROR is None
 
 if AVAILABLE:
-    from . import jsd, mixed  # noqa: F401  (registers the ops)
+    from . import fid, jsd, mixed  # noqa: F401  (registers the ops)
 
 __all__ = ["AVAILABLE", "IMPORT_ERROR"]
