@@ -130,13 +130,31 @@ def _cpp_cuda(mf, op: str) -> bool:
     return _library.CPP_KERNELS.get((op, "cuda"), False)
 
 
-def build_cases(mf, device: torch.device, dtype: torch.dtype) -> list[Case]:
+# Problem sizes; SMALL ones only smoke-test the script's plumbing (their timings mean nothing).
+SIZES = {
+    "mixed_sum": [(8, (64, 64, 64, 64)), (4, (256, 32, 32, 32))],
+    "js_divergence": [(1 << 20, 10, True), (1 << 16, 1000, True), (1 << 20, 10, False)],
+    "js_pairwise": [(2048, 2048, 64), (512, 512, 1000)],
+    "js_stability": [(200, 112, 8, 5)],
+    "feature_moments": [(4096, 2048), (50000, 64)],
+}
+SMALL = {
+    "mixed_sum": [(9, (3, 5, 7))],
+    "js_divergence": [(33, 7, True), (5, 300, False)],
+    "js_pairwise": [(9, 13, 5)],
+    "js_stability": [(9, 3, 5, 2)],
+    "feature_moments": [(41, 19)],
+}
+
+
+def build_cases(mf, device: torch.device, dtype: torch.dtype, small: bool = False) -> list[Case]:
     T = torch.ops.mednns_fast_triton
     es = torch.empty(0, dtype=dtype).element_size()
     cases: list[Case] = []
 
     # mixed_sum: memory bound. One DARTS edge of a 16x(64x64x64) feature map, 8 candidates.
-    for K, shape in ((8, (64, 64, 64, 64)), (4, (256, 32, 32, 32))):
+    sizes = SMALL if small else SIZES
+    for K, shape in sizes["mixed_sum"]:
         numel = math.prod(shape)
 
         def make(K=K, shape=shape):
@@ -174,7 +192,7 @@ def build_cases(mf, device: torch.device, dtype: torch.dtype) -> list[Case]:
             why_missing={"cpp": "extension built without CUDA kernels"}))
 
     # js_divergence: memory bound, rows of class probabilities (from logits: fused softmax).
-    for R, K, logits in ((1 << 20, 10, True), (1 << 16, 1000, True), (1 << 20, 10, False)):
+    for R, K, logits in sizes["js_divergence"]:
         def make_js(R=R, K=K, logits=logits):
             a = torch.randn(R, K, device=device, dtype=dtype)
             b = torch.randn(R, K, device=device, dtype=dtype)
@@ -198,7 +216,7 @@ def build_cases(mf, device: torch.device, dtype: torch.dtype) -> list[Case]:
             why_missing={"cpp": "no C++ CUDA kernel registered for js_divergence"}))
 
     # js_pairwise: compute bound (one log per pair and class).
-    for N, M, K in ((2048, 2048, 64), (512, 512, 1000)):
+    for N, M, K in sizes["js_pairwise"]:
         def make_pair(N=N, M=M, K=K):
             return (torch.randn(N, K, device=device, dtype=dtype).softmax(-1),
                     torch.randn(M, K, device=device, dtype=dtype).softmax(-1))
@@ -219,30 +237,31 @@ def build_cases(mf, device: torch.device, dtype: torch.dtype) -> list[Case]:
             why_missing={"cpp": "no C++ CUDA kernel registered for js_pairwise"}))
 
     # js_stability: a whole search's history, tiny and latency bound.
-    def make_hist():
-        return (torch.randn(200, 112, 8, device=device, dtype=dtype),)
+    for T_, E, K, window in sizes["js_stability"]:
+        def make_hist(T_=T_, E=E, K=K):
+            return (torch.randn(T_, E, K, device=device, dtype=dtype),)
 
-    def stab_eager(h, window=5):
-        p = h.softmax(-1)
-        c = torch.cat([torch.zeros_like(p[:1]), p.cumsum(0)])
-        mean = (c[window:-1] - c[:-window - 1]) / window
-        now = p[window:]
-        m = 0.5 * (now + mean)
-        js = 0.5 * (torch.xlogy(now, now / m).sum(-1) + torch.xlogy(mean, mean / m).sum(-1))
-        return torch.cat([torch.full_like(p[:window, :, 0], math.inf), js.clamp(0, math.log(2))])
+        def stab_eager(h, window=window):
+            p = h.softmax(-1)
+            c = torch.cat([torch.zeros_like(p[:1]), p.cumsum(0)])
+            mean = (c[window:-1] - c[:-window - 1]) / window
+            now = p[window:]
+            m = 0.5 * (now + mean)
+            js = 0.5 * (torch.xlogy(now, now / m).sum(-1) + torch.xlogy(mean, mean / m).sum(-1))
+            return torch.cat([torch.full_like(p[:window, :, 0], math.inf), js.clamp(0, math.log(2))])
 
-    cases.append(Case(
-        "js_stability", "T=200 E=112 K=8 window=5", make_hist,
-        reference=lambda h: stab_eager(h.double()),
-        backends={"eager": stab_eager,
-                  "cpp": (lambda h: torch.ops.mednns_fast.js_stability(h, 5, True))
-                  if _cpp_cuda(mf, "js_stability") else None,
-                  "triton": lambda h: T.js_stability(h, 5, True)},
-        nbytes=200 * 112 * 8 * es, tol=1e-5,
-        why_missing={"cpp": "no C++ CUDA kernel registered for js_stability"}))
+        cases.append(Case(
+            "js_stability", f"T={T_} E={E} K={K} window={window}", make_hist,
+            reference=lambda h, stab_eager=stab_eager: stab_eager(h.double()),
+            backends={"eager": stab_eager,
+                      "cpp": (lambda h, window=window: torch.ops.mednns_fast.js_stability(h, window, True))
+                      if _cpp_cuda(mf, "js_stability") else None,
+                      "triton": lambda h, window=window: T.js_stability(h, window, True)},
+            nbytes=T_ * E * K * es, tol=1e-5,
+            why_missing={"cpp": "no C++ CUDA kernel registered for js_stability"}))
 
     # FeatureStats batch update: compute bound (a symmetric rank-n update), accumulated in float64.
-    for n, d in ((4096, 2048), (50000, 64)):
+    for n, d in sizes["feature_moments"]:
         def make_feat(n=n, d=d):
             return (torch.randn(n, d, device=device, dtype=dtype) * 2 + 1,)
 
@@ -270,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--reps", type=int, default=50)
+    parser.add_argument("--small", action="store_true",
+                        help="tiny sizes: a smoke test of this script, its figures mean nothing")
     args = parser.parse_args(argv)
 
     if not torch.cuda.is_available():
@@ -294,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{ceil['torch.float32'] / 1e12:.1f} TFLOP/s, float64 {ceil['torch.float64'] / 1e12:.1f} TFLOP/s\n")
 
     wanted = {o.strip() for o in args.ops.split(",") if o.strip()}
-    cases = [c for c in build_cases(mf, device, dtype) if not wanted or c.op in wanted]
+    cases = [c for c in build_cases(mf, device, dtype, args.small) if not wanted or c.op in wanted]
     if wanted - {c.op for c in cases}:
         print(f"gpu_bench: unknown ops {sorted(wanted - {c.op for c in cases})}", file=sys.stderr)
         return 1
