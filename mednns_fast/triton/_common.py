@@ -79,16 +79,15 @@ def new_flag(device: torch.device) -> torch.Tensor:
     return torch.zeros(1, dtype=torch.int32, device=device)
 
 
-def raise_if_flagged(flag: torch.Tensor, names: Sequence[str], expected: str) -> None:
-    """Raise ValueError naming every input whose bit the kernel set (eager calls only: one host sync).
+def raise_if_flagged(flag: torch.Tensor, messages: Sequence[str]) -> None:
+    """Raise ValueError with messages[i] for every bit i the kernel set (eager calls only: one host sync).
 
     The kernels check their inputs while reading them, so validation costs no extra pass over memory."""
     if is_traced(flag):
         return
     bits = int(flag.item())
     if bits:
-        bad = [name for i, name in enumerate(names) if bits >> i & 1]
-        raise ValueError(f"{' and '.join(bad)} must hold {expected}")
+        raise ValueError("; ".join(m for i, m in enumerate(messages) if bits >> i & 1))
 
 
 def acc_is_fp64(dtype: torch.dtype) -> bool:
