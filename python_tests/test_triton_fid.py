@@ -84,6 +84,32 @@ def test_batches_merged_with_chan_equal_one_pass():
     torch.testing.assert_close(m2, want_m2, rtol=1e-6, atol=1e-6 * want_m2.abs().max().item())
 
 
+@pytest.mark.parametrize("state_dtype", [torch.float64, torch.float32])
+def test_update_in_place_streams_like_one_pass(state_dtype):
+    """feature_stats_update_ (the C++ op's contract): batches folded in place equal one pass."""
+    x = _features(301, 13, torch.float32, seed=6, offset=50.0)
+    mean = torch.full((13,), 7.0, dtype=state_dtype, device=DEVICE)  # overwritten: count == 0
+    m2 = torch.full((13, 13), 7.0, dtype=state_dtype, device=DEVICE)
+    count = 0
+    for batch in (x[:128], x[128:128], x[128:129], x[129:]):
+        tops.feature_stats_update_(mean, m2, batch, count)
+        count += batch.shape[0]
+    want_mean, want_m2 = moments_formula(x)
+    tol = 1e-10 if state_dtype == torch.float64 else 1e-6
+    torch.testing.assert_close(mean.double(), want_mean, rtol=tol, atol=tol)
+    torch.testing.assert_close(m2.double(), want_m2, rtol=max(tol, 1e-6), atol=1e-6 * want_m2.abs().max().item())
+
+
+def test_update_opcheck_and_bad_inputs():
+    mean, m2 = torch.zeros(6, dtype=torch.float64), torch.zeros(6, 6, dtype=torch.float64)
+    torch.library.opcheck(tops.feature_stats_update_, (mean.to(DEVICE), m2.to(DEVICE),
+                                                       _features(9, 6, torch.float32), 4))
+    with pytest.raises(ValueError, match=r"features \[n, d\]"):
+        tops.feature_stats_update_(mean, m2, torch.zeros(3, 5), 0)
+    with pytest.raises(ValueError, match="count must be >= 0"):
+        tops.feature_stats_update_(mean, m2, torch.zeros(3, 6), -1)
+
+
 def test_empty_batch_adds_nothing():
     mean, m2 = tops.feature_moments(torch.zeros(0, 7, device=DEVICE))
     assert torch.equal(mean, torch.zeros(7, dtype=torch.float64, device=DEVICE))

@@ -37,7 +37,7 @@ def launch(kernel):
     return _wrap_triton(kernel)
 
 
-def kernel_op(name: str, fake: Callable) -> Callable[[Callable], Callable]:
+def kernel_op(name: str, fake: Callable, mutates_args: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
     """Register `fn` as the op `mednns_fast_triton::name` (see the module docstring for which kind).
 
     `fake` computes the outputs' metadata; it is used where the body itself cannot run on fake tensors.
@@ -46,8 +46,8 @@ def kernel_op(name: str, fake: Callable) -> Callable[[Callable], Callable]:
 
     def register(fn: Callable) -> Callable:
         if _triton_op is not None and not INTERPRET:
-            return _triton_op(qualname, fn, mutates_args=())
-        op = torch.library.custom_op(qualname, fn, mutates_args=())
+            return _triton_op(qualname, fn, mutates_args=mutates_args)
+        op = torch.library.custom_op(qualname, fn, mutates_args=mutates_args)
         op.register_fake(fake)
         return op
 

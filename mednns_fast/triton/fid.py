@@ -1,8 +1,9 @@
 """Triton kernels of FeatureStats' batch update: the batch's mean and centred second moment.
 
-``feature_moments(x[n, d]) -> (mean[d], m2[d, d])``, both float64, with ``m2 = (x - mean)^T (x - mean)``.
-A FeatureStats object merges them into its running state with Chan's formula, so shards and ranks
-combine exactly as one pass over all rows would.
+``feature_moments(x[n, d]) -> (mean[d], m2[d, d])``, both float64, with ``m2 = (x - mean)^T (x - mean)``;
+``feature_stats_update_(mean, m2, features, count)`` (the C++ op's contract) folds them into running
+statistics of ``count`` rows in place with Chan's formula, so shards and ranks combine exactly as one
+pass over all rows would.
 
 Accuracy: the column sums accumulate in float64. Each row is centred in float64 and rounded once to the
 input precision; products of float32 features are summed by ``tl.dot`` (IEEE float32, never TF32) over
@@ -126,6 +127,10 @@ def feature_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """
     _check_features(x)
     check_values(x, "feature_moments: features")
+    return _moments(x)
+
+
+def _moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     n, d = x.shape
     dev = x.device
     if n == 0 or d == 0:
@@ -149,3 +154,44 @@ def feature_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         m2_part, x, mean, n, d, x.stride(0), x.stride(1), m2_splits, ACC_FP64=acc_is_fp64(x.dtype),
     )
     return mean, m2_part.sum(0) if m2_splits > 1 else m2_part[0]
+
+
+def _check_update(mean: torch.Tensor, m2: torch.Tensor, features: torch.Tensor, count: int) -> None:
+    op = "feature_stats_update_"
+    if not isinstance(features, torch.Tensor) or not features.is_floating_point() or features.dim() != 2:
+        raise ValueError(f"{op}: features must be a 2-D floating-point tensor [n, dim]")
+    if mean.dtype not in (torch.float32, torch.float64) or m2.dtype != mean.dtype:
+        raise ValueError(f"{op}: mean and m2 must both be float64 or both float32, got {mean.dtype}, {m2.dtype}")
+    d = mean.shape[0] if mean.dim() == 1 else -1
+    if d < 0 or tuple(m2.shape) != (d, d) or features.shape[1] != d:
+        raise ValueError(f"{op}: expected mean [d], m2 [d, d] and features [n, d], got shapes "
+                         f"{tuple(mean.shape)}, {tuple(m2.shape)} and {tuple(features.shape)}")
+    if not (mean.device == m2.device == features.device):
+        raise ValueError(f"{op}: mean, m2 and features must be on one device")
+    if count < 0:
+        raise ValueError(f"{op}: count must be >= 0, got {count}")
+
+
+def _feature_stats_update_fake(mean, m2, features, count) -> None:
+    _check_update(mean, m2, features, count)
+
+
+@kernel_op("feature_stats_update_", _feature_stats_update_fake, mutates_args=("mean", "m2"))
+def feature_stats_update_(mean: torch.Tensor, m2: torch.Tensor, features: torch.Tensor, count: int) -> None:
+    """Fold features [n, d] into running statistics of `count` rows, in place: mean [d] and m2 [d, d] (sum
+    of centred outer products; both float64, or both float32). The batch's moments come from the kernels
+    above, then Chan's merge (in float64); count == 0 overwrites mean and m2."""
+    _check_update(mean, m2, features, count)
+    n_b = features.shape[0]
+    if n_b == 0:
+        return
+    check_values(features, "feature_stats_update_: features")
+    mean_b, m2_b = _moments(features)
+    if count == 0:
+        mean.copy_(mean_b)
+        m2.copy_(m2_b)
+        return
+    n = count + n_b
+    delta = mean_b - mean.to(torch.float64)
+    m2.copy_(m2.to(torch.float64) + m2_b + torch.outer(delta, delta) * (count * n_b / n))
+    mean.copy_(mean.to(torch.float64) + delta * (n_b / n))
