@@ -41,6 +41,7 @@ class Case:
     flops: int = 0  # useful floating-point operations of one call (compute-bound ops)
     flop_dtype: torch.dtype = torch.float32
     tol: float = 1e-5
+    mutates: bool = False  # the backends update their inputs in place: checked on copies
     why_missing: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
@@ -75,6 +76,10 @@ def _tensors(obj) -> list[torch.Tensor]:
     if isinstance(obj, (list, tuple)):
         return [t for o in obj for t in _tensors(o)]
     return []
+
+
+def _copies(inputs: tuple, clone: bool) -> tuple:
+    return tuple(t.clone() if clone and isinstance(t, torch.Tensor) else t for t in inputs)
 
 
 def _close(got, want, tol: float) -> bool:
@@ -124,6 +129,12 @@ def _public_on(mf, public: str, backend: str, **kwargs) -> Callable[..., object]
     return call
 
 
+def _triton_call(mf, public: str, raw: Callable[..., object], **kwargs) -> Callable[..., object]:
+    """The public op on the "triton" backend where the package wires it (the same wrapper overhead as
+    the cpp column), else the raw Triton op."""
+    return _public_on(mf, public, "triton", **kwargs) or raw
+
+
 def _cpp_cuda(mf, op: str) -> bool:
     from mednns_fast.ops import _library
 
@@ -136,14 +147,14 @@ SIZES = {
     "js_divergence": [(1 << 20, 10, True), (1 << 16, 1000, True), (1 << 20, 10, False)],
     "js_pairwise": [(2048, 2048, 64), (512, 512, 1000)],
     "js_stability": [(200, 112, 8, 5)],
-    "feature_moments": [(4096, 2048), (50000, 64)],
+    "feature_stats_update_": [(4096, 2048), (50000, 64)],
 }
 SMALL = {
     "mixed_sum": [(9, (3, 5, 7))],
     "js_divergence": [(33, 7, True), (5, 300, False)],
     "js_pairwise": [(9, 13, 5)],
     "js_stability": [(9, 3, 5, 2)],
-    "feature_moments": [(41, 19)],
+    "feature_stats_update_": [(41, 19)],
 }
 
 
@@ -209,9 +220,10 @@ def build_cases(mf, device: torch.device, dtype: torch.dtype, small: bool = Fals
             "js_divergence", f"R={R} K={K} {'logits' if logits else 'probs'}", make_js,
             reference=lambda p, q, js_eager=js_eager: js_eager(p.double(), q.double()),
             backends={"eager": js_eager,
-                      "cpp": _public_on(mf, "js_divergence", "cpp", dim=-1, from_logits=logits)
+                      "cpp": _public_on(mf, "js_divergence", "cpp", from_logits=logits)
                       if _cpp_cuda(mf, "js_divergence") else None,
-                      "triton": lambda p, q, logits=logits: T.js_divergence(p, q, -1, logits)},
+                      "triton": _triton_call(mf, "js_divergence", lambda p, q, logits=logits: T.js_divergence(
+                          p, q, logits), from_logits=logits)},
             nbytes=(2 * R * K + R) * es, tol=1e-5,
             why_missing={"cpp": "no C++ CUDA kernel registered for js_divergence"}))
 
@@ -230,18 +242,17 @@ def build_cases(mf, device: torch.device, dtype: torch.dtype, small: bool = Fals
             "js_pairwise", f"N={N} M={M} K={K}", make_pair,
             reference=lambda p, q: pair_eager(p.double(), q.double()),
             backends={"eager": pair_eager,
-                      "cpp": (lambda p, q: torch.ops.mednns_fast.js_pairwise(p, q))
-                      if _cpp_cuda(mf, "js_pairwise") else None,
-                      "triton": lambda p, q: T.js_pairwise(p, q)},
+                      "cpp": _public_on(mf, "js_pairwise", "cpp") if _cpp_cuda(mf, "js_pairwise") else None,
+                      "triton": _triton_call(mf, "js_pairwise", T.js_pairwise)},
             flops=5 * N * M * K, flop_dtype=dtype, tol=1e-4,
             why_missing={"cpp": "no C++ CUDA kernel registered for js_pairwise"}))
 
     # js_stability: a whole search's history, tiny and latency bound.
     for T_, E, K, window in sizes["js_stability"]:
-        def make_hist(T_=T_, E=E, K=K):
-            return (torch.randn(T_, E, K, device=device, dtype=dtype),)
+        def make_hist(T_=T_, E=E, K=K, window=window):
+            return torch.randn(T_, E, K, device=device, dtype=dtype), window
 
-        def stab_eager(h, window=window):
+        def stab_eager(h, window):
             p = h.softmax(-1)
             c = torch.cat([torch.zeros_like(p[:1]), p.cumsum(0)])
             mean = (c[window:-1] - c[:-window - 1]) / window
@@ -252,33 +263,44 @@ def build_cases(mf, device: torch.device, dtype: torch.dtype, small: bool = Fals
 
         cases.append(Case(
             "js_stability", f"T={T_} E={E} K={K} window={window}", make_hist,
-            reference=lambda h, stab_eager=stab_eager: stab_eager(h.double()),
+            reference=lambda h, window, stab_eager=stab_eager: stab_eager(h.double(), window),
             backends={"eager": stab_eager,
-                      "cpp": (lambda h, window=window: torch.ops.mednns_fast.js_stability(h, window, True))
-                      if _cpp_cuda(mf, "js_stability") else None,
-                      "triton": lambda h, window=window: T.js_stability(h, window, True)},
+                      "cpp": _public_on(mf, "js_stability", "cpp") if _cpp_cuda(mf, "js_stability") else None,
+                      "triton": _triton_call(mf, "js_stability", T.js_stability)},
             nbytes=T_ * E * K * es, tol=1e-5,
             why_missing={"cpp": "no C++ CUDA kernel registered for js_stability"}))
 
-    # FeatureStats batch update: compute bound (a symmetric rank-n update), accumulated in float64.
-    for n, d in sizes["feature_moments"]:
+    # FeatureStats.update: a batch's moments (compute bound: a symmetric rank-n update, float64
+    # accumulation) merged into running statistics of 1000 rows, in place.
+    for n, d in sizes["feature_stats_update_"]:
         def make_feat(n=n, d=d):
-            return (torch.randn(n, d, device=device, dtype=dtype) * 2 + 1,)
+            return (torch.randn(d, device=device, dtype=torch.float64),
+                    torch.eye(d, device=device, dtype=torch.float64) * 1000,
+                    torch.randn(n, d, device=device, dtype=dtype) * 2 + 1)
 
-        def moments_eager(x):
+        def update_eager(mean, m2, x, count=1000):
             x = x.double()
-            mean = x.mean(0)
-            c = x - mean
-            return mean, c.T @ c
+            mean_b = x.mean(0)
+            c = x - mean_b
+            delta = mean_b - mean
+            m2 += c.T @ c + torch.outer(delta, delta) * (count * x.shape[0] / (count + x.shape[0]))
+            mean += delta * (x.shape[0] / (count + x.shape[0]))
+            return mean, m2
+
+        def in_place(op):
+            def update(mean, m2, x):
+                op(mean, m2, x, 1000)
+                return mean, m2
+            return update
 
         cases.append(Case(
-            "feature_moments", f"n={n} d={d}", make_feat, reference=moments_eager,
-            backends={"eager": moments_eager,
-                      "cpp": (lambda x: torch.ops.mednns_fast.feature_moments(x))
-                      if _cpp_cuda(mf, "feature_moments") else None,
-                      "triton": lambda x: T.feature_moments(x)},
-            flops=2 * n * d * d, flop_dtype=dtype, tol=1e-4,
-            why_missing={"cpp": "no C++ CUDA kernel registered for feature_moments"}))
+            "feature_stats_update_", f"n={n} d={d}", make_feat, reference=update_eager,
+            backends={"eager": update_eager,
+                      "cpp": in_place(torch.ops.mednns_fast.feature_stats_update_)
+                      if _cpp_cuda(mf, "feature_stats_update_") else None,
+                      "triton": in_place(T.feature_stats_update_)},
+            flops=2 * n * d * d, flop_dtype=dtype, tol=1e-4, mutates=True,
+            why_missing={"cpp": "no C++ CUDA kernel registered for feature_stats_update_"}))
     return cases
 
 
@@ -320,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gpu_bench: unknown ops {sorted(wanted - {c.op for c in cases})}", file=sys.stderr)
         return 1
 
-    header = f"{'op':20s} {'case':28s} {'backend':8s} {'median us':>10s} {'x eager':>8s} {'achieved':>14s} " \
+    header = f"{'op':22s} {'case':28s} {'backend':8s} {'median us':>10s} {'x eager':>8s} {'achieved':>14s} " \
              f"{'of ceiling':>10s}  check"
     print(header)
     print("-" * len(header))
@@ -330,14 +352,14 @@ def main(argv: list[str] | None = None) -> int:
             case.backends["triton"] = None
             case.why_missing["triton"] = "Triton not installed"
         input_sets = _input_copies(case.make, l2)
-        want = case.reference(*input_sets[0])
+        want = case.reference(*_copies(input_sets[0], case.mutates))
         eager_s = None
         for backend, fn in case.backends.items():
             if fn is None:
                 why = case.why_missing.get(backend)
-                print(f"{case.op:20s} {case.name:28s} {backend:8s} {'n/a':>10s}  ({why})")
+                print(f"{case.op:22s} {case.name:28s} {backend:8s} {'n/a':>10s}  ({why})")
                 continue
-            ok = _close(fn(*input_sets[0]), want, case.tol)
+            ok = _close(fn(*_copies(input_sets[0], case.mutates)), want, case.tol)
             if not ok:
                 failures.append(f"{case.op} {case.name} {backend}")
             secs = _timed(fn, input_sets, args.warmup, args.reps)
@@ -351,11 +373,12 @@ def main(argv: list[str] | None = None) -> int:
                 achieved = f"{rate / 1e9:.0f} GB/s"
                 fraction = rate / ceil["bandwidth"]
             speedup = f"{eager_s / secs:.2f}" if eager_s else "-"
-            print(f"{case.op:20s} {case.name:28s} {backend:8s} {secs * 1e6:10.1f} {speedup:>8s} "
+            print(f"{case.op:22s} {case.name:28s} {backend:8s} {secs * 1e6:10.1f} {speedup:>8s} "
                   f"{achieved:>14s} {100 * fraction:9.0f}%  {'ok' if ok else 'MISMATCH'}")
     print("\nbandwidth: minimal bytes moved per call / median time, against the copy ceiling. FLOP/s: "
-          "useful operations (js_pairwise: 5 per pair and class; feature_moments: 2 n d^2, GEMM-equivalent) "
-          "against the matmul ceiling of the input dtype (float64-accumulating kernels included).")
+          "useful operations (js_pairwise: 5 per pair and class; feature_stats_update_: 2 n d^2, "
+          "GEMM-equivalent) against the matmul ceiling of the input dtype (float64-accumulating kernels "
+          "included).")
     if failures:
         print(f"\nMISMATCH against the reference: {failures}", file=sys.stderr)
         return 1
