@@ -38,9 +38,10 @@ def triton_runs():
 DEVICE = torch.device("cuda" if HAS_GPU else "cpu")
 
 
-def float_dtypes() -> list[torch.dtype]:
-    """float32 and float64 everywhere; the interpreter has no bfloat16, so half types run on GPUs only."""
-    return [torch.float32, torch.float64]
+def float_dtypes(half: bool = False) -> list[torch.dtype]:
+    """float32 and float64; with `half`, float16 too (the interpreter has no bfloat16: GPUs only)."""
+    extra = ([torch.float16] + ([torch.bfloat16] if HAS_GPU else [])) if half else []
+    return [torch.float32, torch.float64, *extra]
 
 
 def tolerances(dtype: torch.dtype) -> dict[str, float]:

@@ -233,10 +233,11 @@ def _js_rows_backward_kernel(
 
 
 # ---------------------------------------------------------------------------------- pairwise kernels
+# Tiles of [BLOCK_N, BLOCK_M, BLOCK_K] entries held in registers: at most 64 per thread (no spills).
 _PAIR_CONFIGS = configs(
     [triton.Config({"BLOCK_N": n, "BLOCK_M": m, "BLOCK_K": k}, num_warps=w)
-     for n, m, k, w in ((32, 32, 8, 4), (64, 64, 4, 8), (64, 32, 8, 4), (32, 64, 8, 4),
-                        (64, 64, 8, 8), (128, 64, 4, 8), (16, 16, 16, 2))],
+     for n, m, k, w in ((32, 32, 8, 4), (64, 64, 4, 8), (64, 32, 8, 8), (32, 64, 8, 8),
+                        (32, 32, 16, 8), (64, 64, 2, 4), (16, 16, 16, 2))],
     triton.Config({"BLOCK_N": 16, "BLOCK_M": 16, "BLOCK_K": 8}),
 )
 
