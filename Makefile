@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: setup build test test-triton demo bench lint clean
+.PHONY: setup build test test-cpp demo lint clean
 
 $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +26,16 @@ test: build
 	TRITON_INTERPRET=1 $(PY) -m pytest -m triton -q
 
 demo: build
-	$(PY) -m pytest benchmarks -q --benchmark-columns=min,median,mean,rounds --benchmark-sort=name
+	$(PY) -m pytest benchmarks/bench_*.py -q --benchmark-columns=min,median,mean,rounds --benchmark-sort=name
+
+# The CMake library for libtorch users and its ctest.
+test-cpp: setup
+	cmake -S . -B cmake-build -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')"
+	cmake --build cmake-build -j2
+	ctest --test-dir cmake-build --output-on-failure
 
 lint: setup
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf build $(VENV) mednns_fast/*.so *.egg-info
+	rm -rf build build-cuda cmake-build $(VENV) mednns_fast/*.so *.egg-info

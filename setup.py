@@ -54,4 +54,14 @@ def extension():
     return CppExtension(sources=sources, extra_compile_args={"cxx": cxx}, **kwargs)
 
 
-setup(ext_modules=[extension()], cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)})
+class BuildExt(BuildExtension.with_options(use_ninja=True)):
+    """One object directory for every build of this checkout (pip's editable build and `make build`), so
+    ninja recompiles only what changed."""
+
+    def finalize_options(self) -> None:
+        if self.build_temp is None:  # an explicit --build-temp (the CUDA build check) wins
+            self.build_temp = os.path.join(ROOT, "build", "temp")
+        super().finalize_options()
+
+
+setup(ext_modules=[extension()], cmdclass={"build_ext": BuildExt})

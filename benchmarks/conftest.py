@@ -14,6 +14,13 @@ def mark_baseline(benchmark) -> None:
     benchmark.extra_info["role"] = "baseline"
 
 
+def mark_bandwidth(benchmark, nbytes: int, ceiling: bool = False) -> None:
+    """Record the bytes one call must move; `ceiling` marks the machine's copy-bandwidth measurement."""
+    benchmark.extra_info["bytes"] = int(nbytes)
+    if ceiling:
+        benchmark.extra_info["bandwidth"] = "ceiling"
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     session = getattr(config, "_benchmarksession", None)
@@ -28,6 +35,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     tr.section("speed-up over each group's baseline (median time, same run)")
     tr.write_line(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
                   f"torch {torch.__version__}")
+    ceilings = [b for bs in groups.values() for b in bs if b.extra_info.get("bandwidth") == "ceiling"]
+    ceiling = ceilings[0].extra_info["bytes"] / ceilings[0].stats.median if ceilings else None
     for name, benches in sorted(groups.items()):
         base = [b for b in benches if b.extra_info.get("role") == "baseline"]
         if not base:
@@ -35,6 +44,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             continue
         ref = base[0].stats.median
         for b in sorted(benches, key=lambda b: b.stats.median):
-            extra = "".join(f" {k}={v}" for k, v in b.extra_info.items() if k != "role")
+            extra = "".join(f" {k}={v}" for k, v in b.extra_info.items() if k not in ("role", "bytes", "bandwidth"))
+            if "bytes" in b.extra_info:
+                rate = b.extra_info["bytes"] / b.stats.median
+                extra += f" {rate / 1e9:.1f} GB/s"
+                if ceiling:
+                    extra += f" ({100 * rate / ceiling:.0f}% of copy bandwidth)"
             tr.write_line(f"[{name}] {b.name:60s} median {b.stats.median * 1e3:10.3f} ms  "
                           f"x{ref / b.stats.median:7.2f}{extra}")

@@ -21,9 +21,35 @@ TORCH_LIBRARY(mednns_fast, m) {
       "mixed_sum_backward(Tensor grad, Tensor[] xs, Tensor weights, bool[] xs_need_grad, "
       "bool weights_need_grad) -> (Tensor[], Tensor)");
 
+  // Depthwise convolutions of several candidates in one pass (the fused MixedOp's first stages).
+  // weights[j] is [C, 1, k_j, k_j] (k_j odd), padding d_j * (k_j - 1) / 2 keeps every output one size.
+  // shared_input: every candidate reads x [N, C, H, W]; else candidate j reads channels [j*C, (j+1)*C)
+  // of x [N, J*C, H, W]. Output [N, J*C, Ho, Wo], candidate-major.
+  m.def(
+      "multi_depthwise_conv2d(Tensor x, Tensor[] weights, int[] dilations, int stride, bool shared_input) "
+      "-> Tensor");
+  m.def(
+      "multi_depthwise_conv2d_backward(Tensor grad, Tensor x, Tensor[] weights, int[] dilations, int stride, "
+      "bool shared_input, bool x_needs_grad, bool weights_need_grad) -> (Tensor, Tensor[])");
+
   // ---- FID statistics and Frechet distances -----------------------------------------------
   // (schemas added by the FID family)
 
   // ---- Jensen-Shannon divergences ---------------------------------------------------------
-  // (schemas added by the JS family)
+  // Natural log, the divergence (not its square root), 0 log 0 = 0, clamped to [0, ln 2]. With
+  // from_logits the rows are softmaxed inside the kernel (a -inf logit is a probability of 0).
+  // out[r] = JS(p[r], q[r]); p and q are [rows, K].
+  m.def("js_divergence(Tensor p, Tensor q, bool from_logits=False) -> Tensor");
+  // (grad_p, grad_q) for grad [rows]; an empty tensor where not requested.
+  m.def(
+      "js_divergence_backward(Tensor grad, Tensor p, Tensor q, bool from_logits, bool p_needs_grad, "
+      "bool q_needs_grad) -> (Tensor, Tensor)");
+  // out[i, j] = JS(p[i], q[j]); p [N, K], q [M, K].
+  m.def("js_pairwise(Tensor p, Tensor q) -> Tensor");
+  m.def(
+      "js_pairwise_backward(Tensor grad, Tensor p, Tensor q, bool p_needs_grad, bool q_needs_grad) "
+      "-> (Tensor, Tensor)");
+  // out[t, e] = JS(P[t, e], mean(P[t - window : t, e])), +inf for t < window; history [T, E, K].
+  m.def("js_stability(Tensor history, int window, bool from_logits=True) -> Tensor");
+  m.def("js_stability_backward(Tensor grad, Tensor history, int window, bool from_logits) -> Tensor");
 }

@@ -1,6 +1,9 @@
 """The public op API: `mf.ops.NAME`. Each op dispatches to the C++, Triton or reference path."""
 
 from ._backend import get_backend, set_backend, use_backend
+from .depthwise import multi_depthwise_conv2d
+from .jsd import js_divergence, js_pairwise, js_stability
 from .mixed import mixed_sum
 
-__all__ = ["get_backend", "set_backend", "use_backend", "mixed_sum"]
+__all__ = ["get_backend", "set_backend", "use_backend", "mixed_sum", "multi_depthwise_conv2d",
+           "js_divergence", "js_pairwise", "js_stability"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import warnings
 
 import torch
 
@@ -16,6 +17,10 @@ try:
     importlib.import_module("mednns_fast._C")
 except ImportError as exc:  # the package still works through the reference and Triton backends
     LOAD_ERROR = exc
+    warnings.warn(
+        f"mednns_fast: the compiled op library did not load ({exc}); ops fall back to the slow reference "
+        "(and Triton on GPUs). Rebuild against the installed torch: pip install --no-build-isolation .",
+        RuntimeWarning, stacklevel=2)
 
 LOADED = LOAD_ERROR is None
 

@@ -31,7 +31,8 @@ def mixed_sum(xs: Sequence[torch.Tensor], weights: torch.Tensor) -> torch.Tensor
     xs = list(xs)
     if not isinstance(weights, torch.Tensor):
         raise ValueError(f"mixed_sum: weights must be a tensor, got {type(weights).__name__}")
-    backend = choose("mixed_sum", weights.device, has_triton=True)
+    device = xs[0].device if xs and isinstance(xs[0], torch.Tensor) else weights.device
+    backend = choose("mixed_sum", device, has_triton=True)
     if backend == "reference":
         return reference.mixed_sum(xs, weights)
     if backend == "triton":

@@ -1,0 +1,70 @@
+"""multi_depthwise_conv2d: several candidates' depthwise convolutions from one read of the input.
+
+It is the first stage of the fused DARTS MixedOp (sep_conv / dil_conv candidates share their ReLU'd input).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from . import _library, reference
+from ._backend import choose
+
+
+def multi_depthwise_conv2d(x: torch.Tensor, weights: Sequence[torch.Tensor], dilations: Sequence[int],
+                           stride: int = 1, shared_input: bool = True) -> torch.Tensor:
+    """Depthwise convolutions of J candidates with "same" padding ``d_j * (k_j - 1) // 2``.
+
+    Args:
+        x: ``[N, C, H, W]`` read by every candidate (``shared_input=True``), or ``[N, J*C, H, W]`` whose
+            j-th C-channel slice candidate j reads.
+        weights: J tensors ``[C, 1, k_j, k_j]`` (``nn.Conv2d(C, C, k, groups=C).weight``), k_j odd.
+        dilations: J dilations. stride: shared by all candidates.
+
+    Returns:
+        ``[N, J*C, Ho, Wo]``, candidate-major (channels ``[j*C, (j+1)*C)`` are candidate j),
+        ``Ho = (H - 1) // stride + 1``.
+    """
+    weights, dilations = list(weights), [int(d) for d in dilations]
+    if choose("multi_depthwise_conv2d", x.device, has_triton=False) == "reference":
+        return reference.multi_depthwise_conv2d(x, weights, dilations, stride, shared_input)
+    return torch.ops.mednns_fast.multi_depthwise_conv2d(x, weights, dilations, stride, shared_input)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, weights, dilations, stride, shared_input = inputs
+    ctx.save_for_backward(x, *weights)
+    ctx.args = (list(dilations), stride, shared_input)
+    ctx.weights_need_grad = any(w.requires_grad for w in weights)
+
+
+def _backward(ctx, grad: torch.Tensor):
+    x, *weights = ctx.saved_tensors
+    dilations, stride, shared_input = ctx.args
+    grad_x, grad_ws = torch.ops.mednns_fast.multi_depthwise_conv2d_backward(
+        grad, x, weights, dilations, stride, shared_input, ctx.needs_input_grad[0], ctx.weights_need_grad)
+    return (grad_x if ctx.needs_input_grad[0] else None,
+            list(grad_ws) if ctx.weights_need_grad else None, None, None, None)
+
+
+def _output_shape(x, weights, stride, shared_input):
+    J, C = len(weights), weights[0].shape[0]
+    return (x.shape[0], J * C, (x.shape[2] - 1) // stride + 1, (x.shape[3] - 1) // stride + 1)
+
+
+if _library.LOADED:
+    torch.library.register_autograd("mednns_fast::multi_depthwise_conv2d", _backward,
+                                    setup_context=_setup_context)
+
+    @torch.library.register_fake("mednns_fast::multi_depthwise_conv2d")
+    def _fake(x, weights, dilations, stride, shared_input):
+        return x.new_empty(_output_shape(x, weights, stride, shared_input))
+
+    @torch.library.register_fake("mednns_fast::multi_depthwise_conv2d_backward")
+    def _fake_backward(grad, x, weights, dilations, stride, shared_input, x_needs_grad, weights_need_grad):
+        grad_x = torch.empty_like(x, memory_format=torch.contiguous_format) if x_needs_grad else x.new_empty(0)
+        grad_ws = [torch.empty_like(w, memory_format=torch.contiguous_format) if weights_need_grad
+                   else x.new_empty(0) for w in weights]
+        return grad_x, grad_ws
