@@ -23,6 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..ops._checks import check_js_history, check_js_pair
 from ._common import (
     acc_is_fp64,
     configs,
@@ -505,24 +506,11 @@ def _block_k(K: int) -> int:
     return min(next_pow2(K), MAX_BLOCK_K)
 
 
-def _check_floating(t: torch.Tensor, name: str) -> None:
-    if not isinstance(t, torch.Tensor) or not t.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor, got "
-                         f"{t.dtype if isinstance(t, torch.Tensor) else type(t).__name__}")
-
-
 def _check_pair(p: torch.Tensor, q: torch.Tensor, op: str, same_shape: bool) -> None:
     """Types, devices and shapes (not values): rows [R, K] of one shape, or [N, K] and [M, K]."""
-    _check_floating(p, f"{op}: p")
-    _check_floating(q, f"{op}: q")
-    if p.dtype != q.dtype or p.device != q.device:
-        raise ValueError(f"{op}: q ({q.dtype}, {q.device}) must match p ({p.dtype}, {p.device})")
-    if p.dim() != 2 or q.dim() != 2:
-        raise ValueError(f"{op}: p and q must be 2-D [rows, K], got shapes {tuple(p.shape)} and {tuple(q.shape)}")
-    if same_shape and p.shape != q.shape:
-        raise ValueError(f"{op}: p has shape {tuple(p.shape)} but q has shape {tuple(q.shape)}; they must match")
-    if p.shape[1] != q.shape[1] or p.shape[1] < 1:
-        raise ValueError(f"{op}: p and q need one K >= 1 entries per row, got {p.shape[1]} and {q.shape[1]}")
+    check_js_pair(p, q, op, same_shape)
+    if p.dim() != 2:
+        raise ValueError(f"{op}: p must be 2-D [rows, K], got shape {tuple(p.shape)}")
 
 
 def _grad_buffer(need: bool, like: torch.Tensor) -> torch.Tensor:
@@ -631,17 +619,8 @@ def js_pairwise_backward(grad: torch.Tensor, p: torch.Tensor, q: torch.Tensor, p
     return gp, gq
 
 
-def _check_history(history: torch.Tensor, window: int) -> None:
-    _check_floating(history, "js_stability: history")
-    if history.dim() != 3 or history.shape[2] < 1:
-        raise ValueError(f"js_stability: history must be 3-D [T, E, K] with K >= 1, got shape "
-                         f"{tuple(history.shape)}")
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-        raise ValueError(f"js_stability: window must be an int >= 1, got {window!r}")
-
-
 def _js_stability_fake(history: torch.Tensor, window: int, from_logits: bool = True) -> torch.Tensor:
-    _check_history(history, window)
+    check_js_history(history, window)
     return history.new_empty(history.shape[:2])
 
 
@@ -663,7 +642,7 @@ def _stability_args(history: torch.Tensor, from_logits: bool, flag: torch.Tensor
 def js_stability(history: torch.Tensor, window: int, from_logits: bool = True) -> torch.Tensor:
     """[T, E]: JS between epoch t's distribution of edge e and the mean of epochs t-window .. t-1 (the
     softmax of `history` [T, E, K] over K when `from_logits`); the first `window` epochs are +inf."""
-    _check_history(history, window)
+    check_js_history(history, window)
     T, E, K = history.shape
     out = history.new_empty((T, E))
     if T == 0 or E == 0:
@@ -678,7 +657,7 @@ def js_stability(history: torch.Tensor, window: int, from_logits: bool = True) -
 
 
 def _js_stability_backward_fake(grad, history, window, from_logits):
-    _check_history(history, window)
+    check_js_history(history, window)
     return torch.empty(history.shape, dtype=history.dtype, device=history.device)
 
 
@@ -687,7 +666,7 @@ def js_stability_backward(grad: torch.Tensor, history: torch.Tensor, window: int
                           ) -> torch.Tensor:
     """Gradient of ``sum grad * js_stability(history, window, from_logits)`` with respect to history
     ([T, E, K] contiguous; the +inf epochs contribute nothing)."""
-    _check_history(history, window)
+    check_js_history(history, window)
     T, E, K = history.shape
     out = torch.empty(history.shape, dtype=history.dtype, device=history.device)
     if T == 0 or E == 0:
@@ -706,34 +685,3 @@ def js_stability_backward(grad: torch.Tensor, history: torch.Tensor, window: int
         out, own, of_mean, history, lse, T, E, K, window, *history.stride(), **meta)
     return out
 
-
-# ------------------------------------------------------------------------------------------ autograd
-def _pair_setup(ctx, inputs, output) -> None:
-    p, q, *rest = inputs
-    ctx.rest = rest  # from_logits for js_divergence, nothing for js_pairwise
-    ctx.save_for_backward(p, q)
-
-
-def _pair_backward_with(backward_op):
-    def backward(ctx, grad: torch.Tensor):
-        p, q = ctx.saved_tensors
-        need_p, need_q = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        gp, gq = backward_op(grad, p, q, *ctx.rest, need_p, need_q)
-        return (gp if need_p else None), (gq if need_q else None), *([None] * len(ctx.rest))
-
-    return backward
-
-
-def _stability_setup(ctx, inputs, output) -> None:
-    history, ctx.window, ctx.from_logits = inputs
-    ctx.save_for_backward(history)
-
-
-def _stability_backward(ctx, grad: torch.Tensor):
-    (history,) = ctx.saved_tensors
-    return js_stability_backward(grad, history, ctx.window, ctx.from_logits), None, None
-
-
-js_divergence.register_autograd(_pair_backward_with(js_divergence_backward), setup_context=_pair_setup)
-js_pairwise.register_autograd(_pair_backward_with(js_pairwise_backward), setup_context=_pair_setup)
-js_stability.register_autograd(_stability_backward, setup_context=_stability_setup)
