@@ -8,11 +8,19 @@ PIP := $(VENV)/bin/pip
 
 .PHONY: setup build test test-cpp demo lint clean
 
+# Debian packages with real images for the data suite (installed where we are root; see docs/data.md).
+APT_PACKAGES := mricron-data dataset-fashion-mnist insighttoolkit5-examples
+
 $(VENV)/.installed: pyproject.toml setup.py
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
+	else echo "note: not root, so not installing $(APT_PACKAGES) (data-suite tasks that need them are skipped)"; fi
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)" "setuptools>=77" wheel ninja
 	$(PIP) install -q --no-build-isolation -e ".[test,data,dev]"
+	$(PIP) install -q --no-deps stardist  # only its shipped nuclei image is used
+	$(PIP) install -q --no-deps pytorch-fid  # the tests call its formula; its torchvision import is avoided
 	touch $@
 
 setup: $(VENV)/.installed

@@ -21,6 +21,16 @@ def mark_bandwidth(benchmark, nbytes: int, ceiling: bool = False) -> None:
         benchmark.extra_info["bandwidth"] = "ceiling"
 
 
+def set_units(benchmark, units: int) -> None:
+    """Declare that one call does `units` units of work (e.g. pairs): the summary then compares time per
+    unit, so a slow baseline may be timed on a few units and the fast entries on many."""
+    benchmark.extra_info["units"] = units
+
+
+def _per_unit(bench) -> float:
+    return bench.stats.median / bench.extra_info.get("units", 1)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     session = getattr(config, "_benchmarksession", None)
@@ -32,9 +42,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             continue
         groups.setdefault(bench.group or "", []).append(bench)
     tr = terminalreporter
-    tr.section("speed-up over each group's baseline (median time, same run)")
-    tr.write_line(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-                  f"torch {torch.__version__}")
+    tr.section("speed-up over each group's baseline (median time per unit of work, same run)")
+    tr.write_line(f"machine: {platform.processor() or platform.machine()}, "
+                  f"{torch.get_num_threads()} threads, torch {torch.__version__}")
     ceilings = [b for bs in groups.values() for b in bs if b.extra_info.get("bandwidth") == "ceiling"]
     ceiling = ceilings[0].extra_info["bytes"] / ceilings[0].stats.median if ceilings else None
     for name, benches in sorted(groups.items()):
@@ -42,8 +52,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         if not base:
             tr.write_line(f"[{name}] (no baseline)")
             continue
-        ref = base[0].stats.median
-        for b in sorted(benches, key=lambda b: b.stats.median):
+        ref = _per_unit(base[0])
+        for b in sorted(benches, key=_per_unit):
             extra = "".join(f" {k}={v}" for k, v in b.extra_info.items() if k not in ("role", "bytes", "bandwidth"))
             if "bytes" in b.extra_info:
                 rate = b.extra_info["bytes"] / b.stats.median
@@ -51,4 +61,4 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                 if ceiling:
                     extra += f" ({100 * rate / ceiling:.0f}% of copy bandwidth)"
             tr.write_line(f"[{name}] {b.name:60s} median {b.stats.median * 1e3:10.3f} ms  "
-                          f"x{ref / b.stats.median:7.2f}{extra}")
+                          f"x{ref / _per_unit(b):7.2f}{extra}")

@@ -33,7 +33,23 @@ TORCH_LIBRARY(mednns_fast, m) {
       "bool shared_input, bool x_needs_grad, bool weights_need_grad) -> (Tensor, Tensor[])");
 
   // ---- FID statistics and Frechet distances -----------------------------------------------
-  // (schemas added by the FID family)
+  // Folds a batch features [n, d] into running statistics of `count` rows: mean [d] and m2 [d, d]
+  // (the sum of centred outer products), both float64 (or both float32), updated in place. The batch's
+  // own mean and centred products are computed in float64 (two passes over the batch), then merged by
+  // Chan's formula. count == 0 starts afresh: mean and m2 are overwritten.
+  m.def("feature_stats_update_(Tensor(a!) mean, Tensor(b!) m2, Tensor features, int count) -> ()");
+  // T[i, j] = tr sqrt(S_i S_j) for every pair, S_i = factors[i] @ factors[i]^T (factors[i]: [d, r_i]);
+  // T[i, i] = tr S_i. float64 [N, N], symmetric. lower[i] says factors[i] is square lower-triangular
+  // (a Cholesky factor), whose zero blocks the products skip; sigmas[i] (optional) is S_i itself, which
+  // saves work between two Cholesky factors. Per pair: the singular values of factors[i]^T factors[j]
+  // when the smaller rank is <= svd_max_rank, else the eigenvalues of its symmetric Gram (kept only when
+  // their a-posteriori error bound is below sym_rtol * (tr S_i + tr S_j), else the SVD decides).
+  m.def(
+      "fid_trace_sqrt_pairs(Tensor[] factors, bool[] lower, Tensor?[] sigmas, int svd_max_rank, "
+      "float sym_rtol) -> Tensor");
+  // What the covariance checks need from sigma [d, d] in one pass: float64 [3] holding
+  // (max |S_ij - S_ji|, max |S_ij|, number of non-finite entries); non-finite entries count as 0 in the maxima.
+  m.def("fid_covariance_defects(Tensor sigma) -> Tensor");
 
   // ---- Jensen-Shannon divergences ---------------------------------------------------------
   // Natural log, the divergence (not its square root), 0 log 0 = 0, clamped to [0, ln 2]. With

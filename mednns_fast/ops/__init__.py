@@ -2,8 +2,22 @@
 
 from ._backend import get_backend, set_backend, use_backend
 from .depthwise import multi_depthwise_conv2d
+from .fid import FeatureStats, GaussianStats, fid_from_features, fid_matrix, frechet_distance
 from .jsd import js_divergence, js_pairwise, js_stability
 from .mixed import mixed_sum
 
-__all__ = ["get_backend", "set_backend", "use_backend", "mixed_sum", "multi_depthwise_conv2d",
-           "js_divergence", "js_pairwise", "js_stability"]
+__all__ = [
+    "get_backend",
+    "set_backend",
+    "use_backend",
+    "mixed_sum",
+    "multi_depthwise_conv2d",
+    "FeatureStats",
+    "GaussianStats",
+    "frechet_distance",
+    "fid_matrix",
+    "fid_from_features",
+    "js_divergence",
+    "js_pairwise",
+    "js_stability",
+]

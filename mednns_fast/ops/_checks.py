@@ -3,7 +3,7 @@ things in csrc/checks.h. Each error names the argument and what was expected."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -100,3 +100,123 @@ def check_js_history(history: torch.Tensor, window: int) -> None:
                          f"{tuple(history.shape)}")
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise ValueError(f"js_stability: window must be an int >= 1, got {window!r}")
+
+
+# ---- FID statistics and Frechet distances ----------------------------------------------------------
+# A covariance may be off symmetric or PSD by rounding (float32 storage: about 6e-8 relative per entry);
+# beyond these tolerances it is refused as a mistake rather than silently repaired.
+SYMMETRY_RTOL = 1e-5  # max |S - S^T| <= SYMMETRY_RTOL * max |S|
+PSD_RTOL = 1e-6  # smallest eigenvalue >= -PSD_RTOL * ||S||_F
+
+
+def check_stats_update_args(mean: torch.Tensor, m2: torch.Tensor, features: torch.Tensor, count: int) -> None:
+    op = "feature_stats_update_"
+    check_floating(features, f"{op}: features")
+    if features.dim() != 2:
+        raise ValueError(f"{op}: features must be 2-D, got shape {tuple(features.shape)}")
+    if mean.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"{op}: mean must be a float64 or float32 tensor")
+    if mean.dim() != 1 or m2.dim() != 2:
+        raise ValueError(f"{op}: mean must be 1-D and m2 2-D, got shapes {tuple(mean.shape)} and "
+                         f"{tuple(m2.shape)}")
+    check_same_dtype(m2, f"{op}: m2", mean, "mean")
+    check_same_device(mean, f"{op}: mean", m2, "m2")
+    check_same_device(features, f"{op}: features", m2, "m2")
+    d = mean.shape[0]
+    if tuple(m2.shape) != (d, d):
+        raise ValueError(f"{op}: m2 must be [{d}, {d}] to match mean [{d}], got shape {tuple(m2.shape)}")
+    if features.shape[1] != d:
+        raise ValueError(f"{op}: features must be [n, {d}] (the statistics' dim), got shape "
+                         f"{tuple(features.shape)}")
+    if count < 0:
+        raise ValueError(f"{op}: count must be >= 0, got {count}")
+
+
+def check_pair_factors(factors: Sequence[torch.Tensor], lower: Sequence[bool],
+                       sigmas: Sequence[torch.Tensor | None], svd_max_rank: int, sym_rtol: float) -> None:
+    op = "fid_trace_sqrt_pairs"
+    if len(factors) == 0:
+        raise ValueError(f"{op}: factors must hold at least one tensor")
+    if len(lower) != len(factors) or len(sigmas) != len(factors):
+        raise ValueError(f"{op}: lower and sigmas need one entry per factor ({len(factors)}), got "
+                         f"{len(lower)} and {len(sigmas)}")
+    if svd_max_rank < 0 or sym_rtol < 0:
+        raise ValueError(f"{op}: svd_max_rank and sym_rtol must be >= 0, got {svd_max_rank}, {sym_rtol}")
+    for i, f in enumerate(factors):
+        check_floating(f, f"{op}: factors[{i}]")
+        if f.dim() != 2:
+            raise ValueError(f"{op}: factors[{i}] must be 2-D, got shape {tuple(f.shape)}")
+        check_same_device(f, f"{op}: factors[{i}]", factors[0], "factors[0]")
+        if f.shape[0] != factors[0].shape[0]:
+            raise ValueError(f"{op}: factors[{i}] is [{f.shape[0]}, r] but factors[0] is "
+                             f"[{factors[0].shape[0]}, r]; all factors need one dim d")
+        if lower[i] and f.shape[0] != f.shape[1]:
+            raise ValueError(f"{op}: factors[{i}] is marked lower-triangular so it must be square, got shape "
+                             f"{tuple(f.shape)}")
+        if sigmas[i] is not None:
+            check_floating(sigmas[i], f"{op}: sigmas[{i}]")
+            check_same_device(sigmas[i], f"{op}: sigmas[{i}]", factors[0], "factors[0]")
+            if tuple(sigmas[i].shape) != (f.shape[0], f.shape[0]):
+                raise ValueError(f"{op}: sigmas[{i}] must be [{f.shape[0]}, {f.shape[0]}], got shape "
+                                 f"{tuple(sigmas[i].shape)}")
+
+
+def covariance_defects(sigma: torch.Tensor) -> torch.Tensor:
+    """float64 [3]: (max |S_ij - S_ji|, max |S_ij|, number of non-finite entries), non-finite entries
+    counting as 0 in the maxima. The plain-PyTorch form of the C++ op fid_covariance_defects."""
+    finite = torch.isfinite(sigma)
+    s = torch.where(finite, sigma, 0).double()
+    return torch.stack([(s - s.T).abs().max(), s.abs().max(), (~finite).sum().double()])
+
+
+def check_square(sigma: torch.Tensor, name: str) -> None:
+    check_floating(sigma, name)
+    if sigma.dim() != 2 or sigma.shape[0] != sigma.shape[1]:
+        raise ValueError(f"{name} must be a square [d, d] matrix, got shape {tuple(sigma.shape)}")
+
+
+def check_gaussian(mu: torch.Tensor, sigma: torch.Tensor, mu_name: str, sigma_name: str,
+                   defects: Callable[[torch.Tensor], torch.Tensor] | None = covariance_defects) -> None:
+    """mu [d] and sigma [d, d]: floating, one device, finite, sigma symmetric within SYMMETRY_RTOL.
+    `defects` computes covariance_defects (the fused C++ op where available); None checks shapes only."""
+    check_floating(mu, mu_name)
+    check_floating(sigma, sigma_name)
+    check_same_device(sigma, sigma_name, mu, mu_name)
+    if mu.dim() != 1:
+        raise ValueError(f"{mu_name} must be a 1-D mean vector [d], got shape {tuple(mu.shape)}")
+    d = mu.shape[0]
+    if d == 0:
+        raise ValueError(f"{mu_name} is empty: the feature dim d must be >= 1")
+    if tuple(sigma.shape) != (d, d):
+        raise ValueError(f"{sigma_name} must be [{d}, {d}] to match {mu_name} [{d}], got shape "
+                         f"{tuple(sigma.shape)}")
+    check_finite(mu, mu_name)
+    if defects is None or torch.compiler.is_compiling():
+        return
+    asym, top, bad = defects(sigma.detach()).tolist()
+    if bad:
+        raise ValueError(f"{sigma_name} must be finite but contains {int(bad)} NaN or infinite entries")
+    if asym > SYMMETRY_RTOL * top:
+        raise ValueError(f"{sigma_name} must be symmetric (a covariance): max |S - S^T| = {asym:.3g} "
+                         f"exceeds {SYMMETRY_RTOL:g} * max |S|")
+
+
+def check_gaussian_pair(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor, sigma2: torch.Tensor,
+                        defects: Callable[[torch.Tensor], torch.Tensor] = covariance_defects) -> None:
+    check_gaussian(mu1, sigma1, "mu1", "sigma1", defects)
+    check_gaussian(mu2, sigma2, "mu2", "sigma2", defects)
+    check_same_device(mu2, "mu2", mu1, "mu1")
+    if mu1.shape != mu2.shape:
+        raise ValueError(f"mu1 and mu2 must have one dim d, got shapes {tuple(mu1.shape)} and "
+                         f"{tuple(mu2.shape)}")
+
+
+def check_psd_eigenvalues(w: torch.Tensor, sigma: torch.Tensor, name: str) -> None:
+    """Refuses sigma whose eigenvalues w go below -PSD_RTOL * ||sigma||_F (beyond rounding)."""
+    if torch.compiler.is_compiling() or w.numel() == 0:
+        return
+    floor = -PSD_RTOL * float(torch.linalg.matrix_norm(sigma.detach()))
+    smallest = float(w.detach().min())
+    if smallest < floor:
+        raise ValueError(f"{name} must be positive semi-definite (a covariance): its smallest eigenvalue is "
+                         f"{smallest:.3g}, below the tolerance {floor:.3g} (= -{PSD_RTOL:g} * ||S||_F)")

@@ -1,0 +1,30 @@
+"""Data: the MedMNIST `.npz` reader and the built-in suite of tasks derived from real images shipped in packages.
+
+Nothing here downloads. `load_medmnist` reads files the user already has; `builtin_suite` builds tasks from
+images inside installed PyPI/Debian packages (DESIGN.md section 4), caches them as MedMNIST-format `.npz`, and
+skips (with a one-line notice naming the package) any task whose source is not installed.
+"""
+
+from .datasets import Augment, MedMNISTDataset, make_loaders, standard_augment
+from .medmnist import KNOWN_SETS, MedMNISTSplit, load_medmnist, medmnist_filename
+from .sources import SourceMissing
+from .suite import BuiltTask, Task, TaskCard, build_task, builtin_suite, describe, task_names
+
+__all__ = [
+    "Augment",
+    "MedMNISTDataset",
+    "make_loaders",
+    "standard_augment",
+    "KNOWN_SETS",
+    "BuiltTask",
+    "MedMNISTSplit",
+    "SourceMissing",
+    "Task",
+    "TaskCard",
+    "build_task",
+    "builtin_suite",
+    "describe",
+    "load_medmnist",
+    "medmnist_filename",
+    "task_names",
+]
