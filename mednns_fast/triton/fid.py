@@ -19,6 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..ops._checks import check_stats_update_args
 from ._common import acc_is_fp64, check_values, configs, kernel_op, launch, num_sms
 
 _MAX_PARTIAL_BYTES = 1 << 28  # cap on the float64 partial results of split reductions
@@ -156,24 +157,8 @@ def _moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, m2_part.sum(0) if m2_splits > 1 else m2_part[0]
 
 
-def _check_update(mean: torch.Tensor, m2: torch.Tensor, features: torch.Tensor, count: int) -> None:
-    op = "feature_stats_update_"
-    if not isinstance(features, torch.Tensor) or not features.is_floating_point() or features.dim() != 2:
-        raise ValueError(f"{op}: features must be a 2-D floating-point tensor [n, dim]")
-    if mean.dtype not in (torch.float32, torch.float64) or m2.dtype != mean.dtype:
-        raise ValueError(f"{op}: mean and m2 must both be float64 or both float32, got {mean.dtype}, {m2.dtype}")
-    d = mean.shape[0] if mean.dim() == 1 else -1
-    if d < 0 or tuple(m2.shape) != (d, d) or features.shape[1] != d:
-        raise ValueError(f"{op}: expected mean [d], m2 [d, d] and features [n, d], got shapes "
-                         f"{tuple(mean.shape)}, {tuple(m2.shape)} and {tuple(features.shape)}")
-    if not (mean.device == m2.device == features.device):
-        raise ValueError(f"{op}: mean, m2 and features must be on one device")
-    if count < 0:
-        raise ValueError(f"{op}: count must be >= 0, got {count}")
-
-
 def _feature_stats_update_fake(mean, m2, features, count) -> None:
-    _check_update(mean, m2, features, count)
+    check_stats_update_args(mean, m2, features, count)
 
 
 @kernel_op("feature_stats_update_", _feature_stats_update_fake, mutates_args=("mean", "m2"))
@@ -181,7 +166,7 @@ def feature_stats_update_(mean: torch.Tensor, m2: torch.Tensor, features: torch.
     """Fold features [n, d] into running statistics of `count` rows, in place: mean [d] and m2 [d, d] (sum
     of centred outer products; both float64, or both float32). The batch's moments come from the kernels
     above, then Chan's merge (in float64); count == 0 overwrites mean and m2."""
-    _check_update(mean, m2, features, count)
+    check_stats_update_args(mean, m2, features, count)
     n_b = features.shape[0]
     if n_b == 0:
         return
