@@ -331,10 +331,12 @@ class FeatureStats:
         if not isinstance(features, torch.Tensor):
             raise ValueError(f"FeatureStats.update: features must be a tensor, got {type(features).__name__}")
         features = features.detach()
-        if choose("feature_stats_update_", self.device, has_triton=False) == "reference":
+        backend = choose("feature_stats_update_", self.device, has_triton=True)
+        if backend == "reference":
             reference.feature_stats_update_(self.mean, self.m2, features, self.count)
-        else:
-            torch.ops.mednns_fast.feature_stats_update_(self.mean, self.m2, features, self.count)
+        else:  # the C++ op, or the Triton kernels with its contract
+            ops = torch.ops.mednns_fast_triton if backend == "triton" else torch.ops.mednns_fast
+            ops.feature_stats_update_(self.mean, self.m2, features, self.count)
         self.count += features.shape[0]
         self._keep_rows([features])
         return self

@@ -12,13 +12,15 @@ this changes nothing, as softmax multiplies that entry's gradient by p_k = 0 any
 (``reference.js_divergence``) defines the same values. First derivatives only (no double backward).
 
 The C++ ops (torch.ops.mednns_fast.js_*) get their autograd formulas and fake kernels here, beside the
-public wrappers that pick the backend.
+public wrappers that pick the backend; the Triton ops (torch.ops.mednns_fast_triton.js_*, same contracts)
+get the same autograd formulas.
 """
 
 from __future__ import annotations
 
 import torch
 
+from .. import triton as _triton
 from . import _library, reference
 from ._backend import choose
 from ._checks import check_floating, check_js_history, check_js_pair, check_same_device, check_same_dtype
@@ -51,12 +53,12 @@ def js_divergence(p: torch.Tensor, q: torch.Tensor, dim: int = -1, from_logits: 
         raise ValueError("js_divergence: p and q must have at least one dim (the distribution's entries)")
     if not -p.dim() <= dim < p.dim():
         raise ValueError(f"js_divergence: dim={dim} is out of range for {p.dim()}-D inputs")
-    backend = choose("js_divergence", p.device, has_triton=False)
+    backend = choose("js_divergence", p.device, has_triton=True)
     if backend == "reference":
         return reference.js_divergence(p, q, dim, from_logits)
     p, q = p.movedim(dim, -1), q.movedim(dim, -1)
     batch, K = p.shape[:-1], p.shape[-1]
-    out = torch.ops.mednns_fast.js_divergence(p.reshape(-1, K), q.reshape(-1, K), from_logits)
+    out = _ops(backend).js_divergence(p.reshape(-1, K), q.reshape(-1, K), from_logits)
     return out.reshape(batch)
 
 
@@ -72,10 +74,10 @@ def js_pairwise(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         K * eps (float32: ~1e-6; ``js_divergence`` is more accurate for near-identical rows).
     """
     check_js_pair(p, q, "js_pairwise", same_shape=False)
-    backend = choose("js_pairwise", p.device, has_triton=False)
+    backend = choose("js_pairwise", p.device, has_triton=True)
     if backend == "reference":
         return reference.js_pairwise(p, q)
-    return torch.ops.mednns_fast.js_pairwise(p, q)
+    return _ops(backend).js_pairwise(p, q)
 
 
 def js_stability(history: torch.Tensor, window: int, from_logits: bool = True) -> torch.Tensor:
@@ -95,13 +97,18 @@ def js_stability(history: torch.Tensor, window: int, from_logits: bool = True) -
         ``[T, E]`` in history's dtype, NaN-free. Cost O(T E K window).
     """
     check_js_history(history, window)
-    backend = choose("js_stability", history.device, has_triton=False)
+    backend = choose("js_stability", history.device, has_triton=True)
     if backend == "reference":
         return reference.js_stability(history, window, from_logits)
-    return torch.ops.mednns_fast.js_stability(history, window, from_logits)
+    return _ops(backend).js_stability(history, window, from_logits)
 
 
-# ---- autograd and fake kernels of the C++ ops -------------------------------------------------------
+def _ops(backend: str):
+    """The op namespace of a backend: the C++ ops, or the Triton kernels with the same contracts."""
+    return torch.ops.mednns_fast_triton if backend == "triton" else torch.ops.mednns_fast
+
+
+# ---- autograd (C++ and Triton ops) and fake kernels of the C++ ops ------------------------------------
 
 def _js_divergence_setup(ctx, inputs, output) -> None:
     p, q, from_logits = inputs
@@ -109,22 +116,28 @@ def _js_divergence_setup(ctx, inputs, output) -> None:
     ctx.save_for_backward(p, q)
 
 
-def _js_divergence_backward(ctx, grad: torch.Tensor):
-    p, q = ctx.saved_tensors
-    need_p, need_q = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    gp, gq = torch.ops.mednns_fast.js_divergence_backward(grad, p, q, ctx.from_logits, need_p, need_q)
-    return (gp if need_p else None), (gq if need_q else None), None
+def _js_divergence_backward_with(ops):
+    def backward(ctx, grad: torch.Tensor):
+        p, q = ctx.saved_tensors
+        need_p, need_q = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        gp, gq = ops.js_divergence_backward(grad, p, q, ctx.from_logits, need_p, need_q)
+        return (gp if need_p else None), (gq if need_q else None), None
+
+    return backward
 
 
 def _js_pairwise_setup(ctx, inputs, output) -> None:
     ctx.save_for_backward(*inputs)
 
 
-def _js_pairwise_backward(ctx, grad: torch.Tensor):
-    p, q = ctx.saved_tensors
-    need_p, need_q = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    gp, gq = torch.ops.mednns_fast.js_pairwise_backward(grad, p, q, need_p, need_q)
-    return (gp if need_p else None), (gq if need_q else None)
+def _js_pairwise_backward_with(ops):
+    def backward(ctx, grad: torch.Tensor):
+        p, q = ctx.saved_tensors
+        need_p, need_q = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        gp, gq = ops.js_pairwise_backward(grad, p, q, need_p, need_q)
+        return (gp if need_p else None), (gq if need_q else None)
+
+    return backward
 
 
 def _js_stability_setup(ctx, inputs, output) -> None:
@@ -132,9 +145,12 @@ def _js_stability_setup(ctx, inputs, output) -> None:
     ctx.save_for_backward(history)
 
 
-def _js_stability_backward(ctx, grad: torch.Tensor):
-    (history,) = ctx.saved_tensors
-    return torch.ops.mednns_fast.js_stability_backward(grad, history, ctx.window, ctx.from_logits), None, None
+def _js_stability_backward_with(ops):
+    def backward(ctx, grad: torch.Tensor):
+        (history,) = ctx.saved_tensors
+        return ops.js_stability_backward(grad, history, ctx.window, ctx.from_logits), None, None
+
+    return backward
 
 
 def _check_rows(p: torch.Tensor, q: torch.Tensor, op: str) -> None:
@@ -147,13 +163,21 @@ def _grad_or_empty(need: bool, like: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(like, memory_format=torch.contiguous_format) if need else like.new_empty(0)
 
 
-if _library.LOADED:
-    torch.library.register_autograd("mednns_fast::js_divergence", _js_divergence_backward,
+def _register_autograd(namespace: str) -> None:
+    ops = getattr(torch.ops, namespace)
+    torch.library.register_autograd(f"{namespace}::js_divergence", _js_divergence_backward_with(ops),
                                     setup_context=_js_divergence_setup)
-    torch.library.register_autograd("mednns_fast::js_pairwise", _js_pairwise_backward,
+    torch.library.register_autograd(f"{namespace}::js_pairwise", _js_pairwise_backward_with(ops),
                                     setup_context=_js_pairwise_setup)
-    torch.library.register_autograd("mednns_fast::js_stability", _js_stability_backward,
+    torch.library.register_autograd(f"{namespace}::js_stability", _js_stability_backward_with(ops),
                                     setup_context=_js_stability_setup)
+
+
+if _triton.AVAILABLE:  # the Triton kernels (mednns_fast/triton/jsd.py) share the formulas
+    _register_autograd("mednns_fast_triton")
+
+if _library.LOADED:
+    _register_autograd("mednns_fast")
 
     @torch.library.register_fake("mednns_fast::js_divergence")
     def _js_divergence_fake(p, q, from_logits=False):

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
+from .. import triton as _triton
 from . import _library, reference
 from ._backend import choose
 from ._checks import check_mixed_sum_args
@@ -31,9 +32,11 @@ def mixed_sum(xs: Sequence[torch.Tensor], weights: torch.Tensor) -> torch.Tensor
     if not isinstance(weights, torch.Tensor):
         raise ValueError(f"mixed_sum: weights must be a tensor, got {type(weights).__name__}")
     device = xs[0].device if xs and isinstance(xs[0], torch.Tensor) else weights.device
-    backend = choose("mixed_sum", device, has_triton=False)
+    backend = choose("mixed_sum", device, has_triton=True)
     if backend == "reference":
         return reference.mixed_sum(xs, weights)
+    if backend == "triton":
+        return torch.ops.mednns_fast_triton.mixed_sum(xs, weights)
     return torch.ops.mednns_fast.mixed_sum(xs, weights)
 
 
@@ -46,19 +49,29 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.num_xs = len(xs)
 
 
-def _backward(ctx, grad: torch.Tensor):
-    weights, *saved = ctx.saved_tensors
-    # Without a weights gradient the inputs' values are unused: pass the gradient as a stand-in.
-    xs = saved if saved else [grad] * ctx.num_xs
-    grad_xs, grad_w = torch.ops.mednns_fast.mixed_sum_backward(
-        grad, xs, weights, ctx.xs_need_grad, ctx.weights_need_grad
-    )
-    grad_xs = [g if need else None for g, need in zip(grad_xs, ctx.xs_need_grad)]
-    return grad_xs, (grad_w if ctx.weights_need_grad else None)
+def _backward_with(backward_op):
+    """The autograd formula of a mixed_sum op whose gradients come from `backward_op` (C++ or Triton)."""
 
+    def backward(ctx, grad: torch.Tensor):
+        weights, *saved = ctx.saved_tensors
+        # Without a weights gradient the inputs' values are unused: pass the gradient as a stand-in.
+        xs = saved if saved else [grad] * ctx.num_xs
+        grad_xs, grad_w = backward_op(grad, xs, weights, ctx.xs_need_grad, ctx.weights_need_grad)
+        grad_xs = [g if need else None for g, need in zip(grad_xs, ctx.xs_need_grad, strict=True)]
+        return grad_xs, (grad_w if ctx.weights_need_grad else None)
+
+    return backward
+
+
+if _triton.AVAILABLE:
+    torch.library.register_autograd(
+        "mednns_fast_triton::mixed_sum", _backward_with(torch.ops.mednns_fast_triton.mixed_sum_backward),
+        setup_context=_setup_context)
 
 if _library.LOADED:
-    torch.library.register_autograd("mednns_fast::mixed_sum", _backward, setup_context=_setup_context)
+    torch.library.register_autograd(
+        "mednns_fast::mixed_sum", _backward_with(torch.ops.mednns_fast.mixed_sum_backward),
+        setup_context=_setup_context)
 
     @torch.library.register_fake("mednns_fast::mixed_sum")
     def _mixed_sum_fake(xs, weights):

@@ -1,0 +1,140 @@
+"""Plumbing shared by the Triton kernel modules: op registration, launch, autotune configs.
+
+Registration: on a GPU every op is a `torch.library.triton_op` whose body launches its kernels through
+`wrap_triton`, so `torch.compile` (Inductor) traces into the kernels themselves. Under the interpreter
+(TRITON_INTERPRET=1, CPU tensors) torch 2.13's `wrap_triton` returns the interpreted kernel unwrapped, so
+the fake-tensor trace of a `triton_op` would try to run the kernel on fake tensors and fails; there the
+same body is registered as an opaque `torch.library.custom_op` with an explicit fake kernel, which
+`torch.compile`, `opcheck` and `gradcheck` accept.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+
+import torch
+import triton
+import triton.language as tl  # noqa: F401  (re-exported for the kernel modules)
+
+from ..ops import _library
+
+NAMESPACE = "mednns_fast_triton"
+INTERPRET = _library.TRITON_INTERPRET
+
+try:  # torch >= 2.6
+    from torch.library import triton_op as _triton_op
+    from torch.library import wrap_triton as _wrap_triton
+except ImportError:  # older torch: opaque custom ops, kernels launched directly
+    _triton_op = None
+
+    def _wrap_triton(kernel):
+        return kernel
+
+
+def launch(kernel):
+    """`kernel[grid](...)` in a form torch.compile can trace (a no-op wrapper under the interpreter)."""
+    return _wrap_triton(kernel)
+
+
+def kernel_op(name: str, fake: Callable, mutates_args: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
+    """Register `fn` as the op `mednns_fast_triton::name` (see the module docstring for which kind).
+
+    `fake` computes the outputs' metadata; it is used where the body itself cannot run on fake tensors.
+    """
+    qualname = f"{NAMESPACE}::{name}"
+
+    def register(fn: Callable) -> Callable:
+        if _triton_op is not None and not INTERPRET:
+            return _triton_op(qualname, fn, mutates_args=mutates_args)
+        op = torch.library.custom_op(qualname, fn, mutates_args=mutates_args)
+        op.register_fake(fake)
+        return op
+
+    return register
+
+
+def is_traced(t: torch.Tensor) -> bool:
+    """True while `t` is a fake/functional tensor of a trace: its values cannot be read."""
+    from torch._subclasses.fake_tensor import is_fake
+
+    return torch.compiler.is_compiling() or is_fake(t)
+
+
+def check_values(t: torch.Tensor, name: str, nonnegative: bool = False) -> None:
+    """Refuse NaN/inf (and negatives when asked) in eager calls; skipped while tracing.
+
+    Reads the values: one reduction and a host sync, like the C++ kernels' checks.
+    """
+    if is_traced(t):
+        return
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} must be finite but contains NaN or infinity")
+    if nonnegative and bool((t < 0).any()):
+        raise ValueError(f"{name} must be non-negative (probabilities) but has negative entries")
+
+
+def new_flag(device: torch.device) -> torch.Tensor:
+    """A zeroed int32 word a kernel ORs bit i into when input i holds bad values (see raise_if_flagged)."""
+    return torch.zeros(1, dtype=torch.int32, device=device)
+
+
+def raise_if_flagged(flag: torch.Tensor, messages: Sequence[str]) -> None:
+    """Raise ValueError with messages[i] for every bit i the kernel set (eager calls only: one host sync).
+
+    The kernels check their inputs while reading them, so validation costs no extra pass over memory."""
+    if is_traced(flag):
+        return
+    bits = int(flag.item())
+    if bits:
+        raise ValueError("; ".join(m for i, m in enumerate(messages) if bits >> i & 1))
+
+
+def acc_is_fp64(dtype: torch.dtype) -> bool:
+    """Kernels accumulate in float64 for float64 inputs and in float32 for everything else."""
+    return dtype == torch.float64
+
+
+def next_pow2(n: int) -> int:
+    return triton.next_power_of_2(max(int(n), 1))
+
+
+@functools.cache
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def num_sms(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device; a small stand-in under the interpreter (CPU), where
+    every program runs one after the other and fewer, larger programs are faster."""
+    if device.type != "cuda":
+        return 1
+    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def split_count(work_items: int, other_programs: int, device: torch.device, min_items: int) -> int:
+    """How many programs share a reduction of `work_items` so that, with `other_programs` independent
+    programs beside them, about 4 programs per SM are in flight; each keeps >= `min_items` items."""
+    want = max(1, triton.cdiv(4 * num_sms(device), max(other_programs, 1)))
+    return max(1, min(want, triton.cdiv(work_items, min_items)))
+
+
+def configs(gpu: Sequence[triton.Config], interpret: triton.Config) -> list[triton.Config]:
+    """Autotune candidates: the GPU list, or one config under the interpreter (no benchmarking on CPU)."""
+    return [interpret] if INTERPRET else list(gpu)
+
+
+def keep_filling(programs: Callable[[dict, dict], int], target_per_sm: int = 2):
+    """An `early_config_prune` that drops configs launching fewer than `target_per_sm` programs per SM
+    (132 SMs on an H100 SXM) as long as one config does launch that many; `programs(config.kwargs,
+    named_args)` counts a config's programs."""
+
+    def prune(config_list, named_args, **kwargs):
+        if INTERPRET or not torch.cuda.is_available():
+            return config_list
+        target = target_per_sm * _sm_count(torch.cuda.current_device())
+        args = {**named_args, **kwargs}
+        filling = [c for c in config_list if programs(c.kwargs, args) >= target]
+        return filling or [max(config_list, key=lambda c: programs(c.kwargs, args))]
+
+    return prune
