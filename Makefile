@@ -30,8 +30,8 @@ build: setup
 	$(PY) setup.py -q build_ext --inplace
 
 test: build
-	$(PY) -m pytest -m "not triton" -q
-	TRITON_INTERPRET=1 $(PY) -m pytest -m triton -q
+	$(PY) -m pytest -m "not triton" -q -rs
+	TRITON_INTERPRET=1 $(PY) -m pytest -m triton -q -rs
 
 demo: build
 	$(PY) -m pytest benchmarks/bench_*.py -q --benchmark-columns=min,median,mean,rounds --benchmark-sort=name
