@@ -116,5 +116,9 @@ def _dil_conv_stage(relu: torch.Tensor, stages: list[DilConv], stride: int, shar
     """
     depthwise = multi_depthwise_conv2d(relu, [s.depthwise.weight for s in stages],
                                        [s.dilation for s in stages], stride, shared_input)
-    pointwise = F.conv2d(depthwise, torch.cat([s.pointwise.weight for s in stages]), groups=len(stages))
-    return grouped_batch_norm(pointwise, [s.bn for s in stages])
+    # The J pointwise convs as one batched matmul [J, Cout, Cin] @ [N, J, Cin, H*W]: on CPU its backward
+    # is several times cheaper than a grouped 1x1 convolution's.
+    N, _, H, W = depthwise.shape
+    weight = torch.stack([s.pointwise.weight.flatten(1) for s in stages])
+    pointwise = torch.matmul(weight, depthwise.view(N, len(stages), weight.shape[2], H * W))
+    return grouped_batch_norm(pointwise.view(N, -1, H, W), [s.bn for s in stages])
