@@ -40,6 +40,7 @@ from ._checks import (
     check_stats_update_args,
     covariance_defects,
 )
+from ._moments import chan_merge_
 
 F64 = torch.float64
 # Smaller side of C = A^T B up to which the SVD route is taken (cheap there, and the most accurate).
@@ -362,16 +363,8 @@ class FeatureStats:
         if other.count == 0:
             return self
         kept = self.rows is not None and other.rows is not None
-        n_a, n_b = self.count, other.count
-        if n_a == 0:
-            self.mean.copy_(other.mean)
-            self.m2.copy_(other.m2)
-        else:
-            n = n_a + n_b
-            delta = other.mean.to(F64) - self.mean.to(F64)
-            self.m2 += other.m2 + torch.outer(delta, delta).mul_(n_a * n_b / n).to(self.dtype)
-            self.mean += delta.mul_(n_b / n).to(self.dtype)
-        self.count = n_a + n_b
+        chan_merge_(self.mean, self.m2, self.count, other.mean, other.m2, other.count)
+        self.count += other.count
         if not kept:
             self.rows = None
         self._keep_rows(list(other.rows or []))

@@ -24,6 +24,7 @@ from ._checks import (
     check_same_dtype,
     check_stats_update_args,
 )
+from ._moments import chan_merge_
 
 
 def _opmath(dtype: torch.dtype) -> torch.dtype:
@@ -128,15 +129,7 @@ def feature_stats_update_(mean: torch.Tensor, m2: torch.Tensor, features: torch.
         return
     check_finite(x, "feature_stats_update_: features")
     mean_b = x.mean(0)
-    m2_b = (x - mean_b).T @ (x - mean_b)
-    if count == 0:
-        mean.copy_(mean_b)
-        m2.copy_(m2_b)
-        return
-    n = count + n_b
-    delta = mean_b - mean.to(torch.float64)
-    m2.copy_(m2.to(torch.float64) + m2_b + torch.outer(delta, delta) * (count * n_b / n))
-    mean.copy_(mean.to(torch.float64) + delta * (n_b / n))
+    chan_merge_(mean, m2, count, mean_b, (x - mean_b).T @ (x - mean_b), n_b)
 
 
 def _sqrtm_psd(s: torch.Tensor, name: str) -> torch.Tensor:

@@ -20,6 +20,7 @@ import triton
 import triton.language as tl
 
 from ..ops._checks import check_stats_update_args
+from ..ops._moments import chan_merge_
 from ._common import acc_is_fp64, check_values, configs, kernel_op, launch, num_sms
 
 _MAX_PARTIAL_BYTES = 1 << 28  # cap on the float64 partial results of split reductions
@@ -172,11 +173,4 @@ def feature_stats_update_(mean: torch.Tensor, m2: torch.Tensor, features: torch.
         return
     check_values(features, "feature_stats_update_: features")
     mean_b, m2_b = _moments(features)
-    if count == 0:
-        mean.copy_(mean_b)
-        m2.copy_(m2_b)
-        return
-    n = count + n_b
-    delta = mean_b - mean.to(torch.float64)
-    m2.copy_(m2.to(torch.float64) + m2_b + torch.outer(delta, delta) * (count * n_b / n))
-    mean.copy_(mean.to(torch.float64) + delta * (n_b / n))
+    chan_merge_(mean, m2, count, mean_b, m2_b, n_b)
