@@ -16,11 +16,10 @@ import torch.multiprocessing as mp
 from outside_fid import gram_fid, load_pytorch_fid, textbook_fid
 
 import mednns_fast as mf
-from mednns_fast.ops import _library, fid, reference
+from mednns_fast.ops import fid, reference
 from mednns_fast.ops.fid import FeatureStats, GaussianStats
 
 F64 = torch.float64
-needs_cpp = pytest.mark.skipif(not _library.LOADED, reason=f"C++ extension not built: {_library.LOAD_ERROR}")
 
 
 def features(n: int, d: int, seed: int, offset: float = 0.0, dtype=F64) -> torch.Tensor:
@@ -47,8 +46,6 @@ def rel(a, b) -> float:
 @pytest.mark.parametrize("backend", ["cpp", "reference"])
 @pytest.mark.parametrize("dtype", [torch.float32, F64])
 def test_stats_match_numpy(backend, dtype):
-    if backend == "cpp" and not _library.LOADED:
-        pytest.skip("C++ extension not built")
     x = features(301, 37, seed=1, dtype=dtype)
     with mf.ops.use_backend(backend):
         stats = FeatureStats(37)
@@ -62,7 +59,6 @@ def test_stats_match_numpy(backend, dtype):
     assert torch.equal(g.sigma, g.sigma.T)
 
 
-@needs_cpp
 def test_update_op_large_batch_uses_upper_blocks():
     # >= 256 rows and d > 256: the kernel computes the block upper triangle and mirrors it.
     x = features(700, 300, seed=2)
@@ -71,7 +67,6 @@ def test_update_op_large_batch_uses_upper_blocks():
     assert rel(stats.finalize().sigma, sigma) < 1e-12
 
 
-@needs_cpp
 def test_update_op_matches_reference_op():
     x = features(260, 270, seed=3, dtype=torch.float32)
     strided = torch.cat([x, x], dim=1)[:, :270]  # rows at a wider stride, read in place
@@ -208,7 +203,6 @@ def test_stats_bad_inputs():
         FeatureStats(8, dtype=torch.float16)
 
 
-@needs_cpp
 def test_update_op_bad_inputs():
     op = torch.ops.mednns_fast.feature_stats_update_
     mean, m2 = torch.zeros(6, dtype=F64), torch.zeros(6, 6, dtype=F64)
@@ -224,7 +218,6 @@ def test_update_op_bad_inputs():
         op(mean, m2, x, 0)
 
 
-@needs_cpp
 def test_update_op_opcheck():
     mean, m2 = torch.zeros(9, dtype=F64), torch.zeros(9, 9, dtype=F64)
     torch.library.opcheck(torch.ops.mednns_fast.feature_stats_update_, (mean, m2, torch.randn(7, 9), 3))
@@ -418,7 +411,6 @@ def test_fid_matrix_one_dataset():
     assert torch.equal(mf.ops.fid_matrix(stats[:1]), torch.zeros(1, 1, dtype=F64))
 
 
-@needs_cpp
 def test_pair_op_matches_reference_and_opcheck():
     _, stats = mixed_suite(48)
     op = torch.ops.mednns_fast.fid_trace_sqrt_pairs
@@ -443,7 +435,6 @@ def test_pair_op_matches_reference_and_opcheck():
         op(factors[:2], lower[:2], [None, sigmas[0][:5]], 2, 1e-10)
 
 
-@needs_cpp
 def test_ops_under_torch_compile():
     @torch.compile(fullgraph=True, backend="aot_eager")
     def step(mean, m2, x, a, b):
@@ -482,7 +473,6 @@ def test_fid_matrix_bad_inputs():
         mf.ops.fid_matrix([stats[0], stats[0]._replace(sigma=neg)])
 
 
-@needs_cpp
 def test_covariance_defects_op():
     from mednns_fast.ops._checks import covariance_defects
 

@@ -11,17 +11,14 @@ import torch
 from scipy.spatial.distance import jensenshannon
 
 import mednns_fast as mf
-from mednns_fast.ops import _library, reference
+from mednns_fast.ops import reference
 
 LN2 = math.log(2.0)
 BACKENDS = ["cpp", "reference"]
-needs_cpp = pytest.mark.skipif(not _library.LOADED, reason=f"C++ extension not built: {_library.LOAD_ERROR}")
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request):
-    if request.param == "cpp" and not _library.LOADED:
-        pytest.skip(f"C++ extension not built: {_library.LOAD_ERROR}")
     with mf.ops.use_backend(request.param):
         yield request.param
 
@@ -185,7 +182,6 @@ def test_stability_nan_free_and_float32(backend):
     torch.testing.assert_close(out32[5:].double(), out64[5:], rtol=1e-4, atol=1e-7)
 
 
-@needs_cpp
 def test_backends_agree():
     gen = torch.Generator().manual_seed(4)
     h = torch.randn(40, 6, 7, generator=gen, dtype=torch.float64)
@@ -234,7 +230,6 @@ def test_gradcheck_stability(backend, from_logits):
     assert torch.autograd.gradcheck(lambda h: mf.ops.js_stability(h, window, from_logits)[window:], (h,))
 
 
-@needs_cpp
 def test_gradient_convention_at_zeros():
     """Where p_k == 0 the gradient is defined (0 for p_k, 1/2 log 2 for q_k > 0): kernel == reference."""
     gen = torch.Generator().manual_seed(24)
@@ -269,7 +264,6 @@ def test_gradient_convention_at_zeros():
 
 # ---- opcheck and torch.compile -----------------------------------------------------------------------
 
-@needs_cpp
 def test_opcheck():
     gen = torch.Generator().manual_seed(30)
     p, q = positive((6, 5), gen), positive((4, 5), gen)
@@ -290,7 +284,6 @@ def test_opcheck():
                           (torch.rand(8, 3, dtype=torch.float64), h.detach(), 3, True))
 
 
-@needs_cpp
 def test_torch_compile_fullgraph():
     def loss(alphas: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         stab = mf.ops.js_stability(alphas, 2)[2:].sum()
@@ -343,7 +336,6 @@ def test_bad_input(backend):
         mf.ops.js_stability(-torch.ones(4, 2, 3), 1, from_logits=False)
 
 
-@needs_cpp
 def test_bad_input_reaches_the_kernel_checks():
     """The C++ ops check too (callers of torch.ops.mednns_fast.* bypass the Python wrapper)."""
     ops = torch.ops.mednns_fast

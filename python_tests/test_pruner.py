@@ -199,7 +199,6 @@ def test_trajectory_json_and_plot(tmp_path):
     assert data["divergences"][0] == [None] * 3  # +inf (no window yet) is written as null
     assert any(d is not None and d >= 0 for row in data["divergences"] for d in row)
     assert [ev["edge"] for ev in data["events"]] == [ev.edge for ev in pruner.events]
-    pytest.importorskip("matplotlib", reason="plot needs matplotlib")
     pruner.plot(tmp_path / "traj.png")
     assert (tmp_path / "traj.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
