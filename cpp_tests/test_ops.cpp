@@ -52,6 +52,26 @@ int main(int argc, char** argv) {
   at::Tensor want = torch::cat({torch::conv2d(x, ws[0], {}, 1, 1, 1, 4), torch::conv2d(x, ws[1], {}, 1, 4, 2, 4)}, 1);
   check(torch::allclose(got, want, 1e-4, 1e-5), "multi_depthwise_conv2d vs conv2d");
 
+  auto js = c10::Dispatcher::singleton()
+                .findSchemaOrThrow("mednns_fast::js_divergence", "")
+                .typed<at::Tensor(const at::Tensor&, const at::Tensor&, bool)>();
+  at::Tensor p = torch::softmax(torch::randn({6, 5}, torch::kDouble), 1);
+  at::Tensor q = torch::softmax(torch::randn({6, 5}, torch::kDouble), 1);
+  at::Tensor m = (p + q) / 2;
+  at::Tensor js_want = 0.5 * (p * (p / m).log()).sum(1) + 0.5 * (q * (q / m).log()).sum(1);
+  check(torch::allclose(js.call(p, q, false), js_want, 1e-10, 1e-12), "js_divergence vs textbook formula");
+
+  auto update = c10::Dispatcher::singleton()
+                    .findSchemaOrThrow("mednns_fast::feature_stats_update_", "")
+                    .typed<void(at::Tensor&, at::Tensor&, const at::Tensor&, int64_t)>();
+  at::Tensor feats = torch::randn({50, 7}, torch::kDouble) + 1e3;
+  at::Tensor mean = torch::zeros({7}, torch::kDouble), m2 = torch::zeros({7, 7}, torch::kDouble);
+  update.call(mean, m2, feats.narrow(0, 0, 20), 0);
+  update.call(mean, m2, feats.narrow(0, 20, 30), 20);
+  at::Tensor centred = feats - feats.mean(0);
+  check(torch::allclose(mean, feats.mean(0), 1e-12, 1e-9) && torch::allclose(m2, centred.t().mm(centred), 1e-9, 1e-9),
+        "feature_stats_update_ in two batches equals one pass");
+
   std::cout << (failures ? "FAILED" : "all passed") << "\n";
   return failures ? 1 : 0;
 }
