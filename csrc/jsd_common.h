@@ -104,29 +104,26 @@ C10_HOST_DEVICE inline acc_t row_js(const RowP& p, const RowQ& q, int64_t K) {
   return clamp_js(sum);
 }
 
-// Gradient of g * JS(p, q) with respect to the rows' inputs (probabilities, or logits when the rows
-// read logits: then grad_logit = p * (grad_p - <grad_p, p>)). Either output pointer may be null.
+// Gradient of g * JS(a, b) with respect to row a's inputs (probabilities, or logits when the row reads
+// logits: then grad_logit = a * (grad_a - <grad_a, a>)). JS is symmetric, so one side serves both.
+template <typename acc_t, typename out_t, typename RowA, typename RowB>
+C10_HOST_DEVICE inline void row_js_backward_side(acc_t g, const RowA& a, const RowB& b, int64_t K, out_t* ga,
+                                                 int64_t ga_stride) {
+  acc_t dot = acc_t(0);
+  if (a.logits)
+    for (int64_t k = 0; k < K; ++k) dot += a[k] * g * dterm(a[k], b[k]);
+  for (int64_t k = 0; k < K; ++k) {
+    const acc_t ak = a[k], d = g * dterm(ak, b[k]);
+    ga[k * ga_stride] = static_cast<out_t>(a.logits ? ak * (d - dot) : d);
+  }
+}
+
+// Gradient of g * JS(p, q) with respect to both rows' inputs. Either output pointer may be null.
 template <typename acc_t, typename out_t, typename RowP, typename RowQ>
 C10_HOST_DEVICE inline void row_js_backward(acc_t g, const RowP& p, const RowQ& q, int64_t K,
                                             out_t* gp, int64_t gp_stride, out_t* gq, int64_t gq_stride) {
-  if (gp != nullptr) {
-    acc_t dot = acc_t(0);
-    if (p.logits)
-      for (int64_t k = 0; k < K; ++k) dot += p[k] * g * dterm(p[k], q[k]);
-    for (int64_t k = 0; k < K; ++k) {
-      const acc_t pk = p[k], d = g * dterm(pk, q[k]);
-      gp[k * gp_stride] = static_cast<out_t>(p.logits ? pk * (d - dot) : d);
-    }
-  }
-  if (gq != nullptr) {
-    acc_t dot = acc_t(0);
-    if (q.logits)
-      for (int64_t k = 0; k < K; ++k) dot += q[k] * g * dterm(q[k], p[k]);
-    for (int64_t k = 0; k < K; ++k) {
-      const acc_t qk = q[k], d = g * dterm(qk, p[k]);
-      gq[k * gq_stride] = static_cast<out_t>(q.logits ? qk * (d - dot) : d);
-    }
-  }
+  if (gp != nullptr) row_js_backward_side(g, p, q, K, gp, gp_stride);
+  if (gq != nullptr) row_js_backward_side(g, q, p, K, gq, gq_stride);
 }
 
 // ---- js_pairwise: row constants and the side gradient -------------------------------------------

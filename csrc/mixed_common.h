@@ -85,4 +85,19 @@ inline void mixed_sum_backward_check(const at::Tensor& grad, const MixedSumLayou
                     layout.K);
 }
 
+// Input-gradient buffers of mixed_sum_backward: one per requested input, undefined elsewhere.
+inline std::vector<at::Tensor> mixed_sum_grad_buffers(const at::Tensor& grad, const MixedSumLayout& layout,
+                                                      const c10::List<bool>& xs_need_grad) {
+  std::vector<at::Tensor> grad_xs;
+  for (int64_t k = 0; k < layout.K; ++k)
+    grad_xs.push_back(xs_need_grad.get(k) ? at::empty(grad.sizes(), grad.options()) : at::Tensor());
+  return grad_xs;
+}
+
+// The schema returns tensors, never None: an empty tensor stands for "not requested".
+inline void mark_unrequested(std::vector<at::Tensor>& grads, const at::TensorOptions& options) {
+  for (auto& t : grads)
+    if (!t.defined()) t = at::empty({0}, options);
+}
+
 }  // namespace mednns_fast

@@ -164,18 +164,14 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> mixed_sum_backward_cpu(
   const MixedSumLayout l = mixed_sum_layout(xs, weights);
   mixed_sum_backward_check(grad, l, xs_need_grad);
   const at::Tensor g = grad.contiguous();
-  std::vector<at::Tensor> grad_xs;
-  for (int64_t k = 0; k < l.K; ++k)
-    grad_xs.push_back(xs_need_grad.get(k) ? at::empty(g.sizes(), g.options()) : at::Tensor());
+  std::vector<at::Tensor> grad_xs = mixed_sum_grad_buffers(g, l, xs_need_grad);
   for (const auto& t : grad_xs)
     if (t.defined()) advise_huge_pages(t);
   at::Tensor grad_w;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, g.scalar_type(), "mixed_sum_backward_cpu", [&] {
     backward_kernel<scalar_t>(g, l, weights, grad_xs, weights_need_grad ? &grad_w : nullptr);
   });
-  // The schema returns tensors, never None: an empty tensor stands for "not requested".
-  for (auto& t : grad_xs)
-    if (!t.defined()) t = at::empty({0}, g.options());
+  mark_unrequested(grad_xs, g.options());
   if (!grad_w.defined()) grad_w = at::empty({0}, weights.options());
   return {grad_xs, grad_w};
 }

@@ -140,9 +140,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> mixed_sum_backward_cuda(
   const c10::cuda::CUDAGuard guard(grad.device());
   check_finite(weights, "mixed_sum: weights");
   const at::Tensor g = grad.contiguous();
-  std::vector<at::Tensor> grad_xs;
-  for (int64_t k = 0; k < l.K; ++k)
-    grad_xs.push_back(xs_need_grad.get(k) ? at::empty(g.sizes(), g.options()) : at::Tensor());
+  std::vector<at::Tensor> grad_xs = mixed_sum_grad_buffers(g, l, xs_need_grad);
   at::Tensor grad_w = at::empty({0}, weights.options());
   const dim3 grid = grid_for(l.rows, l.inner);
   auto stream = at::cuda::getCurrentCUDAStream();
@@ -166,8 +164,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> mixed_sum_backward_cuda(
       grad_w = (l.per_row_weights ? per_row : per_row.sum(0)).to(weights.scalar_type()).view(weights.sizes());
     }
   });
-  for (auto& t : grad_xs)
-    if (!t.defined()) t = at::empty({0}, g.options());
+  mark_unrequested(grad_xs, g.options());
   return {grad_xs, grad_w};
 }
 
