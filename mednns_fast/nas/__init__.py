@@ -2,5 +2,7 @@
 
 from .mixed_op import MixedOp
 from .operations import DARTS_PRIMITIVES, OPS
+from .swap import PartialChannelMixedOp, SwappedEdge, SwappedMixedOp, SwapReport, swap_mixed_ops
 
-__all__ = ["DARTS_PRIMITIVES", "OPS", "MixedOp"]
+__all__ = ["DARTS_PRIMITIVES", "OPS", "MixedOp", "PartialChannelMixedOp", "SwapReport", "SwappedEdge",
+           "SwappedMixedOp", "swap_mixed_ops"]

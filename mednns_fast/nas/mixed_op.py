@@ -27,10 +27,13 @@ class MixedOp(nn.Module):
         C: channels in and out. stride: 1, or 2 for a reduction edge.
         primitives: candidate names, in order. affine: BatchNorm affine parameters (DARTS search: False).
         fused: use the fused forward (default); False runs each candidate separately.
+        candidates: existing candidate modules, one per primitive, to use instead of building them from
+            `OPS` (`mednns_fast.nas.swap` wraps another code base's layers so).
     """
 
     def __init__(self, C: int, stride: int = 1, primitives: Sequence[str] = DARTS_PRIMITIVES,
-                 affine: bool = False, fused: bool = True) -> None:
+                 affine: bool = False, fused: bool = True,
+                 candidates: Sequence[nn.Module] | None = None) -> None:
         super().__init__()
         unknown = [p for p in primitives if p not in OPS]
         if unknown or not primitives:
@@ -39,7 +42,12 @@ class MixedOp(nn.Module):
             raise ValueError(f"MixedOp: stride must be 1 or 2, got {stride}")
         self.C, self.stride, self.fused = C, stride, fused
         self.primitives = tuple(primitives)
-        self.candidates = nn.ModuleList(OPS[p](C, stride, affine) for p in self.primitives)
+        if candidates is None:
+            candidates = [OPS[p](C, stride, affine) for p in self.primitives]
+        elif len(candidates) != len(self.primitives):
+            raise ValueError(f"MixedOp: candidates must hold one module per primitive ({len(self.primitives)}), "
+                             f"got {len(candidates)}")
+        self.candidates = nn.ModuleList(candidates)
         # Candidates switched off by a pruner; a buffer so that checkpoints keep it.
         self.register_buffer("active", torch.ones(len(self.primitives), dtype=torch.bool))
 

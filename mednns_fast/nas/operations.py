@@ -14,6 +14,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+
+def _shell(cls: type[nn.Module], **attrs) -> nn.Module:
+    """An instance of ``cls`` holding the given layers (the same module objects, so the same Parameters and
+    buffers), for candidates built around another code base's layers (`mednns_fast.nas.swap`)."""
+    module = cls.__new__(cls)
+    nn.Module.__init__(module)
+    for name, value in attrs.items():
+        setattr(module, name, value)
+    return module
+
 DARTS_PRIMITIVES: tuple[str, ...] = (
     "none",
     "max_pool_3x3",
@@ -53,6 +63,11 @@ class PoolBN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(self.pool(x))
 
+    @classmethod
+    def from_layers(cls, pool: nn.Module, bn: nn.BatchNorm2d) -> PoolBN:
+        """Wrap existing layers (shared, not copied)."""
+        return _shell(cls, pool=pool, bn=bn)
+
 
 class DilConv(nn.Module):
     """ReLU, depthwise kxk conv (with dilation), pointwise conv, BatchNorm."""
@@ -69,6 +84,13 @@ class DilConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(self.pointwise(self.depthwise(self.relu(x))))
 
+    @classmethod
+    def from_layers(cls, depthwise: nn.Conv2d, pointwise: nn.Conv2d, bn: nn.BatchNorm2d) -> DilConv:
+        """Wrap existing layers (shared, not copied); sizes are read off the depthwise conv."""
+        return _shell(cls, kernel_size=depthwise.kernel_size[0], stride=depthwise.stride[0],
+                      padding=depthwise.padding[0], dilation=depthwise.dilation[0], relu=nn.ReLU(),
+                      depthwise=depthwise, pointwise=pointwise, bn=bn)
+
 
 class SepConv(nn.Module):
     """Two DilConv stages with dilation 1; only the first is strided."""
@@ -80,6 +102,10 @@ class SepConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.stage2(self.stage1(x))
+
+    @classmethod
+    def from_stages(cls, stage1: DilConv, stage2: DilConv) -> SepConv:
+        return _shell(cls, stage1=stage1, stage2=stage2)
 
 
 class FactorizedReduce(nn.Module):
@@ -96,6 +122,11 @@ class FactorizedReduce(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.reduce(self.relu(x))
+
+    @classmethod
+    def from_layers(cls, conv1: nn.Conv2d, conv2: nn.Conv2d, bn: nn.BatchNorm2d) -> FactorizedReduce:
+        """Wrap existing layers (shared, not copied)."""
+        return _shell(cls, relu=nn.ReLU(), conv1=conv1, conv2=conv2, bn=bn)
 
     def reduce(self, relu: torch.Tensor) -> torch.Tensor:
         """The op after its ReLU. The offset branch is padded by one so odd sizes work too."""
