@@ -4,6 +4,9 @@
 """
 
 import importlib
+import importlib.util
+
+import torch
 
 from . import ops  # noqa: F401  (loads the C++ op library)
 
@@ -17,3 +20,17 @@ def __getattr__(name: str):
     if name in _SUBPACKAGES:
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _load_triton_kernels() -> None:
+    """Attach the Triton kernels where they can run (a GPU, or CPU tensors under TRITON_INTERPRET=1).
+
+    The ops never import them (docs/architecture.md): they plug in here, and where Triton is missing or
+    broken the ops keep their C++ and reference backends (`mf.triton.IMPORT_ERROR` says why)."""
+    if importlib.util.find_spec("triton") is None:
+        return
+    if torch.cuda.is_available() or ops._backend.TRITON_INTERPRET:
+        importlib.import_module(f"{__name__}.triton")
+
+
+_load_triton_kernels()

@@ -13,17 +13,27 @@ import torch
 
 
 def _info() -> int:
+    import importlib.util
+
     import mednns_fast as mf
     from mednns_fast.ops import _library
+    from mednns_fast.ops._spec import SPECS
 
     print(f"mednns_fast {mf.__version__}, torch {torch.__version__}, backend {mf.ops.get_backend()!r}")
     if not _library.LOADED:
         print(f"compiled op library: NOT loaded ({_library.LOAD_ERROR})")
-    for op in _library.registered_ops():
-        devices = [dev for dev in ("cpu", "cuda") if _library.CPP_KERNELS.get((op, dev))]
-        print(f"  {op:40s} {', '.join(devices) or '-'}")
-    triton = "not installed" if not _library.TRITON_AVAILABLE else (
-        "CUDA" if torch.cuda.is_available() else "installed (CPU only through TRITON_INTERPRET=1)")
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    print(f"  {'op':28s} {'C++ kernels':12s} {'Triton':7s} " + " ".join(f"runs on ({d})" for d in devices))
+    for name, spec in sorted(SPECS.items()):
+        cpp = "composite" if spec.composite else ",".join(d for d in ("cpu", "cuda") if spec.cpp_on(d)) or "-"
+        used = " ".join(f"{mf.ops.backend_for(name, d)[0]:14s}" for d in devices)
+        print(f"  {name:28s} {cpp:12s} {'yes' if spec.triton else 'no':7s} {used}")
+    if importlib.util.find_spec("triton") is None:
+        triton = "not installed"
+    elif "mednns_fast.triton" not in sys.modules:
+        triton = "installed, not loaded (no GPU; TRITON_INTERPRET=1 runs it on CPU)"
+    else:
+        triton = "loaded" if mf.triton.AVAILABLE else f"broken ({mf.triton.IMPORT_ERROR})"
     print(f"Triton: {triton}; CUDA available: {torch.cuda.is_available()}")
     return 0
 

@@ -130,5 +130,6 @@ def test_backend_switch():
     assert mf.ops.get_backend() == "auto"
     with pytest.raises(ValueError, match="backend must be one of"):
         mf.ops.set_backend("fast")
-    with mf.ops.use_backend("triton"), pytest.raises(RuntimeError, match="backend 'triton'"):
-        mf.ops.mixed_sum(xs, w)  # CPU tensors without the Triton interpreter
+    # CPU tensors without the Triton interpreter: falls back to the C++ kernel, saying why
+    with mf.ops.use_backend("triton"), pytest.warns(RuntimeWarning, match="'triton' requested"):
+        torch.testing.assert_close(mf.ops.mixed_sum(xs, w), reference.mixed_sum(xs, w))

@@ -4,7 +4,8 @@ The fused forward computes what `forward_naive` computes (``sum_k w[k] * candida
 candidates share their work: the input's ReLU once, every sep/dil conv's first depthwise stage from one
 read of it (`multi_depthwise_conv2d`), their pointwise convs as one grouped conv, their BatchNorms as one
 call, the second sep-conv stages likewise, and the weighted sum in one pass (`mixed_sum`, reading the
-candidates' channel slices in place). Masked or zero-weight candidates are never run.
+candidates' channel slices in place). Candidates masked by `set_active` (the pruner) are never run; the forward reads no
+value to the host, so it compiles to one graph (`torch.compile(fullgraph=True)`) and CUDA graphs capture it.
 """
 
 from __future__ import annotations
@@ -50,26 +51,40 @@ class MixedOp(nn.Module):
         self.candidates = nn.ModuleList(candidates)
         # Candidates switched off by a pruner; a buffer so that checkpoints keep it.
         self.register_buffer("active", torch.ones(len(self.primitives), dtype=torch.bool))
+        self._set_kept(self.active)
+        # A checkpoint's mask takes effect on load (the hook reads the loaded buffer once, on the host).
+        self.register_load_state_dict_post_hook(_reload_kept)
 
     def set_active(self, mask: Sequence[bool] | torch.Tensor) -> None:
-        """Switch candidates on (True) or off (False, never computed again)."""
+        """Switch candidates on (True) or off (False, never computed again).
+
+        The pruner calls this when it masks a candidate; the forward reads only the host-side list of kept
+        candidates this sets, never the weights' values (no device sync, one graph under torch.compile).
+        Change the mask through this method, not by writing into `active`.
+        """
         mask = torch.as_tensor(mask, dtype=torch.bool)
         if mask.shape != self.active.shape:
             raise ValueError(f"MixedOp.set_active: mask must have {len(self.primitives)} entries, got "
                              f"{tuple(mask.shape)}")
         self.active.copy_(mask)
+        self._set_kept(mask)
 
-    def _kept(self, weights: torch.Tensor) -> list[int]:
+    def _set_kept(self, mask: torch.Tensor) -> None:
+        # `none` contributes exact zeros: never computed (its weight's gradient, <0, g>, is 0 either way).
+        on = mask.tolist()
+        self.kept: tuple[int, ...] = tuple(
+            k for k, c in enumerate(self.candidates) if on[k] and not isinstance(c, Zero))
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """x: [N, C, H, W]; weights: [K]. Returns [N, C, Ho, Wo] with Ho = (H - 1) // stride + 1.
+
+        Candidates switched off by `set_active` are not computed; every other candidate is, whatever its
+        weight's value (deciding on values would read them to the host each call).
+        """
         if weights.shape != (len(self.primitives),):
             raise ValueError(f"MixedOp: weights must be [{len(self.primitives)}] (one per candidate), got "
                              f"{tuple(weights.shape)}")
-        # One small host transfer decides which candidates run at all.
-        gate = (weights.detach() * self.active).tolist()
-        return [k for k, g in enumerate(gate) if g != 0 and not isinstance(self.candidates[k], Zero)]
-
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """x: [N, C, H, W]; weights: [K]. Returns [N, C, Ho, Wo] with Ho = (H - 1) // stride + 1."""
-        kept = self._kept(weights)
+        kept = self.kept
         if not kept:
             return x[:, :, :: self.stride, :: self.stride].mul(0.0)
         if not self.fused:
@@ -80,7 +95,7 @@ class MixedOp(nn.Module):
         """The textbook edge, every candidate run on its own: the reference of the fused forward."""
         return sum(w * op(x) for w, op in zip(weights, self.candidates))
 
-    def _forward_fused(self, x: torch.Tensor, weights: torch.Tensor, kept: list[int]) -> torch.Tensor:
+    def _forward_fused(self, x: torch.Tensor, weights: torch.Tensor, kept: tuple[int, ...]) -> torch.Tensor:
         relu = F.relu(x) if any(self._uses_relu(k) for k in kept) else None
         outputs: dict[int, torch.Tensor] = {}
         convs = [k for k in kept if isinstance(self.candidates[k], (SepConv, DilConv))]
@@ -96,7 +111,9 @@ class MixedOp(nn.Module):
                 outputs[k] = op.reduce(relu)
             else:
                 outputs[k] = op(x)
-        return mixed_sum([outputs[k] for k in kept], weights[kept])
+        # unbind + stack: a gather by constant positions, no index tensor built (and copied) per call
+        w = weights.unbind(0)
+        return mixed_sum([outputs[k] for k in kept], torch.stack([w[k] for k in kept]))
 
     def _uses_relu(self, k: int) -> bool:
         return isinstance(self.candidates[k], (SepConv, DilConv, FactorizedReduce))
@@ -117,6 +134,10 @@ class MixedOp(nn.Module):
         return outputs
 
 
+def _reload_kept(module: MixedOp, incompatible_keys) -> None:
+    module._set_kept(module.active)
+
+
 def _dil_conv_stage(relu: torch.Tensor, stages: list[DilConv], stride: int, shared_input: bool) -> torch.Tensor:
     """Depthwise, pointwise and BN of several DilConv stages at once (their ReLU already applied).
 
@@ -126,7 +147,9 @@ def _dil_conv_stage(relu: torch.Tensor, stages: list[DilConv], stride: int, shar
                                        [s.dilation for s in stages], stride, shared_input)
     # The J pointwise convs as one batched matmul [J, Cout, Cin] @ [N, J, Cin, H*W]: on CPU its backward
     # is several times cheaper than a grouped 1x1 convolution's.
-    N, _, H, W = depthwise.shape
+    # unflatten/flatten rather than view(N, J, C, H*W): with view, Inductor's dynamic-shape pass fails on a
+    # stride-2 stage met at a second resolution (ValueRangeError; docs/inductor_repros.md).
+    H, W = depthwise.shape[2:]
     weight = torch.stack([s.pointwise.weight.flatten(1) for s in stages])
-    pointwise = torch.matmul(weight, depthwise.view(N, len(stages), weight.shape[2], H * W))
-    return grouped_batch_norm(pointwise.view(N, -1, H, W), [s.bn for s in stages])
+    pointwise = torch.matmul(weight, depthwise.unflatten(1, (len(stages), weight.shape[2])).flatten(3))
+    return grouped_batch_norm(pointwise.flatten(1, 2).unflatten(2, (H, W)), [s.bn for s in stages])

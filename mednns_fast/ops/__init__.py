@@ -1,12 +1,14 @@
-"""The public op API: `mf.ops.NAME`. Each op dispatches to the C++, Triton or reference path."""
+"""The public op API: `mf.ops.NAME`. Each op dispatches, through its spec (`_spec.py`), to the C++, Triton
+or reference path (docs/architecture.md)."""
 
-from ._backend import get_backend, set_backend, use_backend
+from ._backend import backend_for, get_backend, set_backend, use_backend
 from .depthwise import multi_depthwise_conv2d
 from .fid import FeatureStats, GaussianStats, fid_from_features, fid_matrix, frechet_distance
 from .jsd import js_divergence, js_pairwise, js_stability
 from .mixed import mixed_sum
 
 __all__ = [
+    "backend_for",
     "get_backend",
     "set_backend",
     "use_backend",

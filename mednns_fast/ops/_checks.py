@@ -3,6 +3,7 @@ things in csrc/checks.h. Each error names the argument and what was expected."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 
 import torch
@@ -25,10 +26,34 @@ def check_same_dtype(t: torch.Tensor, name: str, ref: torch.Tensor, ref_name: st
         raise ValueError(f"{name} has dtype {t.dtype} but {ref_name} has dtype {ref.dtype}; they must match")
 
 
+# Value checks on GPU tensors: an immediate ValueError needs a host sync, so by default they are asynchronous
+# device asserts (the error surfaces at the next sync). MEDNNS_FAST_DEBUG=1 or `set_debug_checks(True)`
+# makes them immediate. CPU tensors are always checked at once (no sync to avoid).
+_debug_checks = os.environ.get("MEDNNS_FAST_DEBUG", "0") == "1"
+
+
+def set_debug_checks(enabled: bool) -> None:
+    """Immediate (synchronising) value checks on GPU tensors instead of asynchronous device asserts."""
+    global _debug_checks
+    _debug_checks = bool(enabled)
+
+
+def has_no_values(t: torch.Tensor) -> bool:
+    """True for meta and fake tensors and while tracing: there are no values to check."""
+    from torch._subclasses.fake_tensor import is_fake
+
+    return torch.compiler.is_compiling() or t.device.type == "meta" or is_fake(t)
+
+
 def check_finite(t: torch.Tensor, name: str) -> None:
-    """Reads the values (a device sync on CUDA): only for small tensors, and never while tracing."""
-    if not torch.compiler.is_compiling() and not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} must be finite but contains NaN or infinity")
+    """NaN/inf refused: at once on CPU (and on GPUs in debug mode), as an asynchronous assert on GPUs."""
+    if has_no_values(t):
+        return
+    message = f"{name} must be finite but contains NaN or infinity"
+    if t.device.type != "cpu" and not _debug_checks:
+        torch._assert_async(torch.isfinite(t).all(), message)
+    elif not bool(torch.isfinite(t).all()):
+        raise ValueError(message)
 
 
 def check_mixed_sum_args(xs: Sequence[torch.Tensor], weights: torch.Tensor) -> None:

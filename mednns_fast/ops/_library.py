@@ -6,8 +6,6 @@ Everything here is computed once at import: torch.compile reads these tables wit
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import os
 import warnings
 
 import torch
@@ -23,10 +21,6 @@ except ImportError as exc:  # the package still works through the reference and 
         RuntimeWarning, stacklevel=2)
 
 LOADED = LOAD_ERROR is None
-
-# Triton is optional: on CUDA tensors it runs on the GPU, on CPU tensors only under its interpreter.
-TRITON_AVAILABLE = importlib.util.find_spec("triton") is not None
-TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def _has_kernel(op: str, key: str) -> bool:

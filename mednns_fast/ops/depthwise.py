@@ -9,8 +9,9 @@ from collections.abc import Sequence
 
 import torch
 
-from . import _library, reference
-from ._backend import choose
+from . import reference
+from ._backend import kernel
+from ._spec import OpSpec, define
 
 
 def multi_depthwise_conv2d(x: torch.Tensor, weights: Sequence[torch.Tensor], dilations: Sequence[int],
@@ -28,9 +29,7 @@ def multi_depthwise_conv2d(x: torch.Tensor, weights: Sequence[torch.Tensor], dil
         ``Ho = (H - 1) // stride + 1``.
     """
     weights, dilations = list(weights), [int(d) for d in dilations]
-    if choose("multi_depthwise_conv2d", x.device, has_triton=False) == "reference":
-        return reference.multi_depthwise_conv2d(x, weights, dilations, stride, shared_input)
-    return torch.ops.mednns_fast.multi_depthwise_conv2d(x, weights, dilations, stride, shared_input)
+    return kernel("multi_depthwise_conv2d", x.device)(x, weights, dilations, stride, shared_input)
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -40,13 +39,16 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.weights_need_grad = any(w.requires_grad for w in weights)
 
 
-def _backward(ctx, grad: torch.Tensor):
-    x, *weights = ctx.saved_tensors
-    dilations, stride, shared_input = ctx.args
-    grad_x, grad_ws = torch.ops.mednns_fast.multi_depthwise_conv2d_backward(
-        grad, x, weights, dilations, stride, shared_input, ctx.needs_input_grad[0], ctx.weights_need_grad)
-    return (grad_x if ctx.needs_input_grad[0] else None,
-            list(grad_ws) if ctx.weights_need_grad else None, None, None, None)
+def _backward_with(ops):
+    def backward(ctx, grad: torch.Tensor):
+        x, *weights = ctx.saved_tensors
+        dilations, stride, shared_input = ctx.args
+        grad_x, grad_ws = ops.multi_depthwise_conv2d_backward(
+            grad, x, weights, dilations, stride, shared_input, ctx.needs_input_grad[0], ctx.weights_need_grad)
+        return (grad_x if ctx.needs_input_grad[0] else None,
+                list(grad_ws) if ctx.weights_need_grad else None, None, None, None)
+
+    return backward
 
 
 def _output_shape(x, weights, stride, shared_input):
@@ -54,17 +56,16 @@ def _output_shape(x, weights, stride, shared_input):
     return (x.shape[0], J * C, (x.shape[2] - 1) // stride + 1, (x.shape[3] - 1) // stride + 1)
 
 
-if _library.LOADED:
-    torch.library.register_autograd("mednns_fast::multi_depthwise_conv2d", _backward,
-                                    setup_context=_setup_context)
+def _fake(x, weights, dilations, stride, shared_input):
+    return x.new_empty(_output_shape(x, weights, stride, shared_input))
 
-    @torch.library.register_fake("mednns_fast::multi_depthwise_conv2d")
-    def _fake(x, weights, dilations, stride, shared_input):
-        return x.new_empty(_output_shape(x, weights, stride, shared_input))
 
-    @torch.library.register_fake("mednns_fast::multi_depthwise_conv2d_backward")
-    def _fake_backward(grad, x, weights, dilations, stride, shared_input, x_needs_grad, weights_need_grad):
-        grad_x = torch.empty_like(x, memory_format=torch.contiguous_format) if x_needs_grad else x.new_empty(0)
-        grad_ws = [torch.empty_like(w, memory_format=torch.contiguous_format) if weights_need_grad
-                   else x.new_empty(0) for w in weights]
-        return grad_x, grad_ws
+def _backward_fake(grad, x, weights, dilations, stride, shared_input, x_needs_grad, weights_need_grad):
+    grad_x = torch.empty_like(x, memory_format=torch.contiguous_format) if x_needs_grad else x.new_empty(0)
+    grad_ws = [torch.empty_like(w, memory_format=torch.contiguous_format) if weights_need_grad
+               else x.new_empty(0) for w in weights]
+    return grad_x, grad_ws
+
+
+SPEC = define(OpSpec("multi_depthwise_conv2d", reference.multi_depthwise_conv2d, fake=_fake,
+                     backward_with=_backward_with, setup_context=_setup_context, backward_fake=_backward_fake))

@@ -26,8 +26,8 @@ from typing import NamedTuple
 
 import torch
 
-from . import _library, reference
-from ._backend import choose, get_backend
+from . import reference
+from ._backend import choose, kernel
 from ._checks import (
     check_finite,
     check_floating,
@@ -41,6 +41,7 @@ from ._checks import (
     covariance_defects,
 )
 from ._moments import chan_merge_
+from ._spec import OpSpec, define
 
 F64 = torch.float64
 # Smaller side of C = A^T B up to which the SVD route is taken (cheap there, and the most accurate).
@@ -155,9 +156,7 @@ def _feature_factor(x: torch.Tensor, name: str) -> tuple[torch.Tensor, Factor, t
 
 def _covariance_defects(sigma: torch.Tensor) -> torch.Tensor:
     """(max |S - S^T|, max |S|, non-finite count): one fused pass (C++ op) where available."""
-    if choose("fid_covariance_defects", sigma.device, has_triton=False) == "reference":
-        return covariance_defects(sigma)
-    return torch.ops.mednns_fast.fid_covariance_defects(sigma)
+    return kernel("fid_covariance_defects", sigma.device)(sigma)
 
 
 def _assemble(diff: torch.Tensor, tr1: torch.Tensor, tr2: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -184,7 +183,7 @@ def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor,
     Raises:
         ValueError: on shape mismatch, non-finite values, a non-symmetric or non-PSD covariance.
     """
-    if get_backend() == "reference":
+    if choose("frechet_distance", mu1.device) == "reference":
         return reference.frechet_distance(mu1, sigma1, mu2, sigma2)
     check_gaussian_pair(mu1, sigma1, mu2, sigma2, defects=_covariance_defects)
     s1, s2 = _symmetrised(sigma1.to(F64)), _symmetrised(sigma2.to(F64))
@@ -213,9 +212,8 @@ def fid_from_features(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must have one feature dim, got shapes {tuple(x.shape)} and "
                          f"{tuple(y.shape)}")
-    if get_backend() == "reference":
-        (mx, sx), (my, sy) = (_reference_moments(v) for v in (x, y))
-        return reference.frechet_distance(mx, sx, my, sy)
+    if choose("fid_from_features", x.device) == "reference":
+        return _fid_from_features_reference(x, y)
     mx, fx, trx = _feature_factor(x, "x")
     my, fy, try_ = _feature_factor(y, "y")
     return _assemble(mx - my, trx, try_, _trace_sqrt(fx, fy, trx + try_))
@@ -225,6 +223,11 @@ def _reference_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     x = x.to(F64)
     c = x - x.mean(0)
     return x.mean(0), c.T @ c / (x.shape[0] - 1)
+
+
+def _fid_from_features_reference(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    (mx, sx), (my, sy) = (_reference_moments(v) for v in (x, y))
+    return reference.frechet_distance(mx, sx, my, sy)
 
 
 def _check_stats(stats: Sequence[GaussianStats]) -> None:
@@ -260,7 +263,7 @@ def fid_matrix(stats: Sequence[GaussianStats]) -> torch.Tensor:
     """
     stats = list(stats)
     _check_stats(stats)
-    if get_backend() == "reference":
+    if choose("fid_matrix", stats[0].mu.device) == "reference":
         return reference.fid_matrix(stats)
     with torch.no_grad():
         factors, traces = [], []
@@ -288,9 +291,7 @@ def fid_trace_sqrt_pairs(factors: Sequence[Factor]) -> torch.Tensor:
     reference."""
     ls, lower, sigmas = [f.l for f in factors], [f.lower for f in factors], [f.sigma for f in factors]
     check_pair_factors(ls, lower, sigmas, _SVD_MAX_RANK, _SYM_RTOL)
-    if choose("fid_trace_sqrt_pairs", ls[0].device, has_triton=False) == "reference":
-        return reference.fid_trace_sqrt_pairs(ls)
-    return torch.ops.mednns_fast.fid_trace_sqrt_pairs(ls, lower, sigmas, _SVD_MAX_RANK, _SYM_RTOL)
+    return kernel("fid_trace_sqrt_pairs", ls[0].device)(ls, lower, sigmas, _SVD_MAX_RANK, _SYM_RTOL)
 
 
 # ---- streaming statistics -------------------------------------------------------------------------
@@ -332,12 +333,7 @@ class FeatureStats:
         if not isinstance(features, torch.Tensor):
             raise ValueError(f"FeatureStats.update: features must be a tensor, got {type(features).__name__}")
         features = features.detach()
-        backend = choose("feature_stats_update_", self.device, has_triton=True)
-        if backend == "reference":
-            reference.feature_stats_update_(self.mean, self.m2, features, self.count)
-        else:  # the C++ op, or the Triton kernels with its contract
-            ops = torch.ops.mednns_fast_triton if backend == "triton" else torch.ops.mednns_fast
-            ops.feature_stats_update_(self.mean, self.m2, features, self.count)
+        kernel("feature_stats_update_", self.device)(self.mean, self.m2, features, self.count)
         self.count += features.shape[0]
         self._keep_rows([features])
         return self
@@ -477,18 +473,33 @@ class FeatureStats:
         return cls.from_state_dict(state, device=device)
 
 
-if _library.LOADED:
+# ---- specs ----------------------------------------------------------------------------------------
 
-    @torch.library.register_fake("mednns_fast::feature_stats_update_")
-    def _feature_stats_update_fake(mean, m2, features, count):
-        check_stats_update_args(mean, m2, features, count)
 
-    @torch.library.register_fake("mednns_fast::fid_covariance_defects")
-    def _fid_covariance_defects_fake(sigma):
-        check_square(sigma, "fid_covariance_defects: sigma")
-        return sigma.new_empty(3, dtype=F64)
+def _feature_stats_update_fake(mean, m2, features, count):
+    check_stats_update_args(mean, m2, features, count)
 
-    @torch.library.register_fake("mednns_fast::fid_trace_sqrt_pairs")
-    def _fid_trace_sqrt_pairs_fake(factors, lower, sigmas, svd_max_rank, sym_rtol):
-        check_pair_factors(factors, lower, sigmas, svd_max_rank, sym_rtol)
-        return factors[0].new_empty(len(factors), len(factors), dtype=F64)
+
+def _fid_covariance_defects_fake(sigma):
+    check_square(sigma, "fid_covariance_defects: sigma")
+    return sigma.new_empty(3, dtype=F64)
+
+
+def _fid_trace_sqrt_pairs_fake(factors, lower, sigmas, svd_max_rank, sym_rtol):
+    check_pair_factors(factors, lower, sigmas, svd_max_rank, sym_rtol)
+    return factors[0].new_empty(len(factors), len(factors), dtype=F64)
+
+
+def _fid_trace_sqrt_pairs_reference(factors, lower, sigmas, svd_max_rank, sym_rtol):
+    return reference.fid_trace_sqrt_pairs(factors)
+
+
+SPECS = (
+    define(OpSpec("feature_stats_update_", reference.feature_stats_update_, fake=_feature_stats_update_fake)),
+    define(OpSpec("fid_covariance_defects", covariance_defects, fake=_fid_covariance_defects_fake)),
+    define(OpSpec("fid_trace_sqrt_pairs", _fid_trace_sqrt_pairs_reference, fake=_fid_trace_sqrt_pairs_fake)),
+    # Compositions of the kernels above (their inner ops choose their own backends).
+    define(OpSpec("frechet_distance", reference.frechet_distance, composite=True)),
+    define(OpSpec("fid_from_features", _fid_from_features_reference, composite=True)),
+    define(OpSpec("fid_matrix", reference.fid_matrix, composite=True)),
+)

@@ -11,19 +11,18 @@ one-sided derivative is -inf there: zero entries are treated as outside the supp
 this changes nothing, as softmax multiplies that entry's gradient by p_k = 0 anyway. The reference
 (``reference.js_divergence``) defines the same values. First derivatives only (no double backward).
 
-The C++ ops (torch.ops.mednns_fast.js_*) get their autograd formulas and fake kernels here, beside the
-public wrappers that pick the backend; the Triton ops (torch.ops.mednns_fast_triton.js_*, same contracts)
-get the same autograd formulas.
+Each op's `OpSpec` (fake kernels, and the autograd formula shared by the C++ ops torch.ops.mednns_fast.js_*
+and their Triton twins torch.ops.mednns_fast_triton.js_*) sits beside the public wrappers.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .. import triton as _triton
-from . import _library, reference
-from ._backend import choose
+from . import reference
+from ._backend import kernel
 from ._checks import check_floating, check_js_history, check_js_pair, check_same_device, check_same_dtype
+from ._spec import OpSpec, define
 
 
 def js_divergence(p: torch.Tensor, q: torch.Tensor, dim: int = -1, from_logits: bool = False) -> torch.Tensor:
@@ -53,12 +52,10 @@ def js_divergence(p: torch.Tensor, q: torch.Tensor, dim: int = -1, from_logits: 
         raise ValueError("js_divergence: p and q must have at least one dim (the distribution's entries)")
     if not -p.dim() <= dim < p.dim():
         raise ValueError(f"js_divergence: dim={dim} is out of range for {p.dim()}-D inputs")
-    backend = choose("js_divergence", p.device, has_triton=True)
-    if backend == "reference":
-        return reference.js_divergence(p, q, dim, from_logits)
     p, q = p.movedim(dim, -1), q.movedim(dim, -1)
     batch, K = p.shape[:-1], p.shape[-1]
-    out = _ops(backend).js_divergence(p.reshape(-1, K), q.reshape(-1, K), from_logits)
+    rows = batch.numel()  # not -1: K may be 0
+    out = kernel("js_divergence", p.device)(p.reshape(rows, K), q.reshape(rows, K), from_logits)
     return out.reshape(batch)
 
 
@@ -74,10 +71,7 @@ def js_pairwise(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         K * eps (float32: ~1e-6; ``js_divergence`` is more accurate for near-identical rows).
     """
     check_js_pair(p, q, "js_pairwise", same_shape=False)
-    backend = choose("js_pairwise", p.device, has_triton=True)
-    if backend == "reference":
-        return reference.js_pairwise(p, q)
-    return _ops(backend).js_pairwise(p, q)
+    return kernel("js_pairwise", p.device)(p, q)
 
 
 def js_stability(history: torch.Tensor, window: int, from_logits: bool = True) -> torch.Tensor:
@@ -97,18 +91,10 @@ def js_stability(history: torch.Tensor, window: int, from_logits: bool = True) -
         ``[T, E]`` in history's dtype, NaN-free. Cost O(T E K window).
     """
     check_js_history(history, window)
-    backend = choose("js_stability", history.device, has_triton=True)
-    if backend == "reference":
-        return reference.js_stability(history, window, from_logits)
-    return _ops(backend).js_stability(history, window, from_logits)
+    return kernel("js_stability", history.device)(history, window, from_logits)
 
 
-def _ops(backend: str):
-    """The op namespace of a backend: the C++ ops, or the Triton kernels with the same contracts."""
-    return torch.ops.mednns_fast_triton if backend == "triton" else torch.ops.mednns_fast
-
-
-# ---- autograd (C++ and Triton ops) and fake kernels of the C++ ops ------------------------------------
+# ---- autograd (C++ and Triton ops), fake kernels, specs ----------------------------------------------
 
 def _js_divergence_setup(ctx, inputs, output) -> None:
     p, q, from_logits = inputs
@@ -163,48 +149,49 @@ def _grad_or_empty(need: bool, like: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(like, memory_format=torch.contiguous_format) if need else like.new_empty(0)
 
 
-def _register_autograd(namespace: str) -> None:
-    ops = getattr(torch.ops, namespace)
-    torch.library.register_autograd(f"{namespace}::js_divergence", _js_divergence_backward_with(ops),
-                                    setup_context=_js_divergence_setup)
-    torch.library.register_autograd(f"{namespace}::js_pairwise", _js_pairwise_backward_with(ops),
-                                    setup_context=_js_pairwise_setup)
-    torch.library.register_autograd(f"{namespace}::js_stability", _js_stability_backward_with(ops),
-                                    setup_context=_js_stability_setup)
+def _js_divergence_fake(p, q, from_logits=False):
+    _check_rows(p, q, "js_divergence")
+    return p.new_empty(p.shape[0])
 
 
-if _triton.AVAILABLE:  # the Triton kernels (mednns_fast/triton/jsd.py) share the formulas
-    _register_autograd("mednns_fast_triton")
+def _js_divergence_backward_fake(grad, p, q, from_logits, p_needs_grad, q_needs_grad):
+    _check_rows(p, q, "js_divergence_backward")
+    return _grad_or_empty(p_needs_grad, p), _grad_or_empty(q_needs_grad, q)
 
-if _library.LOADED:
-    _register_autograd("mednns_fast")
 
-    @torch.library.register_fake("mednns_fast::js_divergence")
-    def _js_divergence_fake(p, q, from_logits=False):
-        _check_rows(p, q, "js_divergence")
-        return p.new_empty(p.shape[0])
+def _js_pairwise_fake(p, q):
+    check_js_pair(p, q, "js_pairwise", same_shape=False)
+    return p.new_empty(p.shape[0], q.shape[0])
 
-    @torch.library.register_fake("mednns_fast::js_divergence_backward")
-    def _js_divergence_backward_fake(grad, p, q, from_logits, p_needs_grad, q_needs_grad):
-        _check_rows(p, q, "js_divergence_backward")
-        return _grad_or_empty(p_needs_grad, p), _grad_or_empty(q_needs_grad, q)
 
-    @torch.library.register_fake("mednns_fast::js_pairwise")
-    def _js_pairwise_fake(p, q):
-        check_js_pair(p, q, "js_pairwise", same_shape=False)
-        return p.new_empty(p.shape[0], q.shape[0])
+def _js_pairwise_backward_fake(grad, p, q, p_needs_grad, q_needs_grad):
+    check_js_pair(p, q, "js_pairwise_backward", same_shape=False)
+    return _grad_or_empty(p_needs_grad, p), _grad_or_empty(q_needs_grad, q)
 
-    @torch.library.register_fake("mednns_fast::js_pairwise_backward")
-    def _js_pairwise_backward_fake(grad, p, q, p_needs_grad, q_needs_grad):
-        check_js_pair(p, q, "js_pairwise_backward", same_shape=False)
-        return _grad_or_empty(p_needs_grad, p), _grad_or_empty(q_needs_grad, q)
 
-    @torch.library.register_fake("mednns_fast::js_stability")
-    def _js_stability_fake(history, window, from_logits=True):
-        check_js_history(history, window)
-        return history.new_empty(history.shape[0], history.shape[1])
+def _js_stability_fake(history, window, from_logits=True):
+    check_js_history(history, window)
+    return history.new_empty(history.shape[0], history.shape[1])
 
-    @torch.library.register_fake("mednns_fast::js_stability_backward")
-    def _js_stability_backward_fake(grad, history, window, from_logits):
-        check_js_history(history, window)
-        return torch.empty_like(history, memory_format=torch.contiguous_format)
+
+def _js_stability_backward_fake(grad, history, window, from_logits):
+    check_js_history(history, window)
+    return torch.empty_like(history, memory_format=torch.contiguous_format)
+
+
+def _js_divergence_rows_reference(p, q, from_logits=False):
+    """The reference with the C++ op's signature: rows [R, K] -> [R]."""
+    return reference.js_divergence(p, q, -1, from_logits)
+
+
+SPECS = (
+    define(OpSpec("js_divergence", _js_divergence_rows_reference, fake=_js_divergence_fake,
+                  backward_with=_js_divergence_backward_with, setup_context=_js_divergence_setup,
+                  backward_fake=_js_divergence_backward_fake)),
+    define(OpSpec("js_pairwise", reference.js_pairwise, fake=_js_pairwise_fake,
+                  backward_with=_js_pairwise_backward_with, setup_context=_js_pairwise_setup,
+                  backward_fake=_js_pairwise_backward_fake)),
+    define(OpSpec("js_stability", reference.js_stability, fake=_js_stability_fake,
+                  backward_with=_js_stability_backward_with, setup_context=_js_stability_setup,
+                  backward_fake=_js_stability_backward_fake)),
+)

@@ -1,7 +1,7 @@
 """mixed_sum: the weighted sum of a DARTS edge's candidate outputs, in one pass.
 
-The C++ op (torch.ops.mednns_fast.mixed_sum) gets its autograd formula and fake kernel here, beside
-the public wrapper that picks the backend.
+Its `OpSpec` (fake kernels and the autograd formula shared by the C++ and Triton ops) sits beside the
+public wrapper.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from collections.abc import Sequence
 
 import torch
 
-from .. import triton as _triton
-from . import _library, reference
-from ._backend import choose
+from . import reference
+from ._backend import kernel
 from ._checks import check_mixed_sum_args
+from ._spec import OpSpec, define
 
 
 def mixed_sum(xs: Sequence[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
@@ -32,12 +32,7 @@ def mixed_sum(xs: Sequence[torch.Tensor], weights: torch.Tensor) -> torch.Tensor
     if not isinstance(weights, torch.Tensor):
         raise ValueError(f"mixed_sum: weights must be a tensor, got {type(weights).__name__}")
     device = xs[0].device if xs and isinstance(xs[0], torch.Tensor) else weights.device
-    backend = choose("mixed_sum", device, has_triton=True)
-    if backend == "reference":
-        return reference.mixed_sum(xs, weights)
-    if backend == "triton":
-        return torch.ops.mednns_fast_triton.mixed_sum(xs, weights)
-    return torch.ops.mednns_fast.mixed_sum(xs, weights)
+    return kernel("mixed_sum", device)(xs, weights)
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -49,39 +44,32 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.num_xs = len(xs)
 
 
-def _backward_with(backward_op):
-    """The autograd formula of a mixed_sum op whose gradients come from `backward_op` (C++ or Triton)."""
+def _backward_with(ops):
+    """The autograd formula of the mixed_sum op of namespace `ops` (C++ or Triton)."""
 
     def backward(ctx, grad: torch.Tensor):
         weights, *saved = ctx.saved_tensors
         # Without a weights gradient the inputs' values are unused: pass the gradient as a stand-in.
         xs = saved if saved else [grad] * ctx.num_xs
-        grad_xs, grad_w = backward_op(grad, xs, weights, ctx.xs_need_grad, ctx.weights_need_grad)
+        grad_xs, grad_w = ops.mixed_sum_backward(grad, xs, weights, ctx.xs_need_grad, ctx.weights_need_grad)
         grad_xs = [g if need else None for g, need in zip(grad_xs, ctx.xs_need_grad, strict=True)]
         return grad_xs, (grad_w if ctx.weights_need_grad else None)
 
     return backward
 
 
-if _triton.AVAILABLE:
-    torch.library.register_autograd(
-        "mednns_fast_triton::mixed_sum", _backward_with(torch.ops.mednns_fast_triton.mixed_sum_backward),
-        setup_context=_setup_context)
+def _fake(xs, weights):
+    check_mixed_sum_args(xs, weights)
+    return torch.empty(xs[0].shape, dtype=xs[0].dtype, device=xs[0].device)
 
-if _library.LOADED:
-    torch.library.register_autograd(
-        "mednns_fast::mixed_sum", _backward_with(torch.ops.mednns_fast.mixed_sum_backward),
-        setup_context=_setup_context)
 
-    @torch.library.register_fake("mednns_fast::mixed_sum")
-    def _mixed_sum_fake(xs, weights):
-        check_mixed_sum_args(xs, weights)
-        return torch.empty(xs[0].shape, dtype=xs[0].dtype, device=xs[0].device)
+def _backward_fake(grad, xs, weights, xs_need_grad, weights_need_grad):
+    check_mixed_sum_args(xs, weights)
+    grad_xs = [torch.empty_like(grad, memory_format=torch.contiguous_format) if need
+               else grad.new_empty(0) for need in xs_need_grad]
+    grad_w = torch.empty_like(weights) if weights_need_grad else weights.new_empty(0)
+    return grad_xs, grad_w
 
-    @torch.library.register_fake("mednns_fast::mixed_sum_backward")
-    def _mixed_sum_backward_fake(grad, xs, weights, xs_need_grad, weights_need_grad):
-        check_mixed_sum_args(xs, weights)
-        grad_xs = [torch.empty_like(grad, memory_format=torch.contiguous_format) if need
-                   else grad.new_empty(0) for need in xs_need_grad]
-        grad_w = torch.empty_like(weights) if weights_need_grad else weights.new_empty(0)
-        return grad_xs, grad_w
+
+SPEC = define(OpSpec("mixed_sum", reference.mixed_sum, fake=_fake, backward_with=_backward_with,
+                     setup_context=_setup_context, backward_fake=_backward_fake))

@@ -17,10 +17,11 @@ import torch
 import triton
 import triton.language as tl  # noqa: F401  (re-exported for the kernel modules)
 
-from ..ops import _library
+from ..ops._backend import TRITON_INTERPRET
+from ..ops._spec import TRITON_NAMESPACE
 
-NAMESPACE = "mednns_fast_triton"
-INTERPRET = _library.TRITON_INTERPRET
+NAMESPACE = TRITON_NAMESPACE
+INTERPRET = TRITON_INTERPRET
 
 try:  # torch >= 2.6
     from torch.library import triton_op as _triton_op

@@ -21,6 +21,7 @@ import triton.language as tl
 
 from ..ops._checks import check_stats_update_args
 from ..ops._moments import chan_merge_
+from ..ops._spec import attach_triton
 from ._common import acc_is_fp64, check_values, configs, kernel_op, launch, num_sms
 
 _MAX_PARTIAL_BYTES = 1 << 28  # cap on the float64 partial results of split reductions
@@ -174,3 +175,6 @@ def feature_stats_update_(mean: torch.Tensor, m2: torch.Tensor, features: torch.
     check_values(features, "feature_stats_update_: features")
     mean_b, m2_b = _moments(features)
     chan_merge_(mean, m2, count, mean_b, m2_b, n_b)
+
+
+attach_triton("feature_stats_update_")

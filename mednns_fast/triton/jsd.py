@@ -24,6 +24,7 @@ import triton
 import triton.language as tl
 
 from ..ops._checks import check_js_history, check_js_pair
+from ..ops._spec import attach_triton
 from ._common import (
     acc_is_fp64,
     configs,
@@ -685,3 +686,7 @@ def js_stability_backward(grad: torch.Tensor, history: torch.Tensor, window: int
         out, own, of_mean, history, lse, T, E, K, window, *history.stride(), **meta)
     return out
 
+
+
+for _name in ("js_divergence", "js_pairwise", "js_stability"):
+    attach_triton(_name)

@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 from ..ops._checks import check_mixed_sum_args
+from ..ops._spec import attach_triton
 from ._common import (
     acc_is_fp64,
     check_values,
@@ -299,3 +300,6 @@ def mixed_sum_backward(grad: torch.Tensor, xs: list[torch.Tensor], weights: torc
     dots = torch.cat(parts, dim=1).to(torch.float64).view(lay.rows, splits, K).sum(1)
     grad_w = dots if lay.per_row else dots.sum(0)
     return grad_xs, grad_w.to(weights.dtype)
+
+
+attach_triton("mixed_sum")

@@ -1,0 +1,85 @@
+"""One declarative spec per op: the single wiring of every op family (docs/architecture.md, "Adding an op
+family").
+
+An `OpSpec` names the op's schema (`torch.ops.mednns_fast.<name>`, declared in csrc/ops.cpp) and gives its
+pure-PyTorch reference, its fake kernel(s) and its autograd formula. `define(spec)` registers the fake
+kernels and the autograd formula on the C++ op; a Triton module that implements the same contract calls
+`attach_triton(name)` and gets the same autograd formula. A public wrapper calls `_backend.kernel(name, device)` and
+receives the implementation the backend choice picks for that op.
+
+Nothing here imports the Triton package: Triton kernels plug themselves in (ops never depend on them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from . import _library
+
+CPP_NAMESPACE = "mednns_fast"
+TRITON_NAMESPACE = "mednns_fast_triton"
+
+
+@dataclass
+class OpSpec:
+    """How one op is wired.
+
+    name: the schema name (``torch.ops.mednns_fast.<name>``; the Triton twin has the same name).
+    reference: the pure-PyTorch path, called with the same arguments as the C++ op.
+    fake: output metadata of the op for fake tensors (torch.compile), or None when it has no C++ schema.
+    backward_with: ``ops_namespace -> backward(ctx, *grads)``; the formula calls ``<ns>.<name>_backward``
+        of the namespace whose op is differentiated, so C++ and Triton share one formula.
+    setup_context: saves what `backward` needs (``torch.library.register_autograd``'s argument).
+    backward_fake: fake kernel of the ``<name>_backward`` op.
+    composite: a Python composition of other ops (no schema of its own; its inner ops choose their own
+        backends): it runs its reference only where "reference" is chosen for it.
+    """
+
+    name: str
+    reference: Callable
+    fake: Callable | None = None
+    backward_with: Callable[[object], Callable] | None = None
+    setup_context: Callable | None = None
+    backward_fake: Callable | None = None
+    composite: bool = False
+    # Filled at registration time: the backends that have a kernel for this op.
+    triton: bool = field(default=False, init=False)
+
+    def cpp_on(self, device_type: str) -> bool:
+        """Whether the C++ library has a kernel for this op on `device_type` ("cpu"/"cuda")."""
+        return _library.CPP_KERNELS.get((self.name, device_type), False)
+
+
+SPECS: dict[str, OpSpec] = {}
+
+
+def _register_autograd(spec: OpSpec, namespace: str) -> None:
+    if spec.backward_with is not None:
+        torch.library.register_autograd(f"{namespace}::{spec.name}",
+                                        spec.backward_with(getattr(torch.ops, namespace)),
+                                        setup_context=spec.setup_context)
+
+
+def define(spec: OpSpec) -> OpSpec:
+    """Record `spec` and register its fake kernels and autograd formula on the C++ op (when loaded)."""
+    if spec.name in SPECS:
+        raise ValueError(f"op {spec.name!r} is defined twice")
+    SPECS[spec.name] = spec
+    if _library.LOADED and spec.name in _library.registered_ops():
+        if spec.fake is not None:
+            torch.library.register_fake(f"{CPP_NAMESPACE}::{spec.name}")(spec.fake)
+        if spec.backward_fake is not None:
+            torch.library.register_fake(f"{CPP_NAMESPACE}::{spec.name}_backward")(spec.backward_fake)
+        _register_autograd(spec, CPP_NAMESPACE)
+    return spec
+
+
+def attach_triton(name: str) -> None:
+    """Called by a Triton module once it registered ``mednns_fast_triton::<name>`` (and its backward):
+    the op's backend choice may now pick it, and it shares the spec's autograd formula."""
+    spec = SPECS[name]
+    _register_autograd(spec, TRITON_NAMESPACE)
+    spec.triton = True
