@@ -11,7 +11,7 @@ import torch
 from conftest import mark_bandwidth, mark_baseline
 
 import mednns_fast as mf
-from mednns_fast.nas import MixedOp
+from mednns_fast.nas import DARTS_PRIMITIVES, MixedOp
 
 NUMEL = 16 * 1024 * 1024
 
@@ -89,7 +89,7 @@ def saved_tensor_bytes(fn) -> int:
 @pytest.mark.parametrize("impl", ["naive", "fused"])
 def test_mixed_op_forward_backward(benchmark, C, H, N, impl):
     torch.manual_seed(0)
-    fused = MixedOp(C, 1)
+    fused = MixedOp(C, 1, DARTS_PRIMITIVES)
     naive = copy.deepcopy(fused)
     x = torch.randn(N, C, H, H, requires_grad=True)
     alpha = torch.randn(8, requires_grad=True)

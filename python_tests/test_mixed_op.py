@@ -63,7 +63,7 @@ def test_subsets_of_primitives(primitives):
 
 
 def test_pruned_candidates_are_not_computed():
-    op = MixedOp(4, 1)
+    op = MixedOp(4, 1, DARTS_PRIMITIVES)
     calls = {p: 0 for p in DARTS_PRIMITIVES}
     for name, cand in zip(DARTS_PRIMITIVES, op.candidates):
         cand.register_forward_hook(lambda *_, name=name: calls.__setitem__(name, calls[name] + 1))
@@ -86,7 +86,7 @@ def test_pruned_candidates_are_not_computed():
 def test_forward_reads_no_values():
     # On the meta device every value read (.tolist(), .item(), a data-dependent branch) raises: the fused
     # forward decides what to run from the pruner's mask alone, so it runs there and gives the right shape.
-    op = MixedOp(4, 2).to("meta")
+    op = MixedOp(4, 2, DARTS_PRIMITIVES).to("meta")
     op.set_active([p != "sep_conv_5x5" for p in DARTS_PRIMITIVES])
     x = torch.empty(2, 4, 9, 9, device="meta")
     w = torch.empty(8, device="meta", requires_grad=True)
@@ -97,9 +97,9 @@ def test_forward_reads_no_values():
 
 
 def test_mask_survives_state_dict():
-    op = MixedOp(4, 2)
+    op = MixedOp(4, 2, DARTS_PRIMITIVES)
     op.set_active([True] * 7 + [False])
-    clone = MixedOp(4, 2)
+    clone = MixedOp(4, 2, DARTS_PRIMITIVES)
     clone.load_state_dict(op.state_dict())
     assert clone.active.tolist() == [True] * 7 + [False]
     assert clone.kept == op.kept and len(op.candidates) - 1 not in clone.kept  # the loaded mask is in effect
@@ -109,8 +109,8 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="unknown primitives"):
         MixedOp(4, 1, ("conv_7x7",))
     with pytest.raises(ValueError, match="stride must be 1 or 2"):
-        MixedOp(4, 3)
-    op = MixedOp(4, 1)
+        MixedOp(4, 3, DARTS_PRIMITIVES)
+    op = MixedOp(4, 1, DARTS_PRIMITIVES)
     with pytest.raises(ValueError, match=r"weights must be \[8\]"):
         op(torch.randn(1, 4, 5, 5), torch.randn(7))
     with pytest.raises(ValueError, match="mask must have 8 entries"):
@@ -118,7 +118,7 @@ def test_bad_arguments():
 
 
 def test_all_pruned_gives_zeros_of_strided_shape():
-    op = MixedOp(4, 2)
+    op = MixedOp(4, 2, DARTS_PRIMITIVES)
     op.set_active([False] * 8)
     out = op(torch.randn(2, 4, 9, 9), torch.softmax(torch.randn(8), 0))
     assert out.shape == (2, 4, 5, 5) and not out.any()
@@ -131,7 +131,7 @@ def test_compiles():
 
 
 def test_mixed_sum_is_used_by_reference_backend_too():
-    op = MixedOp(4, 1)
+    op = MixedOp(4, 1, DARTS_PRIMITIVES)
     x, w = torch.randn(2, 4, 6, 6), torch.softmax(torch.randn(8), 0)
     with mf.ops.use_backend("reference"):
         ref = op(x, w)

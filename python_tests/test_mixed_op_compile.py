@@ -11,7 +11,7 @@ import copy
 import pytest
 import torch
 
-from mednns_fast.nas import MixedOp
+from mednns_fast.nas import DARTS_PRIMITIVES, MixedOp
 from mednns_fast.nas.search_cnn import SearchCNN
 
 TOL = {"rtol": 1e-4, "atol": 1e-5}
@@ -66,7 +66,7 @@ def _edge_inputs(C):
 
 @pytest.mark.parametrize("dynamic", [None, False], ids=["default", "static"])
 def test_stride2_edge_at_two_sizes(dynamic):
-    _compare(lambda: MixedOp(4, 2), _edge_inputs(4), sizes=(8, 6), dynamic=dynamic)
+    _compare(lambda: MixedOp(4, 2, DARTS_PRIMITIVES), _edge_inputs(4), sizes=(8, 6), dynamic=dynamic)
 
 
 @pytest.mark.parametrize("dynamic", [None, False], ids=["default", "static"])
@@ -78,7 +78,7 @@ def test_pool_pair(dynamic):
 
 
 def test_pruned_edge_recompiles_without_the_candidate():
-    op = MixedOp(4, 1)
+    op = MixedOp(4, 1, DARTS_PRIMITIVES)
     compiled = torch.compile(op, fullgraph=True)
     x, w = torch.randn(2, 4, 6, 6), torch.softmax(torch.randn(8), 0)
     compiled(x, w)

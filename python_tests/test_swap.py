@@ -386,6 +386,46 @@ def test_refuses_an_edge_whose_forward_is_not_the_weighted_sum():
     assert not any(isinstance(m, mf.nas.MixedOp) for m in model.modules())
 
 
+def saved_bytes(fn) -> int:
+    """Bytes autograd keeps for backward (unique storages), as torch.autograd.graph.saved_tensors_hooks sees."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(storages.values())
+
+
+def test_memory_mode_trains_the_same_with_less_saved():
+    original = ptdarts_net()
+    swapped, low = copy.deepcopy(original), copy.deepcopy(original)
+    swap_mixed_ops(swapped)
+    swap_mixed_ops(low, recompute=True)
+    assert all(m.recompute for m in low.modules() if isinstance(m, SwappedMixedOp))
+    x, y = batch(4, 16)
+    assert_same_training(original, low, x, y)
+    naive, fused, memory = (saved_bytes(lambda m=m: m.loss(x, y)) for m in (original, swapped, low))
+    assert memory < 0.5 * naive and memory < fused
+    with torch.no_grad():  # nothing to save: the plain fused forward
+        torch.testing.assert_close(low.loss(x, y), swapped.loss(x, y), rtol=1e-5, atol=1e-6)
+
+
+def test_mixed_op_requires_the_order_of_its_weights():
+    with pytest.raises(TypeError, match="primitives is required"):
+        mf.nas.MixedOp(4, 1)
+    with pytest.raises(TypeError, match="sequence of names"):
+        mf.nas.MixedOp(4, 1, "none")
+    with pytest.raises(ValueError, match="must not repeat"):
+        mf.nas.MixedOp(4, 1, ["none", "skip_connect", "none"])
+    op = mf.nas.MixedOp(4, 1, ptd.PRIMITIVES)  # pt.darts' order, declared
+    assert op.primitives[-1] == "none" and type(op.candidates[-1]).__name__ == "Zero"
+    with pytest.raises(ValueError, match=r"weights must be \[8\]"):
+        op(torch.randn(1, 4, 6, 6), torch.randn(7))
+
+
 def test_bad_arguments():
     with pytest.raises(TypeError, match="model must be an nn.Module"):
         swap_mixed_ops("net")

@@ -4,13 +4,16 @@ The fused forward computes what `forward_naive` computes (``sum_k w[k] * candida
 candidates share their work: the input's ReLU once, every sep/dil conv's first depthwise stage from one
 read of it (`multi_depthwise_conv2d`), their pointwise convs as one grouped conv, their BatchNorms as one
 call, the second sep-conv stages likewise, and the weighted sum in one pass (`mixed_sum`, reading the
-candidates' channel slices in place). Candidates masked by `set_active` (the pruner) are never run; the forward reads no
+candidates' channel slices in place). With ``recompute=True`` (memory mode) an edge keeps for backward only its
+input, weights and depthwise outputs and recomputes the cheap rest (ReLUs, pools, pointwise convs, BN) there.
+Candidates masked by `set_active` (the pruner) are never run; the forward reads no
 value to the host, so it compiles to one graph (`torch.compile(fullgraph=True)`) and CUDA graphs capture it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -18,30 +21,50 @@ from torch import nn
 
 from ..ops import mixed_sum, multi_depthwise_conv2d
 from .batchnorm import grouped_batch_norm
-from .operations import DARTS_PRIMITIVES, OPS, DilConv, FactorizedReduce, SepConv, Zero
+from .operations import OPS, DilConv, FactorizedReduce, SepConv, Zero
 
 
 class MixedOp(nn.Module):
     """One DARTS edge over ``primitives`` (names from `OPS`).
 
+    The order of ``primitives`` is the order of the architecture weights' columns: ``weights[k]`` drives
+    ``candidates[k]``. It is required, never assumed: DARTS code bases disagree (the original DARTS and
+    `DARTS_PRIMITIVES` put `none` first, pt.darts puts it last) and a wrong order fails silently (same K,
+    every shape fits). `forward` refuses weights whose length is not ``len(primitives)``. To drop the fused
+    edge into existing DARTS code, `mednns_fast.nas.swap_mixed_ops` derives each edge's order from its layers
+    (docs/drop_in_darts.md).
+
     Args:
         C: channels in and out. stride: 1, or 2 for a reduction edge.
-        primitives: candidate names, in order. affine: BatchNorm affine parameters (DARTS search: False).
+        primitives: candidate names in the order of your architecture weights (required), e.g.
+            `DARTS_PRIMITIVES`. affine: BatchNorm affine parameters (DARTS search: False).
         fused: use the fused forward (default); False runs each candidate separately.
+        recompute: memory mode (fused only): save the input, the weights and the depthwise outputs for
+            backward and recompute ReLUs, pools, pointwise convs and BatchNorms there, instead of saving
+            every candidate's intermediates (docs/drop_in_darts.md has the measured saving). Not twice
+            differentiable.
         candidates: existing candidate modules, one per primitive, to use instead of building them from
             `OPS` (`mednns_fast.nas.swap` wraps another code base's layers so).
     """
 
-    def __init__(self, C: int, stride: int = 1, primitives: Sequence[str] = DARTS_PRIMITIVES,
+    def __init__(self, C: int, stride: int = 1, primitives: Sequence[str] | None = None,
                  affine: bool = False, fused: bool = True,
-                 candidates: Sequence[nn.Module] | None = None) -> None:
+                 candidates: Sequence[nn.Module] | None = None, recompute: bool = False) -> None:
         super().__init__()
+        if primitives is None:
+            raise TypeError("MixedOp: primitives is required: name the candidates in the order of your "
+                            "architecture weights' columns, e.g. mf.nas.DARTS_PRIMITIVES (`none` first; "
+                            "pt.darts puts `none` last)")
+        if isinstance(primitives, str) or not all(isinstance(p, str) for p in primitives):
+            raise TypeError(f"MixedOp: primitives must be a sequence of names, got {primitives!r}")
+        if len(set(primitives)) != len(primitives):
+            raise ValueError(f"MixedOp: primitives must not repeat (a weight per candidate), got {list(primitives)}")
         unknown = [p for p in primitives if p not in OPS]
         if unknown or not primitives:
             raise ValueError(f"MixedOp: unknown primitives {unknown}; choose from {sorted(OPS)}")
         if stride not in (1, 2):
             raise ValueError(f"MixedOp: stride must be 1 or 2, got {stride}")
-        self.C, self.stride, self.fused = C, stride, fused
+        self.C, self.stride, self.fused, self.recompute = C, stride, fused, recompute
         self.primitives = tuple(primitives)
         if candidates is None:
             candidates = [OPS[p](C, stride, affine) for p in self.primitives]
@@ -89,20 +112,25 @@ class MixedOp(nn.Module):
             return x[:, :, :: self.stride, :: self.stride].mul(0.0)
         if not self.fused:
             return sum(weights[k] * self.candidates[k](x) for k in kept)
+        if self.recompute and torch.is_grad_enabled():
+            params = [p for p in self.parameters() if p.requires_grad]
+            if x.requires_grad or weights.requires_grad or params:
+                return _RecomputedEdge.apply(self, kept, x, weights, *params)
         return self._forward_fused(x, weights, kept)
 
     def forward_naive(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """The textbook edge, every candidate run on its own: the reference of the fused forward."""
         return sum(w * op(x) for w, op in zip(weights, self.candidates))
 
-    def _forward_fused(self, x: torch.Tensor, weights: torch.Tensor, kept: tuple[int, ...]) -> torch.Tensor:
+    def _forward_fused(self, x: torch.Tensor, weights: torch.Tensor, kept: tuple[int, ...],
+                       depthwise: Callable[..., torch.Tensor] = multi_depthwise_conv2d) -> torch.Tensor:
         relu = F.relu(x) if any(self._uses_relu(k) for k in kept) else None
         outputs: dict[int, torch.Tensor] = {}
         convs = [k for k in kept if isinstance(self.candidates[k], (SepConv, DilConv))]
         # Sep convs first, so that their second stages read a channel prefix of the first-stage output.
         convs.sort(key=lambda k: not isinstance(self.candidates[k], SepConv))
         if convs:
-            outputs.update(self._conv_candidates(relu, convs))
+            outputs.update(self._conv_candidates(relu, convs, depthwise))
         for k in kept:
             if k in outputs:
                 continue
@@ -118,18 +146,19 @@ class MixedOp(nn.Module):
     def _uses_relu(self, k: int) -> bool:
         return isinstance(self.candidates[k], (SepConv, DilConv, FactorizedReduce))
 
-    def _conv_candidates(self, relu: torch.Tensor, convs: list[int]) -> dict[int, torch.Tensor]:
+    def _conv_candidates(self, relu: torch.Tensor, convs: list[int],
+                         depthwise: Callable[..., torch.Tensor]) -> dict[int, torch.Tensor]:
         C = self.C
         first = [self.candidates[k].stage1 if isinstance(self.candidates[k], SepConv) else self.candidates[k]
                  for k in convs]
-        y = _dil_conv_stage(relu, first, self.stride, shared_input=True)
+        y = _dil_conv_stage(relu, first, self.stride, True, depthwise)
         seps = [k for k in convs if isinstance(self.candidates[k], SepConv)]
         # split (not slicing) so autograd joins the pieces' gradients with one cat, not a zero-fill each
         pieces = y.split([len(seps) * C] + [C] * (len(convs) - len(seps)), dim=1)
         outputs = dict(zip(convs[len(seps):], pieces[1:]))
         if seps:
             second = [self.candidates[k].stage2 for k in seps]
-            z = _dil_conv_stage(F.relu(pieces[0]), second, 1, shared_input=False)
+            z = _dil_conv_stage(F.relu(pieces[0]), second, 1, False, depthwise)
             outputs.update(zip(seps, z.split(C, dim=1)))
         return outputs
 
@@ -138,13 +167,14 @@ def _reload_kept(module: MixedOp, incompatible_keys) -> None:
     module._set_kept(module.active)
 
 
-def _dil_conv_stage(relu: torch.Tensor, stages: list[DilConv], stride: int, shared_input: bool) -> torch.Tensor:
+def _dil_conv_stage(relu: torch.Tensor, stages: list[DilConv], stride: int, shared_input: bool,
+                    depthwise_fn: Callable[..., torch.Tensor]) -> torch.Tensor:
     """Depthwise, pointwise and BN of several DilConv stages at once (their ReLU already applied).
 
     Returns [N, J*C, Ho, Wo], stage j in channels [j*C, (j+1)*C).
     """
-    depthwise = multi_depthwise_conv2d(relu, [s.depthwise.weight for s in stages],
-                                       [s.dilation for s in stages], stride, shared_input)
+    depthwise = depthwise_fn(relu, [s.depthwise.weight for s in stages], [s.dilation for s in stages], stride,
+                             shared_input)
     # The J pointwise convs as one batched matmul [J, Cout, Cin] @ [N, J, Cin, H*W]: on CPU its backward
     # is several times cheaper than a grouped 1x1 convolution's.
     # unflatten/flatten rather than view(N, J, C, H*W): with view, Inductor's dynamic-shape pass fails on a
@@ -153,3 +183,80 @@ def _dil_conv_stage(relu: torch.Tensor, stages: list[DilConv], stride: int, shar
     weight = torch.stack([s.pointwise.weight.flatten(1) for s in stages])
     pointwise = torch.matmul(weight, depthwise.unflatten(1, (len(stages), weight.shape[2])).flatten(3))
     return grouped_batch_norm(pointwise.flatten(1, 2).unflatten(2, (H, W)), [s.bn for s in stages])
+
+
+class _RecomputedEdge(torch.autograd.Function):
+    """The fused forward (memory mode): saves the input, the weights, the parameters and the depthwise
+    outputs; backward replays the forward from them (depthwise outputs read, not recomputed) and
+    differentiates the replay."""
+
+    @staticmethod
+    def forward(ctx, op: MixedOp, kept: tuple[int, ...], x: torch.Tensor, weights: torch.Tensor, *params):
+        depthwise_outputs: list[torch.Tensor] = []
+
+        def recorded(*args):
+            depthwise_outputs.append(multi_depthwise_conv2d(*args))
+            return depthwise_outputs[-1]
+
+        out = op._forward_fused(x, weights, kept, recorded)  # grad mode is off here: no graph is kept
+        ctx.op, ctx.kept, ctx.n_params = op, kept, len(params)
+        ctx.save_for_backward(x, weights, *params, *depthwise_outputs)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        x, weights, *rest = ctx.saved_tensors
+        params, cached = rest[:ctx.n_params], iter(rest[ctx.n_params:])
+
+        def replayed(relu, dw_weights, dilations, stride, shared_input):
+            return _CachedDepthwise.apply(next(cached), (list(dilations), stride, shared_input), relu, *dw_weights)
+
+        x_in = x.detach().requires_grad_(ctx.needs_input_grad[2])
+        w_in = weights.detach().requires_grad_(ctx.needs_input_grad[3])
+        inputs = [x_in, w_in, *params]
+        wanted = [t for t in inputs if t.requires_grad]
+        # BN's backward reads the running statistics too: restore them only once the gradients are taken
+        with _running_stats_kept(ctx.op):
+            with torch.enable_grad():
+                out = ctx.op._forward_fused(x_in, w_in, ctx.kept, replayed)
+            found = iter(torch.autograd.grad(out, wanted, grad, allow_unused=True))
+        return (None, None, *(next(found) if t.requires_grad else None for t in inputs))
+
+
+class _CachedDepthwise(torch.autograd.Function):
+    """`multi_depthwise_conv2d` whose output is already known (saved by the forward): returns it, and
+    differentiates like the real op."""
+
+    @staticmethod
+    def forward(ctx, cached: torch.Tensor, args: tuple, relu: torch.Tensor, *dw_weights):
+        ctx.save_for_backward(relu, *dw_weights)
+        ctx.args = args
+        return cached.detach()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        relu, *dw_weights = ctx.saved_tensors
+        dilations, stride, shared_input = ctx.args
+        weights_need_grad = any(ctx.needs_input_grad[3:])
+        grad_x, grad_ws = torch.ops.mednns_fast.multi_depthwise_conv2d_backward(
+            grad.contiguous(), relu, dw_weights, dilations, stride, shared_input, ctx.needs_input_grad[2],
+            weights_need_grad)
+        return (None, None, grad_x if ctx.needs_input_grad[2] else None,
+                *(grad_ws if weights_need_grad else [None] * len(dw_weights)))
+
+
+@contextmanager
+def _running_stats_kept(op: nn.Module):
+    """The replay normalises with the same batch statistics but must not move the running ones again."""
+    bns = [m for m in op.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
+           and m.track_running_stats]
+    kept = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in bns]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, (mean, var, count) in zip(bns, kept):
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(count)

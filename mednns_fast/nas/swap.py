@@ -110,7 +110,7 @@ class PartialChannelMixedOp(SwappedMixedOp):
 
 
 def swap_mixed_ops(model: nn.Module, *, primitives: Sequence[str] | None = None,
-                   ops_attr: str = "_ops") -> SwapReport:
+                   ops_attr: str = "_ops", recompute: bool = False) -> SwapReport:
     """Replace every DARTS mixed edge of ``model`` in place by a fused edge over the same layers.
 
     Args:
@@ -121,6 +121,7 @@ def swap_mixed_ops(model: nn.Module, *, primitives: Sequence[str] | None = None,
         primitives: optional, the order the caller's architecture weights use; every edge's derived
             order must equal it, else nothing is swapped.
         ops_attr: the name of the candidate list.
+        recompute: put the fused edges in memory mode (`MixedOp`'s ``recompute``).
 
     Returns:
         A `SwapReport` listing each swapped edge, its derived candidate order, channels and stride.
@@ -154,6 +155,7 @@ def swap_mixed_ops(model: nn.Module, *, primitives: Sequence[str] | None = None,
         raise ValueError("swap_mixed_ops: nothing swapped, the model is unchanged; cannot map\n  - "
                          + "\n  - ".join(refusals))
     for name, new, _ in replacements:
+        new.recompute = recompute
         parent_name, _, child = name.rpartition(".")
         model.get_submodule(parent_name)._modules[child] = new
     return SwapReport(tuple(r for _, _, r in replacements))
