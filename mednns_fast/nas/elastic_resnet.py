@@ -309,15 +309,15 @@ class ElasticResNet(nn.Module):
         self,
         in_channels: int = 1,
         num_classes: int = 10,
-        stem_channels: int = 16,
-        stage_channels: Sequence[int] = (16, 32, 64, 128),
+        stem_channels: int = 12,
+        stage_channels: Sequence[int] = (12, 24, 48, 96),
         stage_strides: Sequence[int] = (1, 2, 2, 2),
         stem_kernel: int = 3,
         stem_stride: int = 2,
         stem_pool: bool = False,
         base_depth: Sequence[int] = BASE_DEPTH,
         max_extra_depth: int = MAX_EXTRA_DEPTH,
-        divisor: int = 4,
+        divisor: int = 2,
     ) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("num_classes", num_classes),
