@@ -112,7 +112,7 @@ def train_extractor(tasks: Mapping[str, object], exclude: str | Sequence[str] = 
             loss.backward()
             opt.step()
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
     bar.close()
     model.eval()
     provenance = {"tasks": names, "excluded": [exclude] if isinstance(exclude, str) else list(exclude),

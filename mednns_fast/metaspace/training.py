@@ -6,6 +6,7 @@ No I/O here: `train_metaspace` hands checkpoint states to a callback and accepts
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -136,8 +137,9 @@ def train_metaspace(data: MetaSpaceData, config: MetaSpaceConfig, resume: dict |
     positives = _contrastive_models(data, config.contrastive_top)
 
     def state(step: int) -> dict:
-        return {"step": step, "config": config.to_dict(), "model": model.state_dict(),
-                "optimizer": opt.state_dict(), "generator": g.get_state(), "history": list(history)}
+        # Deep copies: state_dict() tensors alias the live parameters, which keep training.
+        return copy.deepcopy({"step": step, "config": config.to_dict(), "model": model.state_dict(),
+                              "optimizer": opt.state_dict(), "generator": g.get_state(), "history": history})
 
     model.train()
     bar = tqdm(range(start, config.steps), desc="meta-space", disable=not progress, leave=False)
@@ -146,7 +148,7 @@ def train_metaspace(data: MetaSpaceData, config: MetaSpaceConfig, resume: dict |
         opt.zero_grad(set_to_none=True)
         values["total"].backward()
         opt.step()
-        history.append({k: float(v) for k, v in values.items()})
+        history.append({k: float(v.detach()) for k, v in values.items()})
         bar.set_postfix(loss=f"{history[-1]['total']:.4f}")
         if on_checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
             on_checkpoint(state(step + 1))
