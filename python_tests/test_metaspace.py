@@ -238,7 +238,8 @@ def test_saved_metaspace_answers_same_query_in_new_process(tmp_path, tasks):
     space = ms.TrainedMetaSpace(extractor, _index(model, data), images=64)
     path = ms.save_metaspace(space, data.topology, data.functional, tmp_path / "space.pt")
     here = [(r.index, round(r.predicted_accuracy, 6)) for r in space.query(tasks["lfw_faces"], k=5)]
-    code = ("import torch; torch.set_num_threads(1); import mednns_fast as mf; from mednns_fast import metaspace as ms; "
+    code = ("import torch; torch.set_num_threads(1); import mednns_fast as mf; "
+            "from mednns_fast import metaspace as ms; "
             f"s = ms.load_metaspace({str(path)!r}); t = mf.data.build_task('lfw_faces'); "
             "print([(r.index, round(r.predicted_accuracy, 6)) for r in s.query(t, k=5)])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
