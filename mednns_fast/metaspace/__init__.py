@@ -1,6 +1,7 @@
-"""MedNNS meta-space: dataset and model encoders, the performance/rank/FID/contrastive losses, training, query and
-fine-tuning (docs/metaspace.md). The model zoo database lives in `zoo`."""
+"""MedNNS meta-space side: the model zoo (database), supernet training and zoo building; dataset and model encoders,
+the performance/rank/FID/contrastive losses, meta-space training, query and fine-tuning (docs/metaspace.md)."""
 
+from .checkpoint import load_supernet, save_supernet, weights_digest
 from .dataset_features import dataset_features, dataset_fid, feature_statistics
 from .encoders import ModelEncoder, SetEncoder, functional_embedding, probe_inputs
 from .extractor import Extractor, FeatureExtractor, fold_tasks, state_digest, train_extractor
@@ -12,8 +13,10 @@ from .pipeline import TrainedMetaSpace, query
 from .query import CandidateIndex, CandidateRef, Retrieved, WeightsHandle
 from .space import MEDNNS, MEDNNS_NO_FID, MEDNNS_NO_RANK, PRESETS, TANS, MetaSpace, MetaSpaceConfig
 from .training import MetaSpaceData, TrainResult, build_metaspace, train_metaspace
+from .zoo import SCHEMA_VERSION, Zoo, ZooRecord
 
 __all__ = [
+    "SCHEMA_VERSION", "Zoo", "ZooRecord", "load_supernet", "save_supernet", "weights_digest",
     "CandidateIndex", "CandidateRef", "Extractor", "FeatureExtractor", "FineTuneResult", "MEDNNS",
     "MEDNNS_NO_FID", "MEDNNS_NO_RANK", "MetaSpace", "MetaSpaceConfig", "MetaSpaceData", "ModelEncoder", "PRESETS",
     "Retrieved", "SetEncoder", "TANS", "TrainResult", "TrainedMetaSpace", "WeightsHandle", "accuracy",
