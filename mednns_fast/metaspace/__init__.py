@@ -4,12 +4,13 @@ the performance/rank/FID/contrastive losses, meta-space training, query and fine
 from .checkpoint import load_supernet, save_supernet, weights_digest
 from .dataset_features import dataset_features, dataset_fid, feature_statistics
 from .encoders import ModelEncoder, SetEncoder, functional_embedding, probe_inputs
-from .extractor import Extractor, FeatureExtractor, fold_tasks, state_digest, train_extractor
+from .extractor import Extractor, FeatureExtractor, state_digest, train_extractor
 from .finetune import FineTuneResult, accuracy, adapt_to_task, fine_tune
 from .images import to_float_images, training_sample
 from .losses import contrastive_loss, fid_loss, normalised_fid, pairwise_rank_loss, performance_loss
 from .persist import load_checkpoint, load_metaspace, save_checkpoint, save_metaspace
 from .pipeline import TrainedMetaSpace, query
+from .pooled import fold_tasks, train_pooled
 from .query import CandidateIndex, CandidateRef, Retrieved, WeightsHandle
 from .space import MEDNNS, MEDNNS_NO_FID, MEDNNS_NO_RANK, PRESETS, TANS, MetaSpace, MetaSpaceConfig
 from .training import MetaSpaceData, TrainResult, build_metaspace, train_metaspace
@@ -23,5 +24,6 @@ __all__ = [
     "adapt_to_task", "build_metaspace", "contrastive_loss", "dataset_features", "dataset_fid", "feature_statistics",
     "fid_loss", "fine_tune", "fold_tasks", "functional_embedding", "load_checkpoint", "load_metaspace",
     "normalised_fid", "pairwise_rank_loss", "performance_loss", "probe_inputs", "query", "save_checkpoint",
-    "save_metaspace", "state_digest", "to_float_images", "train_extractor", "train_metaspace", "training_sample",
+    "save_metaspace", "state_digest", "to_float_images", "train_extractor", "train_metaspace", "train_pooled",
+    "training_sample",
 ]

@@ -11,13 +11,10 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from .images import to_float_images
+from .pooled import fold_tasks, train_pooled
 
 
 class FeatureExtractor(nn.Module):
@@ -64,15 +61,6 @@ class Extractor:
     provenance: dict
 
 
-def fold_tasks(tasks: Sequence[str], held_out: str | Sequence[str]) -> list[str]:
-    """The tasks a fold may train on: every task except the held-out one(s)."""
-    held = [held_out] if isinstance(held_out, str) else list(held_out)
-    unknown = [h for h in held if h not in tasks]
-    if unknown:
-        raise ValueError(f"held_out {unknown} not among the tasks {list(tasks)}")
-    return [t for t in tasks if t not in held]
-
-
 def train_extractor(tasks: Mapping[str, object], exclude: str | Sequence[str] = (), seed: int = 0,
                     epochs: int = 3, per_task: int = 400, feature_dim: int = 64, lr: float = 3e-3,
                     batch_size: int = 64, progress: bool = True) -> Extractor:
@@ -82,39 +70,9 @@ def train_extractor(tasks: Mapping[str, object], exclude: str | Sequence[str] = 
     spaces differ); the heads are dropped afterwards. Deterministic given the seed.
     """
     names = fold_tasks(list(tasks), exclude) if exclude else list(tasks)
-    if not names:
-        raise ValueError("train_extractor: no task left to train on")
-    rng = np.random.default_rng(seed)
-    xs, ys, ts = [], [], []
-    for k, name in enumerate(names):
-        split = tasks[name]["train"]
-        idx = rng.permutation(len(split.images))[:per_task]
-        xs.append(to_float_images(split.images[idx], 3))
-        ys.append(torch.from_numpy(np.asarray(split.labels)[idx].astype(np.int64).reshape(-1)))
-        ts.append(torch.full((len(idx),), k, dtype=torch.long))
-    x, y, t = torch.cat(xs), torch.cat(ys), torch.cat(ts)
     torch.manual_seed(seed)
     model = FeatureExtractor(feature_dim)
-    heads = nn.ModuleList(nn.Linear(feature_dim, int(tasks[n]["train"].n_classes)) for n in names)
-    opt = torch.optim.AdamW([*model.parameters(), *heads.parameters()], lr=lr, weight_decay=1e-4)
-    g = torch.Generator().manual_seed(seed)
-    steps = epochs * ((len(x) + batch_size - 1) // batch_size)
-    bar = tqdm(total=steps, desc="extractor", disable=not progress, leave=False)
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), batch_size):
-            b = order[i:i + batch_size]
-            feats = model(x[b])
-            loss = sum(F.cross_entropy(heads[k](feats[t[b] == k]), y[b][t[b] == k], reduction="sum")
-                       for k in t[b].unique().tolist()) / len(b)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-    bar.close()
-    model.eval()
+    train_pooled(model, feature_dim, tasks, names, seed, epochs, per_task, lr, batch_size, "extractor", progress)
     provenance = {"tasks": names, "excluded": [exclude] if isinstance(exclude, str) else list(exclude),
                   "seed": seed, "epochs": epochs, "per_task": per_task, "feature_dim": feature_dim,
                   "split": "train", "digest": state_digest(model)}

@@ -37,8 +37,8 @@ def _first_conv(model: nn.Module) -> nn.Conv2d:
 
 
 def adapt_to_task(model: nn.Module, in_channels: int, n_classes: int, seed: int = 0) -> nn.Module:
-    """Make `model` take `in_channels` inputs and give `n_classes` logits (a fresh, seeded head when the class
-    count differs). Returns the same module."""
+    """Make `model` take `in_channels` inputs and give `n_classes` logits from a fresh, seeded head (a source
+    task's classes mean nothing on the target, even when they are as many). Returns the same module."""
     conv = _first_conv(model)
     if conv.in_channels != in_channels:
         if conv.groups != 1 or in_channels not in (1, 3) or conv.in_channels not in (1, 3):
@@ -48,9 +48,8 @@ def adapt_to_task(model: nn.Module, in_channels: int, n_classes: int, seed: int 
         conv.weight = nn.Parameter(w.contiguous())
         conv.in_channels = in_channels
     parent, name, head = _last_linear(model)
-    if head.out_features != n_classes:
-        torch.manual_seed(seed)
-        setattr(parent, name, nn.Linear(head.in_features, n_classes, bias=head.bias is not None))
+    torch.manual_seed(seed)
+    setattr(parent, name, nn.Linear(head.in_features, n_classes, bias=head.bias is not None))
     return model
 
 
@@ -116,7 +115,7 @@ def fine_tune(model: nn.Module, task, epochs: int = 5, lr: float = 1e-3, batch_s
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * len(b)
+            total += float(loss.detach()) * len(b)
         curve.append({"epoch": epoch, "train_loss": total / len(xtr), "val_acc": accuracy(model, xva, yva),
                       "test_acc": accuracy(model, xte, yte)})
     return FineTuneResult(model, curve)
