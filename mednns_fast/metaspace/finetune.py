@@ -84,12 +84,13 @@ def _split(task, name: str, channels: int, limit: int | None, rng: np.random.Gen
 
 def fine_tune(model: nn.Module, task, epochs: int = 5, lr: float = 1e-3, batch_size: int = 64,
               max_train: int | None = None, max_eval: int | None = None, channels: int | None = None,
-              seed: int = 0, progress: bool = False) -> FineTuneResult:
+              seed: int = 0, eval_val: bool = True, progress: bool = False) -> FineTuneResult:
     """Fine-tune every weight of `model` on task (a BuiltTask) for `epochs` epochs (AdamW), recording validation
     and test accuracy before training and after each epoch.
 
     channels: the model's input channels (default: the task's). max_train / max_eval: seeded subsamples of the
-    train / val and test splits (the evaluation's budget). Deterministic given the seed.
+    train / val and test splits (the evaluation's budget). eval_val=False skips the validation accuracy (None in
+    the curve). Deterministic given the seed.
     """
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"fine_tune: epochs must be a non-negative int, got {epochs!r}")
@@ -101,8 +102,10 @@ def fine_tune(model: nn.Module, task, epochs: int = 5, lr: float = 1e-3, batch_s
     adapt_to_task(model, channels, int(task["train"].n_classes), seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     g = torch.Generator().manual_seed(seed)
-    curve = [{"epoch": 0, "train_loss": float("nan"), "val_acc": accuracy(model, xva, yva),
-              "test_acc": accuracy(model, xte, yte)}]
+    def val() -> float | None:
+        return accuracy(model, xva, yva) if eval_val else None
+
+    curve = [{"epoch": 0, "train_loss": float("nan"), "val_acc": val(), "test_acc": accuracy(model, xte, yte)}]
     for epoch in tqdm(range(1, epochs + 1), desc="fine-tune", disable=not progress, leave=False):
         model.train()
         order = torch.randperm(len(xtr), generator=g)
@@ -116,6 +119,6 @@ def fine_tune(model: nn.Module, task, epochs: int = 5, lr: float = 1e-3, batch_s
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(b)
-        curve.append({"epoch": epoch, "train_loss": total / len(xtr), "val_acc": accuracy(model, xva, yva),
+        curve.append({"epoch": epoch, "train_loss": total / len(xtr), "val_acc": val(),
                       "test_acc": accuracy(model, xte, yte)})
     return FineTuneResult(model, curve)

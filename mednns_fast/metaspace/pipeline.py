@@ -19,7 +19,7 @@ class TrainedMetaSpace:
 
     extractor: Extractor
     index: CandidateIndex
-    images: int = 256
+    images: int = 64
     image_seed: int = 0
 
     def query(self, dataset, k: int = 10, exclude: Sequence[str] = ()) -> list[Retrieved]:
