@@ -359,6 +359,8 @@ class ElasticResNet(nn.Module):
         for name, m in self.named_modules():
             if isinstance(m, ElasticBatchNorm2d):
                 m.key = name
+        for block in self.blocks:  # each residual branch starts as zero: every depth starts as a working net
+            nn.init.zeros_(block.bn3.weight)
 
     @classmethod
     def ofa_resnet50(cls, in_channels: int = 3, num_classes: int = 1000) -> ElasticResNet:
