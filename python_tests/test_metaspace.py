@@ -258,3 +258,52 @@ def test_fine_tune_adapts_and_records_curve(tasks):
     assert net[0].in_channels == 1 and net[4].out_features == 3  # grey task, 3 classes
     assert all(0 <= row["test_acc"] <= 1 for row in result.curve)
     assert np.isfinite(result.curve[-1]["train_loss"])
+
+
+# ---- metrics -----------------------------------------------------------------------------------------------
+
+
+def test_spearman_matches_scipy_with_ties():
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 5, 40).astype(float)  # many ties
+    b = a + rng.normal(0, 2, 40)
+    assert ms.metrics.spearman(a, b) == pytest.approx(spearmanr(a, b).statistic, abs=1e-12)
+    assert ms.metrics.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert math.isnan(ms.metrics.spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_regret_and_epochs_to_reach():
+    assert ms.metrics.regret(0.9, 0.75) == pytest.approx(0.15)
+    assert ms.metrics.epochs_to_reach([0.1, 0.5, 0.7, 0.8], 0.7) == 2
+    assert ms.metrics.epochs_to_reach([0.1, 0.5], 0.7) is None
+
+
+# ---- the zoo bridge on a real SQLite zoo -------------------------------------------------------------------
+
+
+def test_zoo_bridge_errors_and_lazy_weights(tmp_path):
+    from mednns_fast.metaspace import zoo_data
+    from mednns_fast.nas.elastic_resnet import ElasticResNet, max_config, min_config
+
+    zoo = ms.Zoo(f"sqlite:///{tmp_path / 'zoo.db'}")
+    with pytest.raises(ValueError, match="empty"):
+        zoo_data.zoo_records(zoo, ["brain_plane"])
+    torch.manual_seed(0)
+    net = ElasticResNet(1, 3, stage_channels=(8, 8, 16, 16)).eval()
+    digest = ms.save_supernet(net, tmp_path / "brain_plane.pt")
+    zoo.register_supernet("brain_plane", digest, str(tmp_path / "brain_plane.pt"))
+    zoo.add([ms.ZooRecord("brain_plane", c, 1, 1, 0.5, 1.0, 0.5, 1.0, digest) for c in (max_config(), min_config())])
+    with pytest.raises(ValueError, match="no records for \\['modality'\\]"):
+        zoo_data.zoo_records(zoo, ["brain_plane", "modality"])
+    records = zoo_data.zoo_records(zoo, ["brain_plane"])["brain_plane"]
+    refs = zoo_data.candidate_refs(zoo, records)
+    handle = refs[1].weights
+    assert handle.dataset == "brain_plane" and handle.digest == digest  # a reference: nothing loaded yet
+    sub = handle.load()
+    x = torch.rand(4, 1, 28, 28)
+    torch.testing.assert_close(sub(x), net(x, handle.config), rtol=1e-4, atol=1e-5)
+    func = zoo_data.functional_embeddings(records, {"brain_plane": net})
+    assert func.shape == (2, zoo_data.FUNCTIONAL_DIM) and not torch.allclose(func[0], func[1])
+    assert zoo_data.topology_encodings(records).shape[0] == 2

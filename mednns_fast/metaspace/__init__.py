@@ -1,6 +1,7 @@
 """MedNNS meta-space side: the model zoo (database), supernet training and zoo building; dataset and model encoders,
 the performance/rank/FID/contrastive losses, meta-space training, query and fine-tuning (docs/metaspace.md)."""
 
+from . import metrics
 from .checkpoint import load_supernet, save_supernet, weights_digest
 from .dataset_features import dataset_features, dataset_fid, feature_statistics
 from .encoders import ModelEncoder, SetEncoder, functional_embedding, probe_inputs
@@ -17,7 +18,7 @@ from .training import MetaSpaceData, TrainResult, build_metaspace, train_metaspa
 from .zoo import SCHEMA_VERSION, Zoo, ZooRecord
 
 __all__ = [
-    "SCHEMA_VERSION", "Zoo", "ZooRecord", "load_supernet", "save_supernet", "weights_digest",
+    "SCHEMA_VERSION", "Zoo", "ZooRecord", "load_supernet", "save_supernet", "weights_digest", "metrics",
     "CandidateIndex", "CandidateRef", "Extractor", "FeatureExtractor", "FineTuneResult", "MEDNNS",
     "MEDNNS_NO_FID", "MEDNNS_NO_RANK", "MetaSpace", "MetaSpaceConfig", "MetaSpaceData", "ModelEncoder", "PRESETS",
     "Retrieved", "SetEncoder", "TANS", "TrainResult", "TrainedMetaSpace", "WeightsHandle", "accuracy",

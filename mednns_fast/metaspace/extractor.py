@@ -73,7 +73,8 @@ def train_extractor(tasks: Mapping[str, object], exclude: str | Sequence[str] = 
     names = fold_tasks(list(tasks), exclude) if exclude else list(tasks)
     torch.manual_seed(seed)
     model = FeatureExtractor(feature_dim)
-    train_pooled(model, feature_dim, tasks, names, seed, epochs, per_task, lr, batch_size, "extractor", progress)
+    train_pooled(model, feature_dim, tasks, names, seed, epochs, per_task, lr, batch_size, desc="extractor",
+                 progress=progress)
     provenance = {"tasks": names, "excluded": [exclude] if isinstance(exclude, str) else list(exclude),
                   "seed": seed, "epochs": epochs, "per_task": per_task, "feature_dim": feature_dim,
                   "split": "train", "digest": state_digest(model)}

@@ -7,6 +7,7 @@ The network may come from a supernet trained on a task with another number of cl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,32 +74,35 @@ class FineTuneResult:
         return self.curve[-1]["test_acc"]
 
 
-def _split(task, name: str, channels: int, limit: int | None, rng: np.random.Generator):
+def _split(task, name: str, channels: int, limit: int | None, rng: np.random.Generator, transform):
     s = task[name]
     idx = np.arange(len(s.images))
     if limit is not None and limit < len(idx):
         idx = np.sort(rng.permutation(len(idx))[:limit])
     y = torch.from_numpy(np.asarray(s.labels)[idx].astype(np.int64).reshape(-1))
-    return to_float_images(s.images[idx], channels), y
+    x = to_float_images(s.images[idx], channels)
+    return (transform(x) if transform is not None else x), y
 
 
 def fine_tune(model: nn.Module, task, epochs: int = 5, lr: float = 1e-3, batch_size: int = 64,
               max_train: int | None = None, max_eval: int | None = None, channels: int | None = None,
-              seed: int = 0, eval_val: bool = True, progress: bool = False) -> FineTuneResult:
+              seed: int = 0, eval_val: bool = True, transform: Callable | None = None,
+              progress: bool = False) -> FineTuneResult:
     """Fine-tune every weight of `model` on task (a BuiltTask) for `epochs` epochs (AdamW), recording validation
     and test accuracy before training and after each epoch.
 
     channels: the model's input channels (default: the task's). max_train / max_eval: seeded subsamples of the
     train / val and test splits (the evaluation's budget). eval_val=False skips the validation accuracy (None in
-    the curve). Deterministic given the seed.
+    the curve). transform: applied to [0, 1] images (e.g. `images.standardise` for zoo subnets). Deterministic
+    given the seed.
     """
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"fine_tune: epochs must be a non-negative int, got {epochs!r}")
     channels = channels or int(task["train"].n_channels)
     rng = np.random.default_rng(seed)
-    xtr, ytr = _split(task, "train", channels, max_train, rng)
-    xva, yva = _split(task, "val", channels, max_eval, rng)
-    xte, yte = _split(task, "test", channels, max_eval, rng)
+    xtr, ytr = _split(task, "train", channels, max_train, rng, transform)
+    xva, yva = _split(task, "val", channels, max_eval, rng, transform)
+    xte, yte = _split(task, "test", channels, max_eval, rng, transform)
     adapt_to_task(model, channels, int(task["train"].n_classes), seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     g = torch.Generator().manual_seed(seed)

@@ -20,6 +20,11 @@ def to_float_images(images: np.ndarray, channels: int = 3) -> torch.Tensor:
     return x.expand(-1, 3, -1, -1).contiguous() if channels == 3 else x.mean(1, keepdim=True)
 
 
+def standardise(x: torch.Tensor) -> torch.Tensor:
+    """[0, 1] images -> the supernets' input convention (x - 0.5) / 0.25 (the zoo builder's `task_tensors`)."""
+    return (x - 0.5) / 0.25
+
+
 def training_sample(task, n: int, seed: int = 0) -> np.ndarray:
     """Indices of a seeded sample of `n` images of the task's TRAIN split (all of them when it has fewer).
 

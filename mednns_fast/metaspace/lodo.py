@@ -26,13 +26,15 @@ from ..nas.elastic_resnet import ElasticResNet, config_key, max_config
 from .dataset_features import dataset_features
 from .extractor import train_extractor
 from .finetune import fine_tune
-from .images import to_float_images, training_sample
+from .images import standardise
 from .metrics import epochs_to_reach, regret, spearman
 from .pooled import fold_tasks, train_pooled
 from .query import CandidateIndex
 from .space import PRESETS
+from .supernet_training import evaluate_config
 from .training import train_metaspace
 from .zoo import Zoo
+from .zoo_builder import task_tensors
 from .zoo_data import (
     candidate_refs,
     functional_embeddings,
@@ -53,19 +55,21 @@ class LodoSettings:
     seeds: tuple[int, ...] = (0, 1, 2)
     tasks: tuple[str, ...] | None = None  # default: every dataset of the zoo
     methods: tuple[str, ...] = METHODS
-    finetuned_methods: tuple[str, ...] = ("mednns", "tans")  # others: retrieval metrics (fine-tuned if shared)
+    finetuned_methods: tuple[str, ...] = ("mednns", "tans")  # the others get retrieval metrics only
     images: int = 128  # training images encoding a dataset (and its FID statistics)
     extractor_epochs: int = 2
     extractor_per_task: int = 150
     pooled_epochs: int = 2  # pooled-pretrained baseline: largest net on the other tasks' train images
     pooled_per_task: int = 100
-    metaspace_steps: int = 300
+    metaspace_steps: int = 200
+    metaspace_batch: int = 128
     metric: str = "val_acc"  # what the predictor learns from the zoo
     finetune_epochs: int = 3
-    finetune_lr: float = 1e-3
-    max_train: int = 128  # fine-tuning images of the held-out task (seeded subsample of train)
-    max_eval: int = 128  # test images per curve point
-    calib: int = 128  # train images recalibrating BN when scoring a config on the held-out supernet
+    finetune_lr: float = 2e-3
+    finetune_batch: int = 32
+    max_train: int = 96  # fine-tuning images of the held-out task (seeded subsample of train)
+    max_eval: int = 96  # test images per curve point
+    calib: int = 256  # train images recalibrating BN when scoring a config on the held-out supernet (as the zoo)
     workers: int = 1
 
     def to_dict(self) -> dict:
@@ -103,19 +107,17 @@ def _hparams(supernets: Mapping[str, ElasticResNet], in_channels: int, num_class
 
 @torch.no_grad()
 def config_accuracy(net: ElasticResNet, config: dict, task, calib: int, seed: int = 0) -> float:
-    """Test accuracy of subnet `config` of the held-out task's own supernet, BN recalibrated on train images."""
-    from .supernet_training import evaluate_config
-
-    ch = net.hparams["in_channels"]
-    xc = to_float_images(task["train"].images[training_sample(task, calib, seed)], ch)
-    x = to_float_images(task["test"].images, ch)
-    y = torch.from_numpy(np.asarray(task["test"].labels).astype(np.int64).reshape(-1))
-    return float(evaluate_config(net, config, xc, x, y)[0])
+    """Test accuracy of subnet `config` of the held-out task's own supernet, with the zoo builder's protocol
+    (BN recalibrated on `calib` seeded training images), so that it compares with the zoo's test_acc."""
+    x_train, _ = task_tensors(task, "train")
+    order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(seed))
+    x, y = task_tensors(task, "test")
+    return float(evaluate_config(net, config, x_train[order[:calib]], x, y)[0])
 
 
 def _finetune_curve(net: nn.Module, task, s: LodoSettings, seed: int) -> list[float]:
-    result = fine_tune(net, task, s.finetune_epochs, s.finetune_lr, max_train=s.max_train, max_eval=s.max_eval,
-                       seed=seed, eval_val=False)
+    result = fine_tune(net, task, s.finetune_epochs, s.finetune_lr, s.finetune_batch, s.max_train, s.max_eval,
+                       seed=seed, eval_val=False, transform=standardise)
     return [row["test_acc"] for row in result.curve]
 
 
@@ -128,7 +130,7 @@ def _prepare_fold(held_out: str, names: list[str], suite, supernets, s: LodoSett
     torch.manual_seed(0)
     net = ElasticResNet(**_hparams(supernets, 3, 1))
     train_pooled(_MaxFeatures(net), net.feature_dim, seen, train_names, seed=0, epochs=s.pooled_epochs,
-                 per_task=s.pooled_per_task, desc="pooled", progress=progress)
+                 per_task=s.pooled_per_task, desc="pooled", transform=standardise, progress=progress)
     return _Fold(held_out, train_names, features, extractor.provenance, net.subnet(max_config()))
 
 
@@ -169,7 +171,7 @@ def run_fold(held_out: str, zoo_url: str, settings: LodoSettings, encodings: dic
         finetuned: dict[str, list[float]] = {}  # record key -> curve (a record retrieved twice is tuned once)
         row = {"seed": seed, "methods": {}, "baselines": {}}
         for method in s.methods:
-            config = replace(PRESETS[method], steps=s.metaspace_steps, seed=seed)
+            config = replace(PRESETS[method], steps=s.metaspace_steps, batch_records=s.metaspace_batch, seed=seed)
             model = train_metaspace(data, config, progress=False).model
             index = CandidateIndex(model, topo, func, refs)
             top = index.query(fold.features[held_out], k=1)[0]
@@ -181,10 +183,11 @@ def run_fold(held_out: str, zoo_url: str, settings: LodoSettings, encodings: dic
             entry = {"source_dataset": top.source_dataset, "config": top.config,
                      "predicted_accuracy": top.predicted_accuracy, "accuracy_on_held_out_supernet": acc,
                      "regret": regret(best, acc), "spearman": spearman(predicted.tolist(), own_acc)}
-            if method in s.finetuned_methods and key not in finetuned:
-                net = top.weights.load(loader=lambda _path, d=top.source_dataset: supernets[d])
-                finetuned[key] = _finetune_curve(net, task, s, seed)
-            entry["curve"] = finetuned.get(key)
+            if method in s.finetuned_methods:  # the others are scored by retrieval only (budget)
+                if key not in finetuned:
+                    net = top.weights.load(loader=lambda _path, d=top.source_dataset: supernets[d])
+                    finetuned[key] = _finetune_curve(net, task, s, seed)
+                entry["curve"] = finetuned[key]
             row["methods"][method] = entry
         rng = np.random.default_rng([seed, 104729])
         torch.manual_seed(seed)

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -39,13 +39,14 @@ def pooled_training_set(tasks: Mapping[str, object], names: Sequence[str], per_t
 
 def train_pooled(backbone: nn.Module, feature_dim: int, tasks: Mapping[str, object], names: Sequence[str],
                  seed: int = 0, epochs: int = 3, per_task: int = 400, lr: float = 3e-3, batch_size: int = 64,
-                 desc: str = "pooled", progress: bool = True) -> nn.Module:
+                 desc: str = "pooled", transform: Callable | None = None, progress: bool = True) -> nn.Module:
     """Train backbone ([N, 3, H, W] -> [N, feature_dim]) with one head per task on the pooled train images of
-    `names` (a list the caller built with `fold_tasks`). Deterministic given the seed; returns the backbone
-    in eval mode (the heads are dropped)."""
+    `names` (a list the caller built with `fold_tasks`). transform: applied to the [0, 1] images. Deterministic
+    given the seed; returns the backbone in eval mode (the heads are dropped)."""
     if not names:
         raise ValueError("train_pooled: no task to train on")
     x, y, t = pooled_training_set(tasks, names, per_task, seed)
+    x = transform(x) if transform is not None else x
     torch.manual_seed(seed)
     heads = nn.ModuleList(nn.Linear(feature_dim, int(tasks[n]["train"].n_classes)) for n in names)
     opt = torch.optim.AdamW([*backbone.parameters(), *heads.parameters()], lr=lr, weight_decay=1e-4)

@@ -27,12 +27,12 @@ class WeightsHandle:
     config: dict
 
     def load(self, loader=None) -> torch.nn.Module:
-        """The standalone subnet with the supernet's weights. loader(path) -> supernet (default: the zoo's
+        """The standalone subnet (eval mode) with the supernet's weights. loader(path) -> supernet (default: the zoo's
         `load_supernet`, which verifies the digest)."""
         if loader is None:
             from .zoo import load_supernet
             loader = load_supernet
-        return loader(self.path).subnet(self.config)
+        return loader(self.path).subnet(self.config).eval()
 
 
 @dataclass(frozen=True)

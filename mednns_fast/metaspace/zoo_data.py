@@ -11,6 +11,7 @@ from ..nas.elastic_resnet import ElasticResNet, encode_config
 from .checkpoint import load_supernet
 from .dataset_features import dataset_fid
 from .encoders import functional_embedding, probe_inputs
+from .images import standardise
 from .query import CandidateRef, WeightsHandle
 from .training import MetaSpaceData
 from .zoo import Zoo, ZooRecord
@@ -52,7 +53,7 @@ def functional_embeddings(records: Sequence[ZooRecord], supernets: Mapping[str, 
     out = torch.empty(len(records), dim)
     for i, r in enumerate(records):
         net = supernets[r.dataset]
-        x = probe_inputs(probes, net.hparams["in_channels"], 28, seed)
+        x = standardise(probe_inputs(probes, net.hparams["in_channels"], 28, seed))
         out[i] = functional_embedding(net.features(x, r.config), dim)
     return out
 
