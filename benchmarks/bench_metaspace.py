@@ -6,7 +6,7 @@ Entries (group per head: "cosine" = MedNNS, "mlp" = TANS):
 - `query_from_images`: `TrainedMetaSpace.query(task)`: also samples 64 training images of a real task and runs
   the frozen extractor on them (the whole user-facing query).
 - `encode_all_per_query`: vectorised, but encodes all 100,000 records at query time (no precomputed keys).
-- baseline `naive_per_record_loop`: encode and score one record at a time in Python, timed on 2,000 records and
+- baseline `naive_per_record_loop`: encode and score one record at a time in Python, timed on 500 records and
   compared per record (`units`).
 Answers are checked against each other (the top-10 of the fast path equals that of the full re-encoding).
 The meta-space is untrained (latency does not depend on its weights); encodings are random but of the real
@@ -24,7 +24,7 @@ from mednns_fast import metaspace as ms
 from mednns_fast.nas.elastic_resnet import CONFIG_ENCODING_DIM
 
 R = 100_000
-NAIVE_R = 2_000
+NAIVE_R = 500
 K = 10
 
 

@@ -204,6 +204,8 @@ def run_fold(held_out: str, zoo_url: str, settings: LodoSettings, encodings: dic
         for name, net in nets.items():
             row["baselines"][name] = {"curve": _finetune_curve(net, task, s, seed), "source_dataset": sources.get(name)}
         row["baselines"]["random_subnet"]["config"] = random_record.config
+        for name, cfg in (("random_subnet", random_record.config), ("largest_subnet", max_config())):
+            row["baselines"][name]["regret"] = regret(best, config_accuracy(supernets[held_out], cfg, task, s.calib))
         out["seeds"].append(row)
     return out
 
@@ -246,9 +248,10 @@ def summarise(folds: Sequence[dict], seeds: Sequence[int]) -> dict:
                     reached.append(e is not None)
                     if e is not None:
                         eps.append(e)
-                m = row["methods"].get(name)
+                m = row["methods"].get(name) or {}
+                if "regret" in (m or row["baselines"].get(name, {})):
+                    regs.append((m or row["baselines"][name])["regret"])
                 if m:
-                    regs.append(m["regret"])
                     rhos.append(m["spearman"])
             per_seed_acc.append(float(np.mean(accs)) if len(accs) == len(folds) else float("nan"))
             per_seed_reg.append(float(np.mean(regs)) if regs else float("nan"))

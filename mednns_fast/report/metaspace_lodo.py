@@ -89,12 +89,13 @@ def plot_lodo(results: dict, path: str | os.PathLike) -> Path:
     ax.tick_params(axis="x", rotation=45)
     ax = axes[1, 1]
     methods = [m for m, v in summary["regret"].items() if v["mean"] is not None]
+    rho = {m: summary["spearman"][m] for m in methods}
     x = np.arange(len(methods))
     ax.bar(x - 0.2, [100 * summary["regret"][m]["mean"] for m in methods], 0.4,
            yerr=[100 * summary["regret"][m]["std"] for m in methods], label="regret (points)")
     ax2 = ax.twinx()
-    ax2.bar(x + 0.2, [summary["spearman"][m]["mean"] or 0 for m in methods], 0.4, color="tab:orange",
-            yerr=[summary["spearman"][m]["std"] or 0 for m in methods], label="Spearman rho")
+    ax2.bar(x + 0.2, [rho[m]["mean"] or 0 for m in methods], 0.4, color="tab:orange",
+            yerr=[rho[m]["std"] or 0 for m in methods], label="Spearman rho (methods only)")
     ax.set_xticks(x, methods, rotation=20)
     ax.set_ylabel("retrieval regret (points)")
     ax2.set_ylabel("Spearman (predicted vs true, held-out zoo)")
