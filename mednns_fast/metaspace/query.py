@@ -1,0 +1,128 @@
+"""Query: a new dataset's features -> ranked (config, source dataset, predicted accuracy, weights handle).
+
+`CandidateIndex` encodes every zoo record once (its embedding, or the predictor's per-model projection), so a
+query costs one set encoding plus one [R, D] product (or [R, H] add) and a top-k. Weights are not touched until
+a caller asks for them: each result holds a `WeightsHandle` (supernet path, digest, config), and
+`WeightsHandle.load()` builds the subnet from the source dataset's supernet only then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .space import MetaSpace
+
+
+@dataclass(frozen=True)
+class WeightsHandle:
+    """Where a retrieved model's weights live: the subnet `config` of the supernet checkpoint at `path`
+    (trained on `dataset`, content digest `digest`). Nothing is loaded or copied until `load()`."""
+
+    dataset: str
+    path: str
+    digest: str
+    config: dict
+
+    def load(self, loader=None) -> torch.nn.Module:
+        """The standalone subnet (eval mode) with the supernet's weights. loader(path) -> supernet (default: the zoo's
+        `load_supernet`, which verifies the digest)."""
+        if loader is None:
+            from .zoo import load_supernet
+            loader = load_supernet
+        return loader(self.path).subnet(self.config).eval()
+
+
+@dataclass(frozen=True)
+class Retrieved:
+    """One query answer: a zoo record's config, its source dataset, the predicted accuracy on the query
+    dataset, its weights handle, and its row in the index."""
+
+    config: dict
+    source_dataset: str
+    predicted_accuracy: float
+    weights: WeightsHandle | None
+    index: int
+
+
+@dataclass(frozen=True)
+class CandidateRef:
+    """What the index keeps per record to answer with (no tensors, no weights)."""
+
+    config: dict
+    dataset: str
+    weights: WeightsHandle | None = None
+
+
+class CandidateIndex:
+    """All zoo records of a meta-space, encoded once.
+
+    model: a trained MetaSpace; topology [R, Dt], functional [R, Df] of the R records; refs: R CandidateRef
+    (same order). Encoding runs in chunks of `chunk` records.
+    """
+
+    def __init__(self, model: MetaSpace, topology: torch.Tensor, functional: torch.Tensor,
+                 refs: Sequence[CandidateRef], chunk: int = 16384) -> None:
+        if len(refs) != topology.shape[0]:
+            raise ValueError(f"CandidateIndex: {topology.shape[0]} encodings but {len(refs)} refs")
+        if len(refs) == 0:
+            raise ValueError("CandidateIndex: the zoo is empty (no records to retrieve from)")
+        self.model = model.eval()
+        self.refs = list(refs)
+        datasets = sorted({r.dataset for r in self.refs})
+        self.datasets = datasets
+        self.dataset_of = torch.tensor([datasets.index(r.dataset) for r in self.refs])
+        with torch.no_grad():
+            emb = [model.encode_models(topology[i:i + chunk], functional[i:i + chunk])
+                   for i in range(0, len(refs), chunk)]
+            self.embeddings = torch.cat(emb).contiguous()  # [R, D]
+            self.keys = model.model_keys(self.embeddings).contiguous()  # [R, D] or [R, H]
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def scores(self, dataset_emb: torch.Tensor) -> torch.Tensor:
+        """Predicted accuracy [R] of every record on a dataset with embedding [D]."""
+        with torch.no_grad():
+            return self.model.predict_from_keys(dataset_emb, self.keys)
+
+    def query_embedding(self, dataset_emb: torch.Tensor, k: int = 10,
+                        exclude: Sequence[str] = ()) -> list[Retrieved]:
+        """Top-k records for a dataset embedding [D], best first; records of datasets in `exclude` are skipped."""
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"query: k must be a positive int, got {k!r}")
+        with torch.no_grad():
+            allowed = None
+            if exclude:
+                bad = [self.datasets.index(d) for d in exclude if d in self.datasets]
+                allowed = ~torch.isin(self.dataset_of, torch.tensor(bad, dtype=torch.long))
+                if not bool(allowed.any()):
+                    raise ValueError(f"query: every record belongs to an excluded dataset {list(exclude)}")
+            if self.model.config.head == "mlp":
+                # TANS: a shortlist by cosine similarity, re-ranked by the predictor.
+                cos = self.embeddings @ dataset_emb
+                if allowed is not None:
+                    cos = cos.masked_fill(~allowed, -float("inf"))
+                n = min(max(k, self.model.config.tans_shortlist), int(torch.isfinite(cos).sum()))
+                shortlist = cos.topk(n).indices
+                scores = torch.full((len(self),), -float("inf"))
+                scores[shortlist] = self.model.predict_from_keys(dataset_emb, self.keys[shortlist])
+            else:
+                scores = self.scores(dataset_emb)
+                if allowed is not None:
+                    scores = scores.masked_fill(~allowed, -float("inf"))
+            n = min(k, int(torch.isfinite(scores).sum()))
+            top = scores.topk(n)
+        out = []
+        for value, i in zip(top.values.tolist(), top.indices.tolist()):
+            ref = self.refs[i]
+            out.append(Retrieved(ref.config, ref.dataset, float(value), ref.weights, i))
+        return out
+
+    def query(self, dataset_features: torch.Tensor, k: int = 10, exclude: Sequence[str] = ()) -> list[Retrieved]:
+        """Top-k records for a dataset given the frozen features [n, F] of a sample of its training images."""
+        with torch.no_grad():
+            emb = self.model.encode_datasets(dataset_features.float())
+        return self.query_embedding(emb, k, exclude)

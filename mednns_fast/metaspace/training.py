@@ -1,0 +1,158 @@
+"""Training a meta-space from zoo records: the weighted sum of the configured losses, deterministic, resumable.
+
+No I/O here: `train_metaspace` hands checkpoint states to a callback and accepts one back to resume
+(`persist.save_checkpoint` / `persist.load_checkpoint` write and read them).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from . import losses
+from .space import MetaSpace, MetaSpaceConfig
+
+
+@dataclass
+class MetaSpaceData:
+    """Everything a meta-space trains on, as tensors (built from a zoo by `zoo_data.metaspace_data`).
+
+    datasets: N dataset names. features: N tensors [n_i, F], frozen features of a sample of each dataset's
+    training images. fid: [N, N] FID between the datasets' feature distributions. topology: [R, Dt] config
+    encodings; functional: [R, Df] functional embeddings; dataset_index: [R] (long) the dataset each record was
+    measured on; accuracy: [R] its accuracy there (a fraction).
+    """
+
+    datasets: list[str]
+    features: list[torch.Tensor]
+    fid: torch.Tensor
+    topology: torch.Tensor
+    functional: torch.Tensor
+    dataset_index: torch.Tensor
+    accuracy: torch.Tensor
+
+    def __post_init__(self) -> None:
+        n, r = len(self.datasets), self.topology.shape[0]
+        if n == 0 or r == 0:
+            raise ValueError(f"MetaSpaceData: needs at least one dataset and one record, got {n} datasets, {r} records")
+        if len(self.features) != n or self.fid.shape != (n, n):
+            raise ValueError(f"MetaSpaceData: {n} datasets but {len(self.features)} feature sets and fid "
+                             f"{tuple(self.fid.shape)}")
+        if any(f.ndim != 2 or f.shape[1] != self.features[0].shape[1] for f in self.features):
+            raise ValueError("MetaSpaceData: features must all be [n_i, F] with one F")
+        for name in ("functional", "dataset_index", "accuracy"):
+            if getattr(self, name).shape[0] != r:
+                raise ValueError(f"MetaSpaceData.{name}: expected {r} rows, got {getattr(self, name).shape[0]}")
+        missing = sorted(set(range(n)) - set(self.dataset_index.tolist()))
+        if missing:
+            raise ValueError(f"MetaSpaceData: no records for dataset(s) {[self.datasets[i] for i in missing]}")
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.features[0].shape[1])
+
+
+@dataclass
+class TrainResult:
+    model: MetaSpace
+    history: list[dict] = field(default_factory=list)  # one row of loss values per step
+
+
+def build_metaspace(data: MetaSpaceData, config: MetaSpaceConfig) -> MetaSpace:
+    torch.manual_seed(config.seed)  # initial weights: a function of the seed alone
+    return MetaSpace(data.feature_dim, data.topology.shape[1], data.functional.shape[1], config)
+
+
+def _sample_sets(data: MetaSpaceData, k: int, g: torch.Generator) -> torch.Tensor:
+    """[N, k, F]: k feature rows per dataset, drawn with replacement when a dataset has fewer."""
+    rows = []
+    for f in data.features:
+        n = f.shape[0]
+        idx = torch.randint(n, (k,), generator=g) if n < k else torch.randperm(n, generator=g)[:k]
+        rows.append(f[idx].float())
+    return torch.stack(rows)
+
+
+def _contrastive_models(data: MetaSpaceData, top: int) -> torch.Tensor:
+    """Indices of each dataset's `top` most accurate records (TANS's positives)."""
+    keep = []
+    for d in range(len(data.datasets)):
+        idx = (data.dataset_index == d).nonzero().squeeze(1)
+        keep.append(idx[data.accuracy[idx].argsort(descending=True)[:top]])
+    return torch.cat(keep)
+
+
+def step_losses(model: MetaSpace, data: MetaSpaceData, g: torch.Generator, fid_target: torch.Tensor,
+                positives: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The configured losses on one random batch (a sample of each dataset's images, a batch of records)."""
+    c = model.config
+    dataset_emb = model.encode_datasets(_sample_sets(data, c.images_per_set, g))  # [N, D]
+    r = data.topology.shape[0]
+    batch = torch.randperm(r, generator=g)[: c.batch_records]
+    model_emb = model.encode_models(data.topology[batch], data.functional[batch])
+    groups = data.dataset_index[batch]
+    acc = data.accuracy[batch].float()
+    predicted = model.predict(dataset_emb[groups], model_emb)
+    out = {}
+    if c.performance:
+        out["performance"] = losses.performance_loss(predicted, acc)
+    if c.rank:
+        out["rank"] = losses.pairwise_rank_loss(predicted, acc, groups, c.rank_margin)
+    if c.fid:
+        out["fid"] = losses.fid_loss(dataset_emb, fid_target)
+    if c.contrastive:
+        pos_emb = model.encode_models(data.topology[positives], data.functional[positives])
+        out["contrastive"] = losses.contrastive_loss(dataset_emb, pos_emb, data.dataset_index[positives],
+                                                     c.contrastive_margin)
+    out["total"] = sum(getattr(c, name) * value for name, value in out.items())
+    return out
+
+
+def train_metaspace(data: MetaSpaceData, config: MetaSpaceConfig, resume: dict | None = None,
+                    checkpoint_every: int = 0, on_checkpoint: Callable[[dict], None] | None = None,
+                    progress: bool = True) -> TrainResult:
+    """Train a meta-space for `config.steps` steps (AdamW), deterministically from `config.seed`.
+
+    resume: a state from `on_checkpoint` (or `persist.load_checkpoint`); training continues exactly where it
+    stopped (model, optimiser, sampling generator, step). on_checkpoint(state) is called every
+    `checkpoint_every` steps and at the end.
+    """
+    model = build_metaspace(data, config)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    g = torch.Generator().manual_seed(config.seed)
+    history: list[dict] = []
+    start = 0
+    if resume is not None:
+        if resume["config"] != config.to_dict():
+            raise ValueError("train_metaspace: the resume state was trained with a different config")
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        g.set_state(resume["generator"])
+        history, start = list(resume["history"]), int(resume["step"])
+    fid_target = losses.normalised_fid(data.fid.float())
+    positives = _contrastive_models(data, config.contrastive_top)
+
+    def state(step: int) -> dict:
+        # Deep copies: state_dict() tensors alias the live parameters, which keep training.
+        return copy.deepcopy({"step": step, "config": config.to_dict(), "model": model.state_dict(),
+                              "optimizer": opt.state_dict(), "generator": g.get_state(), "history": history})
+
+    model.train()
+    bar = tqdm(range(start, config.steps), desc="meta-space", disable=not progress, leave=False)
+    for step in bar:
+        values = step_losses(model, data, g, fid_target, positives)
+        opt.zero_grad(set_to_none=True)
+        values["total"].backward()
+        opt.step()
+        history.append({k: float(v.detach()) for k, v in values.items()})
+        bar.set_postfix(loss=f"{history[-1]['total']:.4f}")
+        if on_checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
+            on_checkpoint(state(step + 1))
+    if on_checkpoint is not None:
+        on_checkpoint(state(config.steps))
+    model.eval()
+    return TrainResult(model, history)
