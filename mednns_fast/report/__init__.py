@@ -1,1 +1,2 @@
-"""Everything that writes files or draws: run directories, JSON metrics, figures, the HTML report."""
+"""Reporting: run directories, JSON results, figures and the HTML report (all the I/O and plotting; the
+algorithms return plain results). One module per concern."""

@@ -1,0 +1,181 @@
+"""IAC vs IAC-LTH on the built-in segmentation tasks: baseline U-Net, full-length cell search, pruned search.
+
+For every task x backbone x seed: train the backbone (the frozen baseline), implant search cells and run
+the full-length first-order DARTS search, run the same search (same initial cells, same batches) with the
+JS-stability pruner (IAC-LTH, stops when every edge is decided), derive both genotypes, train each derived
+cell with the backbone frozen, and evaluate all three networks per case on the test split.
+
+Scaling (everything shrunk to fit ~20-25 min on a loaded 2-core CPU; `ExperimentConfig` holds it all):
+images downsampled 64 -> 32 px, a subset of training images spread evenly over the cases, U-Nets of depth 2
+and width 8, cells of 2 nodes with PC-DARTS K = 4, the paper's 200-epoch search scaled to `search_epochs`
+(an epoch = one pass over the weight half of the subset), short backbone and cell training.
+
+Run:  python -m experiments.iac_lth --out runs/iac_lth      (or `run_experiment(ExperimentConfig(), out)`)
+Interrupted runs resume: finished runs are read back from their JSON, searches from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+import mednns_fast as mf
+from mednns_fast.nas import IACConfig, implant, make_backbone
+from mednns_fast.report.iac_figures import plot_search_pair
+from mednns_fast.report.iac_results import read_json, summary_table, write_json
+from mednns_fast.search import SearchConfig, darts_search, evaluate, seg_data, train_derived, train_segmenter
+
+SEG_TASKS = ("brain_extraction", "brain_tissue_seg", "itk_tissue_seg", "nuclei_seg")
+
+
+@dataclass
+class ExperimentConfig:
+    tasks: tuple[str, ...] = SEG_TASKS
+    backbones: tuple[str, ...] = ("unet", "resunet")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    downsample: int = 2
+    train_images: int = 24
+    depth: int = 2
+    width: int = 8
+    norm: str = "batch"
+    backbone_epochs: int = 10
+    nodes: int = 2
+    partial_channels: int = 4
+    search_epochs: int = 24          # the full-length search (the paper: 200)
+    search_batch: int = 12           # one step per epoch on each half of the 24 images
+    alpha_lr: float = 3e-2
+    w_lr: float = 3e-3
+    pruner: dict = field(default_factory=lambda: dict(window=2, threshold=3e-4, patience=2, prune_fraction=1.0))
+    derived_epochs: int = 6
+    batch_size: int = 8
+
+    def cell(self) -> IACConfig:
+        return IACConfig(nodes=self.nodes, partial_channels=self.partial_channels)
+
+    def search(self, seed: int, pruned: bool) -> SearchConfig:
+        return SearchConfig(epochs=self.search_epochs, batch_size=self.search_batch, w_lr=self.w_lr,
+                            alpha_lr=self.alpha_lr, seed=seed, pruner=dict(self.pruner) if pruned else None)
+
+
+def _run_one(cfg: ExperimentConfig, task: str, backbone_name: str, seed: int, train, test, out: Path,
+             progress: bool) -> dict:
+    tag = f"{task}_{backbone_name}_s{seed}"
+    torch.manual_seed(seed)
+    backbone = make_backbone(backbone_name, train.images.shape[1], train.n_classes, cfg.depth, cfg.width, cfg.norm)
+    t0 = time.perf_counter()
+    train_segmenter(backbone, backbone.parameters(), train, cfg.backbone_epochs, cfg.batch_size, 3e-3, seed,
+                    f"{tag} backbone", progress)
+    backbone_s = time.perf_counter() - t0
+    row: dict = {"task": task, "backbone": backbone_name, "seed": seed, "backbone_train_s": backbone_s,
+                 "baseline": evaluate(backbone, test).to_dict()}
+    results = {}
+    for mode in ("full", "lth"):
+        net = implant(copy.deepcopy(backbone), cfg.cell(), generator=torch.Generator().manual_seed(seed))
+        ckpt = out / "checkpoints" / f"{tag}_{mode}.pt"
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        res = darts_search(net, train, cfg.search(seed, mode == "lth"), checkpoint=ckpt, progress=progress)
+        derived = train_derived(backbone, res.genotype, train, cfg.derived_epochs, batch_size=cfg.batch_size,
+                                seed=seed, progress=progress)
+        row[mode] = {"search": res.summary(), "test": evaluate(derived, test).to_dict()}
+        results[mode] = res
+    plot_search_pair(results["full"], results["lth"], out / "figures" / f"{tag}.png", tag)
+    row["trajectories"] = {m: {"weights": r.weights.tolist(), "divergences": r.divergences}
+                           for m, r in results.items()}
+    return row
+
+
+def _stats(values: list[float]) -> dict:
+    values = [v for v in values if v == v]
+    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
+            "n": len(values)}
+
+
+def _case_dices(test: dict) -> list[float]:
+    return [float(torch.tensor([v if v is not None else float("nan") for v in row[1:]]).nanmean())
+            for row in test["dice"]]
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Per task x backbone: Dice mean and std over cases and seeds, search times, speed-ups, epochs."""
+    rows = []
+    for key in dict.fromkeys((r["task"], r["backbone"]) for r in runs):
+        group = [r for r in runs if (r["task"], r["backbone"]) == key]
+        full_s = [r["full"]["search"]["wall_seconds"] for r in group]
+        lth_s = [r["lth"]["search"]["wall_seconds"] for r in group]
+        full_c = [r["full"]["search"]["cpu_seconds"] for r in group]
+        lth_c = [r["lth"]["search"]["cpu_seconds"] for r in group]
+        rows.append({
+            "task": key[0], "backbone": key[1], "seeds": [r["seed"] for r in group],
+            "baseline_dice": _stats([d for r in group for d in _case_dices(r["baseline"])]),
+            "full_dice": _stats([d for r in group for d in _case_dices(r["full"]["test"])]),
+            "lth_dice": _stats([d for r in group for d in _case_dices(r["lth"]["test"])]),
+            "baseline_seed_means": [r["baseline"]["mean_dice"] for r in group],
+            "full_seed_means": [r["full"]["test"]["mean_dice"] for r in group],
+            "lth_seed_means": [r["lth"]["test"]["mean_dice"] for r in group],
+            "full_wall_s": statistics.fmean(full_s), "lth_wall_s": statistics.fmean(lth_s),
+            "speedup_wall": sum(full_s) / sum(lth_s), "speedup_cpu": sum(full_c) / sum(lth_c),
+            "speedup_wall_per_seed": [f / max(s, 1e-9) for f, s in zip(full_s, lth_s, strict=True)],
+            "full_epochs": group[0]["full"]["search"]["epochs_run"],
+            "lth_epochs": statistics.fmean(r["lth"]["search"]["epochs_run"] for r in group),
+            "lth_decided_epoch": [r["lth"]["search"]["decided_epoch"] for r in group],
+            "genotypes": {m: [r[m]["search"]["genotype_str"] for r in group] for m in ("full", "lth")},
+        })
+    speedups = [r["speedup_wall"] for r in rows]
+    return {"rows": rows, "median_speedup_wall": statistics.median(speedups) if speedups else None,
+            "min_speedup_wall": min(speedups) if speedups else None}
+
+
+def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: bool = True) -> dict:
+    """Run (or resume) the whole experiment into `out`; returns the summary (also `out/summary.json`)."""
+    out = Path(out)
+    torch.set_num_threads(1)
+    runs = []
+    started = time.perf_counter()
+    for task in cfg.tasks:
+        built = mf.data.build_task(task)
+        train = seg_data(built["train"], limit=cfg.train_images, seed=0).downsample(cfg.downsample)
+        test = seg_data(built["test"]).downsample(cfg.downsample)
+        for backbone_name in cfg.backbones:
+            for seed in cfg.seeds:
+                path = out / "runs" / f"{task}_{backbone_name}_s{seed}.json"
+                row = read_json(path)
+                if row is None:
+                    row = _run_one(cfg, task, backbone_name, seed, train, test, out, progress)
+                    write_json(row, path)
+                runs.append(row)
+                print(f"[{time.perf_counter() - started:7.1f}s] {task:17s} {backbone_name:8s} seed {seed}: "
+                      f"baseline {row['baseline']['mean_dice']:.3f}  full {row['full']['test']['mean_dice']:.3f} "
+                      f"({row['full']['search']['wall_seconds']:.1f}s)  lth {row['lth']['test']['mean_dice']:.3f} "
+                      f"({row['lth']['search']['wall_seconds']:.1f}s, {row['lth']['search']['epochs_run']} ep)",
+                      flush=True)
+    summary = summarise(runs)
+    summary["config"] = asdict(cfg)
+    summary["total_seconds"] = time.perf_counter() - started
+    write_json(summary, out / "summary.json")
+    (out / "summary.md").write_text(summary_table(summary) + "\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="runs/iac_lth")
+    parser.add_argument("--tasks", nargs="*", default=list(SEG_TASKS))
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    parser.add_argument("--search-epochs", type=int, default=ExperimentConfig.search_epochs)
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    cfg = ExperimentConfig(tasks=tuple(args.tasks), seeds=tuple(args.seeds), search_epochs=args.search_epochs)
+    summary = run_experiment(cfg, args.out, progress=not args.no_progress)
+    print(summary_table(summary))
+    print(f"median wall speed-up {summary['median_speedup_wall']:.2f}x, min {summary['min_speedup_wall']:.2f}x, "
+          f"total {summary['total_seconds']:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
