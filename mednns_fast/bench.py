@@ -64,7 +64,7 @@ def _mixed_op_cases(compile_baselines: bool):
     import mednns_fast as mf
 
     torch.manual_seed(0)
-    edge = mf.nas.MixedOp(16, stride=1)
+    edge = mf.nas.MixedOp(16, 1, mf.nas.DARTS_PRIMITIVES)
     x = torch.randn(16, 16, 32, 32)
     w = torch.softmax(torch.randn(len(edge.candidates)), 0)
 

@@ -127,11 +127,19 @@ def _prepare_fold(held_out: str, names: list[str], suite, supernets, s: LodoSett
     extractor = train_extractor(seen, seed=0, epochs=s.extractor_epochs, per_task=s.extractor_per_task,
                                 progress=progress)
     features = {n: dataset_features(extractor.model, suite[n], s.images, seed=0) for n in names}
-    torch.manual_seed(0)
+    pooled = pooled_network(supernets, seen, train_names, s, 0, progress)
+    return _Fold(held_out, train_names, features, extractor.provenance, pooled)
+
+
+def pooled_network(supernets: Mapping[str, ElasticResNet], tasks: Mapping[str, object], names: Sequence[str],
+                   s: LodoSettings, seed: int = 0, progress: bool = False) -> nn.Module:
+    """The pooled-pretrained baseline: the supernet architecture's largest network trained on the pooled
+    training images of `names` (one head per task), returned as a standalone subnet."""
+    torch.manual_seed(seed)
     net = ElasticResNet(**_hparams(supernets, 3, 1))
-    train_pooled(_MaxFeatures(net), net.feature_dim, seen, train_names, seed=0, epochs=s.pooled_epochs,
+    train_pooled(_MaxFeatures(net), net.feature_dim, tasks, names, seed=seed, epochs=s.pooled_epochs,
                  per_task=s.pooled_per_task, desc="pooled", transform=standardise, progress=progress)
-    return _Fold(held_out, train_names, features, extractor.provenance, net.subnet(max_config()))
+    return net.subnet(max_config())
 
 
 def run_fold(held_out: str, zoo_url: str, settings: LodoSettings, encodings: dict | None = None,

@@ -10,7 +10,7 @@ images downsampled 64 -> 32 px, a subset of training images spread evenly over t
 and width 8, cells of 2 nodes with PC-DARTS K = 4, the paper's 200-epoch search scaled to `search_epochs`
 (an epoch = one pass over the weight half of the subset), short backbone and cell training.
 
-Run:  python -m experiments.iac_lth --out runs/iac_lth      (or `run_experiment(ExperimentConfig(), out)`)
+Run:  python -m mednns_fast.experiments.iac_lth --out runs/iac_lth      (or `run_experiment(ExperimentConfig(), out)`)
 Interrupted runs resume: finished runs are read back from their JSON, searches from their checkpoints.
 """
 
@@ -63,8 +63,8 @@ class ExperimentConfig:
                             alpha_lr=self.alpha_lr, seed=seed, pruner=dict(self.pruner) if pruned else None)
 
 
-def _run_one(cfg: ExperimentConfig, task: str, backbone_name: str, seed: int, train, test, out: Path,
-             progress: bool) -> dict:
+def run_one(cfg: ExperimentConfig, task: str, backbone_name: str, seed: int, train, test, out: Path,
+             progress: bool, modes: tuple[str, ...] = ("full", "lth")) -> dict:
     tag = f"{task}_{backbone_name}_s{seed}"
     torch.manual_seed(seed)
     backbone = make_backbone(backbone_name, train.images.shape[1], train.n_classes, cfg.depth, cfg.width, cfg.norm)
@@ -75,7 +75,7 @@ def _run_one(cfg: ExperimentConfig, task: str, backbone_name: str, seed: int, tr
     row: dict = {"task": task, "backbone": backbone_name, "seed": seed, "backbone_train_s": backbone_s,
                  "baseline": evaluate(backbone, test).to_dict()}
     results = {}
-    for mode in ("full", "lth"):
+    for mode in modes:
         net = implant(copy.deepcopy(backbone), cfg.cell(), generator=torch.Generator().manual_seed(seed))
         ckpt = out / "checkpoints" / f"{tag}_{mode}.pt"
         ckpt.parent.mkdir(parents=True, exist_ok=True)
@@ -84,7 +84,8 @@ def _run_one(cfg: ExperimentConfig, task: str, backbone_name: str, seed: int, tr
                                 seed=seed, progress=progress)
         row[mode] = {"search": res.summary(), "test": evaluate(derived, test).to_dict()}
         results[mode] = res
-    plot_search_pair(results["full"], results["lth"], out / "figures" / f"{tag}.png", tag)
+    if set(modes) == {"full", "lth"}:
+        plot_search_pair(results["full"], results["lth"], out / "figures" / f"{tag}.png", tag)
     row["trajectories"] = {m: {"weights": r.weights.tolist(), "divergences": r.divergences}
                            for m, r in results.items()}
     return row
@@ -146,7 +147,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: bool = True
                 path = out / "runs" / f"{task}_{backbone_name}_s{seed}.json"
                 row = read_json(path)
                 if row is None:
-                    row = _run_one(cfg, task, backbone_name, seed, train, test, out, progress)
+                    row = run_one(cfg, task, backbone_name, seed, train, test, out, progress)
                     write_json(row, path)
                 runs.append(row)
                 print(f"[{time.perf_counter() - started:7.1f}s] {task:17s} {backbone_name:8s} seed {seed}: "

@@ -1,6 +1,6 @@
 """Leave-one-dataset-out evaluation of the MedNNS meta-space (docs/metaspace.md).
 
-    python -m experiments.metaspace_lodo --zoo sqlite:///runs/zoo/zoo.db --out runs/metaspace_lodo
+    python -m mednns_fast.experiments.metaspace_lodo --zoo sqlite:///runs/zoo/zoo.db --out runs/metaspace_lodo
 
 Writes <out>/lodo.json and <out>/lodo.png and prints the summary. `main(argv)` is what a CLI calls; the
 algorithm is `mednns_fast.metaspace.lodo.run_lodo`, the files come from `mednns_fast.report.metaspace_lodo`.
