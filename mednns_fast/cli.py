@@ -27,7 +27,6 @@ import sys
 import torch
 
 EXIT_FAILED = 1  # the command ran and could not finish (the message says what to do)
-EXIT_USAGE = 2  # bad arguments or config (argparse's own code)
 
 
 def _info() -> int:
@@ -202,7 +201,11 @@ def _run_pipeline(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     except SourceMissing as exc:
         print(f"mednns-fast: {name}: a data source is missing: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except (commands.CommandError, ValueError, TypeError, KeyError) as exc:
+    except commands.CommandError as exc:
+        run.log(f"failed: {name}: {exc}")
+        print(f"mednns-fast: {name}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except (ValueError, TypeError, KeyError) as exc:  # the pipelines' own input checks
         run.log(f"failed: {name}: {exc}")
         print(f"mednns-fast: {name}: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -18,11 +18,19 @@ import torch
 
 from .report.run_dir import RunDir
 
-__all__ = ["DEFAULTS", "DEMO", "CommandError", "COMMANDS"]
+__all__ = ["COMMANDS", "DEFAULTS", "DEMO", "CommandError", "UsageError", "defaults"]
 
 
 class CommandError(RuntimeError):
     """A command cannot run as asked; the message says what is wrong and what to do (exit code 1)."""
+
+    exit_code = 1
+
+
+class UsageError(CommandError):
+    """An argument or setting names something that does not exist (exit code 2, like argparse)."""
+
+    exit_code = 2
 
 
 def _fields(cls, skip: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -100,7 +108,7 @@ def _tasks(cfg_tasks: list[str], kind: str = "classification") -> list[str] | No
     bad = [t for t in cfg_tasks if t not in known or known[t].kind != kind]
     if bad:
         names = [n for n, t in known.items() if t.kind == kind]
-        raise CommandError(f"unknown {kind} task(s) {bad}; the built-in ones are: {', '.join(names)}")
+        raise UsageError(f"unknown {kind} task(s) {bad}; the built-in ones are: {', '.join(names)}")
     return list(cfg_tasks)
 
 
@@ -206,9 +214,9 @@ def _task(name: str):
     from .data.suite import registry
 
     if not name:
-        raise CommandError("no task given: pass --task NAME (see `mednns-fast data`)")
+        raise UsageError("no task given: pass --task NAME (see `mednns-fast data`)")
     if name not in registry():
-        raise CommandError(f"unknown task {name!r}; the built-in tasks are: {', '.join(registry())}")
+        raise UsageError(f"unknown task {name!r}; the built-in tasks are: {', '.join(registry())}")
     return build_task(name)
 
 
@@ -263,7 +271,7 @@ def finetune(run: RunDir, cfg: dict, progress: bool = True) -> dict:
     nets = {"mednns": lambda: handle.load()}
     if ft["baseline"]:
         if ft["baseline"] != "pooled_pretrained":
-            raise CommandError(f"finetune.baseline must be 'pooled_pretrained' or '', got {ft['baseline']!r}")
+            raise UsageError(f"finetune.baseline must be 'pooled_pretrained' or '', got {ft['baseline']!r}")
         nets["pooled_pretrained"] = lambda: pooled_baseline(_zoo_url(run, cfg), [name], s, cfg["seed"], progress)
     for label, make in nets.items():
         result = fine_tune(make(), task, s.finetune_epochs, s.finetune_lr, s.finetune_batch, s.max_train, s.max_eval,
@@ -293,7 +301,7 @@ def iac_search(run: RunDir, cfg: dict, progress: bool = True, modes: tuple[str, 
     ic = cfg["iac"]
     task_name = _tasks([ic["task"]], "segmentation")[0]
     if ic["backbone"] not in ("unet", "resunet"):
-        raise CommandError(f"iac.backbone must be 'unet' or 'resunet', got {ic['backbone']!r}")
+        raise UsageError(f"iac.backbone must be 'unet' or 'resunet', got {ic['backbone']!r}")
     names = {f.name for f in fields(ExperimentConfig)}
     ecfg = ExperimentConfig(**{k: tuple(v) if isinstance(v, list) and k != "pruner" else v
                                for k, v in ic.items() if k in names},
