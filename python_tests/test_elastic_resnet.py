@@ -18,6 +18,15 @@ from mednns_fast.nas.subnet_eval import SubnetEvaluator, trim_kernel
 TINY = dict(stem_channels=6, stage_channels=(6, 8, 12, 16))
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Small convolutions: threads only contend (the shared CI/dev machine has 2 cores).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:
     # Trained-looking BN (zero-init gammas would hide every residual branch from the comparisons).
     g = torch.Generator().manual_seed(seed)
@@ -227,14 +236,13 @@ def test_progressive_shrinking_resume_is_exact():
         torch.manual_seed(3)
         return mf.nas.ElasticResNet(1, 2, **TINY)
 
-    straight = train_supernet(fresh(), train, val, sched, progress=False)
     saved = []
 
     def keep_epoch_2(state):  # as if the run were killed after its second epoch (depth phase)
         if state.epoch == 2:
             saved.append(copy.deepcopy(state))
 
-    train_supernet(fresh(), train, val, sched, progress=False, on_epoch_end=keep_epoch_2)
+    straight = train_supernet(fresh(), train, val, sched, progress=False, on_epoch_end=keep_epoch_2)
     resumed = train_supernet(fresh(), train, val, sched, state=saved[0], progress=False)
     for k, v in straight.model.items():
         torch.testing.assert_close(resumed.model[k], v, rtol=0, atol=0)
