@@ -155,6 +155,19 @@ def test_bn_recalibration_equals_fresh_model_statistics(net):
                 torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
         # the supernet's own buffers are untouched (no copy, no write)
         assert torch.equal(net.stem_bn.running_mean, net.subnet(None).stem[1].running_mean)
+    # OFA's way (a deep copy of the supernet, reset, one training-mode pass) gives the same statistics
+    cfg = _configs(net, 1)[2]
+    ofa = copy.deepcopy(net)
+    for m in ofa.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    with torch.no_grad():
+        ofa.train()(x, cfg)
+    for name, (mean, var) in net.bn_statistics(x, cfg).items():
+        bn = ofa.get_submodule(name)
+        torch.testing.assert_close(bn.running_mean[: len(mean)], mean, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(bn.running_var[: len(var)], var, rtol=1e-4, atol=1e-5)
 
 
 def test_bn_folding_is_exact(net):
