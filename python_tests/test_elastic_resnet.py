@@ -18,6 +18,15 @@ from mednns_fast.nas.subnet_eval import SubnetEvaluator, trim_kernel
 TINY = dict(stem_channels=6, stage_channels=(6, 8, 12, 16))
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Small convolutions: threads only contend (the shared CI/dev machine has 2 cores).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:
     # Trained-looking BN (zero-init gammas would hide every residual branch from the comparisons).
     g = torch.Generator().manual_seed(seed)
@@ -146,6 +155,19 @@ def test_bn_recalibration_equals_fresh_model_statistics(net):
                 torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
         # the supernet's own buffers are untouched (no copy, no write)
         assert torch.equal(net.stem_bn.running_mean, net.subnet(None).stem[1].running_mean)
+    # OFA's way (a deep copy of the supernet, reset, one training-mode pass) gives the same statistics
+    cfg = _configs(net, 1)[2]
+    ofa = copy.deepcopy(net)
+    for m in ofa.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    with torch.no_grad():
+        ofa.train()(x, cfg)
+    for name, (mean, var) in net.bn_statistics(x, cfg).items():
+        bn = ofa.get_submodule(name)
+        torch.testing.assert_close(bn.running_mean[: len(mean)], mean, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(bn.running_var[: len(var)], var, rtol=1e-4, atol=1e-5)
 
 
 def test_bn_folding_is_exact(net):
@@ -227,14 +249,13 @@ def test_progressive_shrinking_resume_is_exact():
         torch.manual_seed(3)
         return mf.nas.ElasticResNet(1, 2, **TINY)
 
-    straight = train_supernet(fresh(), train, val, sched, progress=False)
     saved = []
 
     def keep_epoch_2(state):  # as if the run were killed after its second epoch (depth phase)
         if state.epoch == 2:
             saved.append(copy.deepcopy(state))
 
-    train_supernet(fresh(), train, val, sched, progress=False, on_epoch_end=keep_epoch_2)
+    straight = train_supernet(fresh(), train, val, sched, progress=False, on_epoch_end=keep_epoch_2)
     resumed = train_supernet(fresh(), train, val, sched, state=saved[0], progress=False)
     for k, v in straight.model.items():
         torch.testing.assert_close(resumed.model[k], v, rtol=0, atol=0)

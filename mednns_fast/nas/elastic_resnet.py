@@ -273,8 +273,13 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
             n = x.numel() // c
             stats.collected[self.key] = (mean, var * (n / max(n - 1, 1)))
             return F.batch_norm(x, None, None, w, b, True, 0.0, self.eps)
+        momentum = self.momentum
+        if self.training:
+            self.num_batches_tracked.add_(1)
+            if momentum is None:  # cumulative moving average, as nn.BatchNorm2d does
+                momentum = 1.0 / float(self.num_batches_tracked)
         return F.batch_norm(x, self.running_mean[:c], self.running_var[:c], w, b, self.training,
-                            self.momentum if self.momentum is not None else 0.1, self.eps)
+                            momentum or 0.0, self.eps)
 
 
 class ElasticBottleneck(nn.Module):
