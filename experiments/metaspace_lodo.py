@@ -9,6 +9,7 @@ algorithm is `mednns_fast.metaspace.lodo.run_lodo`, the files come from `mednns_
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -62,10 +63,21 @@ def format_summary(summary: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     args = _parser().parse_args(argv)
     settings = settings_from_args(args)
-    start = time.time()
-    results = run_lodo(args.zoo, settings, progress=not args.quiet)
-    results["wall_seconds"] = time.time() - start
     out = Path(args.out)
+    # One JSON per finished fold: a killed run resumes with the folds it has (same settings required).
+    fold_dir = out / "folds"
+    done = {}
+    for path in sorted(fold_dir.glob("*.json")) if fold_dir.is_dir() else []:
+        fold = json.loads(path.read_text())
+        if fold.get("settings") == json.loads(json.dumps(settings.to_dict())):
+            done[fold["held_out"]] = fold
+    start = time.time()
+
+    def keep(fold: dict) -> None:
+        write_json({**fold, "settings": settings.to_dict()}, fold_dir / f"{fold['held_out']}.json")
+
+    results = run_lodo(args.zoo, settings, progress=not args.quiet, done=done, on_fold=keep)
+    results["wall_seconds"] = time.time() - start
     write_json(results, out / "lodo.json")
     plot_lodo(results, out / "lodo.png")
     print(format_summary(results["summary"]))
