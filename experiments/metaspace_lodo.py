@@ -14,6 +14,8 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
+import torch
+
 from mednns_fast.metaspace.lodo import LodoSettings, run_lodo
 from mednns_fast.report.metaspace_lodo import plot_lodo, write_json
 
@@ -23,6 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--zoo", required=True, help="zoo database URL (sqlite:///path/zoo.db)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of the main process (workers use 1)")
     for f in fields(LodoSettings):
         default = f.default
         if isinstance(default, tuple) or default is None:
@@ -63,6 +66,8 @@ def format_summary(summary: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     args = _parser().parse_args(argv)
     settings = settings_from_args(args)
+    # Small per-record work: on a shared machine extra intra-op threads only wait for each other.
+    torch.set_num_threads(args.threads)
     out = Path(args.out)
     # One JSON per finished fold: a killed run resumes with the folds it has (same settings required).
     fold_dir = out / "folds"
