@@ -307,3 +307,23 @@ def test_zoo_bridge_errors_and_lazy_weights(tmp_path):
     func = zoo_data.functional_embeddings(records, {"brain_plane": net})
     assert func.shape == (2, zoo_data.FUNCTIONAL_DIM) and not torch.allclose(func[0], func[1])
     assert zoo_data.topology_encodings(records).shape[0] == 2
+
+
+def test_lodo_summary_hand_computed():
+    from mednns_fast.metaspace.lodo import summarise
+
+    def fold(name, med, pooled, reg):
+        return {"held_out": name, "seeds": [{"seed": 0, "methods": {"mednns": {"curve": med, "regret": reg,
+                                                                             "spearman": 0.5}},
+                                            "baselines": {"pooled_pretrained": {"curve": pooled}}}]}
+
+    folds = [fold("a", [0.2, 0.6, 0.8], [0.3, 0.5, 0.7], 0.1), fold("b", [0.4, 0.5, 0.5], [0.3, 0.6, 0.6], 0.3)]
+    s = summarise(folds, [0])
+    assert s["final_test_acc"]["mednns"]["mean"] == pytest.approx(0.65)
+    assert s["final_test_acc"]["pooled_pretrained"]["mean"] == pytest.approx(0.65)
+    assert s["mednns_minus_pooled_points"]["mean"] == pytest.approx(0.0)
+    assert s["regret"]["mednns"]["mean"] == pytest.approx(0.2)
+    # fold a: mednns reaches 0.7 at epoch 2; fold b: never reaches 0.6
+    assert s["epochs_to_pooled_final"]["mednns"]["mean"] == pytest.approx(2.0)
+    assert s["epochs_to_pooled_final"]["mednns"]["reached_fraction"] == pytest.approx(0.5)
+    assert s["epochs_to_pooled_final"]["pooled_pretrained"]["mean"] == pytest.approx(1.5)

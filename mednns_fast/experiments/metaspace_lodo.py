@@ -9,9 +9,12 @@ algorithm is `mednns_fast.metaspace.lodo.run_lodo`, the files come from `mednns_
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import fields
 from pathlib import Path
+
+import torch
 
 from mednns_fast.metaspace.lodo import LodoSettings, run_lodo
 from mednns_fast.report.metaspace_lodo import plot_lodo, write_json
@@ -22,6 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--zoo", required=True, help="zoo database URL (sqlite:///path/zoo.db)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of the main process (workers use 1)")
     for f in fields(LodoSettings):
         default = f.default
         if isinstance(default, tuple) or default is None:
@@ -62,10 +66,23 @@ def format_summary(summary: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     args = _parser().parse_args(argv)
     settings = settings_from_args(args)
-    start = time.time()
-    results = run_lodo(args.zoo, settings, progress=not args.quiet)
-    results["wall_seconds"] = time.time() - start
+    # Small per-record work: on a shared machine extra intra-op threads only wait for each other.
+    torch.set_num_threads(args.threads)
     out = Path(args.out)
+    # One JSON per finished fold: a killed run resumes with the folds it has (same settings required).
+    fold_dir = out / "folds"
+    done = {}
+    for path in sorted(fold_dir.glob("*.json")) if fold_dir.is_dir() else []:
+        fold = json.loads(path.read_text())
+        if fold.get("settings") == json.loads(json.dumps(settings.to_dict())):
+            done[fold["held_out"]] = fold
+    start = time.time()
+
+    def keep(fold: dict) -> None:
+        write_json({**fold, "settings": settings.to_dict()}, fold_dir / f"{fold['held_out']}.json")
+
+    results = run_lodo(args.zoo, settings, progress=not args.quiet, done=done, on_fold=keep)
+    results["wall_seconds"] = time.time() - start
     write_json(results, out / "lodo.json")
     plot_lodo(results, out / "lodo.png")
     print(format_summary(results["summary"]))

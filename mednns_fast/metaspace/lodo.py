@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
 
@@ -219,11 +219,17 @@ def run_fold(held_out: str, zoo_url: str, settings: LodoSettings, encodings: dic
 
 
 @torch.no_grad()
-def record_encodings(records: Mapping[str, Sequence], supernets: Mapping[str, ElasticResNet]) -> dict:
+def record_encodings(records: Mapping[str, Sequence], supernets: Mapping[str, ElasticResNet],
+                     progress: bool = False) -> dict:
     """{(dataset, config key): (topology [Dt], functional [Df])} for every record (fold-independent)."""
     flat = [r for recs in records.values() for r in recs]
-    topo, func = topology_encodings(flat), functional_embeddings(flat, supernets)
+    topo, func = topology_encodings(flat), functional_embeddings(flat, supernets, progress=progress)
     return {(r.dataset, config_key(r.config)): (topo[i], func[i]) for i, r in enumerate(flat)}
+
+
+def _number(x) -> float:
+    """JSON null (a NaN written out) back to NaN."""
+    return float("nan") if x is None else float(x)
 
 
 def _mean_std(values: Sequence[float]) -> dict:
@@ -258,9 +264,9 @@ def summarise(folds: Sequence[dict], seeds: Sequence[int]) -> dict:
                         eps.append(e)
                 m = row["methods"].get(name) or {}
                 if "regret" in (m or row["baselines"].get(name, {})):
-                    regs.append((m or row["baselines"][name])["regret"])
+                    regs.append(_number((m or row["baselines"][name])["regret"]))
                 if m:
-                    rhos.append(m["spearman"])
+                    rhos.append(_number(m["spearman"]))
             per_seed_acc.append(float(np.mean(accs)) if len(accs) == len(folds) else float("nan"))
             per_seed_reg.append(float(np.mean(regs)) if regs else float("nan"))
             per_seed_rho.append(float(np.nanmean(rhos)) if rhos and not all(map(math.isnan, rhos)) else float("nan"))
@@ -279,21 +285,38 @@ def summarise(folds: Sequence[dict], seeds: Sequence[int]) -> dict:
     return out
 
 
-def run_lodo(zoo_url: str, settings: LodoSettings = LodoSettings(), progress: bool = True) -> dict:
+def run_lodo(zoo_url: str, settings: LodoSettings = LodoSettings(), progress: bool = True,
+             done: Mapping[str, dict] | None = None, on_fold: Callable[[dict], None] | None = None) -> dict:
     """Every fold (held-out task) of the zoo's datasets (or settings.tasks), in `settings.workers` processes.
-    Returns {"settings", "folds": [per-fold dicts], "summary"}."""
+
+    done: folds already computed ({held-out name: fold dict}, e.g. from a killed run) are not recomputed;
+    on_fold(fold) is called as each fold finishes (to persist it). Returns {"settings", "folds", "summary"}.
+    """
     zoo = Zoo(zoo_url)
     names = list(settings.tasks) if settings.tasks else zoo.datasets()
     if len(names) < 3:
         raise ValueError(f"run_lodo: needs at least 3 datasets in the zoo, got {names}")
+    done = dict(done or {})
+    todo = [h for h in names if h not in done]
     records = zoo_records(zoo, names)
-    encodings = record_encodings(records, zoo_supernets(zoo, names))
+    encodings = record_encodings(records, zoo_supernets(zoo, names), progress) if todo else {}
     settings = replace(settings, tasks=tuple(names))
-    if settings.workers > 1:
+    bar = tqdm(total=len(names), initial=len(names) - len(todo), desc="folds", disable=not progress)
+
+    def finished(fold: dict) -> None:
+        done[fold["held_out"]] = fold
+        if on_fold is not None:
+            on_fold(fold)
+        bar.update(1)
+
+    if settings.workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(settings.workers, mp_context=get_context("fork")) as pool:
-            futures = [pool.submit(run_fold, h, zoo_url, settings, encodings) for h in names]
-            folds = [f.result() for f in tqdm(futures, desc="folds", disable=not progress)]
+            futures = [pool.submit(run_fold, h, zoo_url, settings, encodings) for h in todo]
+            for f in as_completed(futures):
+                finished(f.result())
     else:
-        folds = [run_fold(h, zoo_url, settings, encodings) for h in tqdm(names, desc="folds", disable=not progress)]
-    return {"settings": settings.to_dict(), "zoo": zoo.url, "folds": folds,
-            "summary": summarise(folds, settings.seeds)}
+        for h in todo:
+            finished(run_fold(h, zoo_url, settings, encodings))
+    bar.close()
+    folds = [done[h] for h in names]
+    return {"settings": settings.to_dict(), "zoo": zoo.url, "folds": folds, "summary": summarise(folds, settings.seeds)}

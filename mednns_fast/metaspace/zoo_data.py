@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from ..nas.elastic_resnet import ElasticResNet, encode_config
 from .checkpoint import load_supernet
@@ -48,10 +49,11 @@ def topology_encodings(records: Sequence[ZooRecord]) -> torch.Tensor:
 
 @torch.no_grad()
 def functional_embeddings(records: Sequence[ZooRecord], supernets: Mapping[str, ElasticResNet],
-                          dim: int = FUNCTIONAL_DIM, probes: int = PROBES, seed: int = 0) -> torch.Tensor:
+                          dim: int = FUNCTIONAL_DIM, probes: int = PROBES, seed: int = 0,
+                          progress: bool = False) -> torch.Tensor:
     """[R, dim]: each record's subnet (sliced from its source supernet, no copy) on the fixed probe inputs."""
     out = torch.empty(len(records), dim)
-    for i, r in enumerate(records):
+    for i, r in enumerate(tqdm(records, desc="functional embeddings", disable=not progress, leave=False)):
         net = supernets[r.dataset]
         x = standardise(probe_inputs(probes, net.hparams["in_channels"], 28, seed))
         out[i] = functional_embedding(net.features(x, r.config), dim)

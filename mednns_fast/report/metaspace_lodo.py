@@ -100,7 +100,8 @@ def plot_lodo(results: dict, path: str | os.PathLike) -> Path:
     ax.set_ylabel("retrieval regret (points)")
     ax2.set_ylabel("Spearman (predicted vs true, held-out zoo)")
     ax.set_title("Retrieval quality and loss ablations")
-    fig.legend(loc="lower right", fontsize=8)
+    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="upper right")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
