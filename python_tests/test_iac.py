@@ -27,6 +27,15 @@ from mednns_fast.search.seg_metrics import case_metrics
 P = len(DARTS_PRIMITIVES)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny tensors: a second OpenMP thread only spins (badly so on a loaded 2-core machine).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def small_unet(name: str = "unet", n_classes: int = 3, seed: int = 0, norm: str = "batch"):
     torch.manual_seed(seed)
     return make_backbone(name, 1, n_classes, depth=2, width=8, norm=norm)
@@ -174,24 +183,24 @@ def test_channel_shuffle_and_partial_edge():
 
 def test_resume_equals_uninterrupted(tmp_path):
     data = random_data(8)
-    config = SearchConfig(epochs=4, batch_size=2, alpha_lr=0.05,
+    config = SearchConfig(epochs=3, batch_size=2, alpha_lr=0.05,
                           pruner=dict(window=1, patience=1, threshold=0.5, prune_fraction=0.5))
 
     def fresh():
-        return implant(small_unet(seed=1), IACConfig(nodes=2), generator=torch.Generator().manual_seed(3))
+        return implant(small_unet(seed=1), IACConfig(nodes=1), generator=torch.Generator().manual_seed(3))
 
     straight = darts_search(fresh(), data, config, progress=False)
 
     class Killed(Exception):
         pass
 
-    def kill_after_1(epoch):
-        if epoch == 1:
+    def kill_after_first(epoch):
+        if epoch == 0:
             raise Killed
 
     ckpt = tmp_path / "search.pt"
     with pytest.raises(Killed):
-        darts_search(fresh(), data, config, checkpoint=ckpt, progress=False, on_epoch_end=kill_after_1)
+        darts_search(fresh(), data, config, checkpoint=ckpt, progress=False, on_epoch_end=kill_after_first)
     net = fresh()
     resumed = darts_search(net, data, config, checkpoint=ckpt, progress=False)
     assert resumed.genotype == straight.genotype

@@ -106,6 +106,31 @@ def _atomic_save(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def search_optimizers(network: IACNetwork, config: SearchConfig) -> tuple[torch.optim.Optimizer,
+                                                                          torch.optim.Optimizer]:
+    """Adam on the cells' weights; Adam (betas 0.5, 0.999, weight decay) on the architecture parameters."""
+    w_opt = torch.optim.Adam(list(network.cell_parameters()), lr=config.w_lr)
+    a_opt = torch.optim.Adam(network.arch_parameters(), lr=config.alpha_lr, betas=(0.5, 0.999),
+                             weight_decay=config.alpha_weight_decay)
+    return w_opt, a_opt
+
+
+def search_step(network: IACNetwork, w_opt: torch.optim.Optimizer, a_opt: torch.optim.Optimizer,
+                arch_batch: tuple[torch.Tensor, torch.Tensor],
+                weight_batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, float]:
+    """One first-order DARTS step: the architecture parameters on `arch_batch` (images [N, C, H, W], masks
+    [N, H, W]), then the cells' weights on `weight_batch`. Returns (weight loss, architecture loss)."""
+    a_loss = dice_ce_loss(network(arch_batch[0]), arch_batch[1])
+    a_opt.zero_grad(set_to_none=True)
+    a_loss.backward()
+    a_opt.step()
+    w_loss = dice_ce_loss(network(weight_batch[0]), weight_batch[1])
+    w_opt.zero_grad(set_to_none=True)  # also clears what the architecture step left on the weights
+    w_loss.backward()
+    w_opt.step()
+    return float(w_loss.detach()), float(a_loss.detach())
+
+
 def darts_search(network: IACNetwork, data: SegData, config: SearchConfig = SearchConfig(),
                  checkpoint: str | os.PathLike | None = None, progress: bool = True,
                  on_epoch_end: Callable[[int], None] | None = None) -> SearchResult:
@@ -122,9 +147,7 @@ def darts_search(network: IACNetwork, data: SegData, config: SearchConfig = Sear
         raise ValueError(f"darts_search: needs at least 2 training images, got {len(data)}")
     arch = network.arch
     network.freeze_backbone()
-    w_opt = torch.optim.Adam(list(network.cell_parameters()), lr=config.w_lr)
-    a_opt = torch.optim.Adam(network.arch_parameters(), lr=config.alpha_lr, betas=(0.5, 0.999),
-                             weight_decay=config.alpha_weight_decay)
+    w_opt, a_opt = search_optimizers(network, config)
     w_half, a_half = split_halves(data, config.seed)
     w_stream = BatchStream(len(w_half), config.batch_size, config.seed + 1)
     a_stream = BatchStream(len(a_half), config.batch_size, config.seed + 2)
@@ -160,18 +183,11 @@ def darts_search(network: IACNetwork, data: SegData, config: SearchConfig = Sear
         network.train()
         sums = [0.0, 0.0]
         for _ in range(steps):
-            idx = a_stream.next()
-            a_loss = dice_ce_loss(network(a_half.images[idx]), a_half.masks[idx])
-            a_opt.zero_grad(set_to_none=True)
-            a_loss.backward()
-            a_opt.step()
-            idx = w_stream.next()
-            w_loss = dice_ce_loss(network(w_half.images[idx]), w_half.masks[idx])
-            w_opt.zero_grad(set_to_none=True)  # also clears what the architecture step left on the weights
-            w_loss.backward()
-            w_opt.step()
-            sums[0] += float(w_loss.detach())
-            sums[1] += float(a_loss.detach())
+            a_idx, w_idx = a_stream.next(), w_stream.next()
+            w_loss, a_loss = search_step(network, w_opt, a_opt, (a_half.images[a_idx], a_half.masks[a_idx]),
+                                         (w_half.images[w_idx], w_half.masks[w_idx]))
+            sums[0] += w_loss
+            sums[1] += a_loss
         if pruner is not None and pruner.step(epoch):
             network.set_active(pruner.masks)
         history["epoch_seconds"].append(time.perf_counter() - t0)

@@ -125,8 +125,9 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-
 def train_segmenter(model: nn.Module, params: Iterable[nn.Parameter], data: SegData, epochs: int,
                     batch_size: int = 16, lr: float = 3e-3, seed: int = 0, desc: str = "train",
                     progress: bool = True) -> list[float]:
-    """Adam on `params` for `epochs` passes over `data` (seeded batches); returns the mean loss per epoch.
-    The model's own `train()` decides which modules update their BatchNorm statistics."""
+    """Adam on `params` for `epochs` passes over `data` (seeded batches), then `recalibrate_batchnorm`;
+    returns the mean loss per epoch. The model's own `train()` decides which modules update their
+    BatchNorm statistics."""
     params = [p for p in params if p.requires_grad]
     if not params:
         raise ValueError("train_segmenter: no trainable parameters")
@@ -144,7 +145,27 @@ def train_segmenter(model: nn.Module, params: Iterable[nn.Parameter], data: SegD
             opt.step()
             total += float(loss.detach())
         losses.append(total / stream.batches_per_pass)
+    recalibrate_batchnorm(model, data, batch_size)
     return losses
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, data: SegData, batch_size: int = 32) -> None:
+    """Exact BatchNorm statistics after training: every BatchNorm that is in training mode under
+    ``model.train()`` (a frozen backbone's are not) gets its running mean and variance recomputed as the
+    plain average over `data` (a short training leaves the momentum averages far from it)."""
+    model.train()
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
+           and m.track_running_stats]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    for i in range(0, len(data), batch_size):
+        model(data.images[i : i + batch_size])
+    for m, momentum in zip(bns, momenta, strict=True):
+        m.momentum = momentum
+    model.eval()
 
 
 @torch.no_grad()
