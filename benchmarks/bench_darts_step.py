@@ -6,11 +6,13 @@ MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ only at process start: "default"
 threshold: large fresh buffers come from mmap and page-fault on first touch) and "no-mmap" (both thresholds
 at 1 GiB: freed buffers are reused without new page faults). Each child builds three copies of the same
 network: "naive" (pt.darts' own edges), "fused" (swapped) and "memory" (swapped, recompute=True), then
-times them round-robin (same rounds, interleaved, so load from other processes hits all alike):
+warms each up on two samples, then times them round-robin (same rounds, interleaved, so load from other
+processes hits all alike):
 
 - step: one first-order DARTS search step (architecture update on a validation batch with Adam, then
   weight update on a training batch with momentum SGD and gradient clipping, as pt.darts' search loop);
-- forward (train): the training-mode forward with autograd recording, as inside the step;
+- forward (train): the training-mode forward with autograd recording (the weight update's, timed inside
+  the step);
 - forward (no_grad): the evaluation forward;
 - saved: bytes of activations autograd keeps for backward in one forward (unique storages seen by
   torch.autograd.graph.saved_tensors_hooks, parameters excluded).
@@ -70,16 +72,24 @@ def _measure(args) -> dict:
                   torch.optim.Adam(m.alphas(), 3e-4, betas=(0.5, 0.999), weight_decay=1e-3))
               for k, m in models.items()}
     gen = torch.Generator().manual_seed(1)
-    train = (torch.randn(args.batch, 3, args.size, args.size, generator=gen), torch.randint(0, 10, (args.batch,), generator=gen))
-    val = (torch.randn(args.batch, 3, args.size, args.size, generator=gen), torch.randint(0, 10, (args.batch,), generator=gen))
 
-    def step(k):
+    def batch():
+        return (torch.randn(args.batch, 3, args.size, args.size, generator=gen),
+                torch.randint(0, 10, (args.batch,), generator=gen))
+
+    train, val = batch(), batch()
+
+    def step(k, train=train, val=val, timed=None):
         model, (w_opt, a_opt) = models[k], optims[k]
         a_opt.zero_grad()
         model.loss(*val).backward()
         a_opt.step()
         w_opt.zero_grad()
-        model.loss(*train).backward()
+        t = time.perf_counter()
+        loss = model.loss(*train)  # the training-mode forward, timed inside the step
+        if timed is not None:
+            timed.append(time.perf_counter() - t)
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.weights(), 5.0)
         w_opt.step()
 
@@ -90,15 +100,21 @@ def _measure(args) -> dict:
         with torch.no_grad():
             return models[k].loss(*train)
 
+    for k in IMPLS:  # warm-up on two samples: first-call costs (lazy inits, kernels' first touch)
+        step(k, (train[0][:2], train[1][:2]), (val[0][:2], val[1][:2]))
+        with torch.no_grad():
+            models[k].loss(train[0][:2], train[1][:2])
     times = {(m, k): [] for m in ("step", "forward (train)", "forward (no_grad)") for k in IMPLS}
-    for r in range(args.rounds + 1):  # round 0 warms up (first-call allocations, lazy inits)
-        for name, fn in (("step", step), ("forward (train)", forward_train), ("forward (no_grad)", forward_eval)):
-            for k in IMPLS:
-                t = time.perf_counter()
-                fn(k)
-                if r:
-                    times[(name, k)].append(time.perf_counter() - t)
-            print(f"  [{args.child}] round {r}: {name} done", file=sys.stderr, flush=True)
+    for r in range(args.rounds):
+        for k in IMPLS:
+            t = time.perf_counter()
+            step(k, timed=times[("forward (train)", k)])
+            times[("step", k)].append(time.perf_counter() - t)
+        for k in IMPLS:
+            t = time.perf_counter()
+            forward_eval(k)
+            times[("forward (no_grad)", k)].append(time.perf_counter() - t)
+        print(f"  [{args.child}] round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     saved = {k: _saved_activation_bytes(models[k], lambda k=k: forward_train(k)) for k in IMPLS}
     out = {"allocator": args.child, "env": ALLOCATORS[args.child], "rounds": args.rounds,
            "median_s": {f"{m}/{k}": statistics.median(v) for (m, k), v in times.items()},
@@ -135,7 +151,8 @@ def _report(results: list[dict], args) -> str:
                          f"(x{n / mem:.2f})")
         s = res["saved_MB"]
         lines.append(f"  {'saved activations':18s} naive {s['naive']:8.1f} MB  fused {s['fused']:8.1f} MB "
-                     f"({s['fused'] / s['naive']:.2f}x)  memory {s['memory']:8.1f} MB ({s['memory'] / s['naive']:.2f}x)")
+                     f"({s['fused'] / s['naive']:.2f}x)  memory {s['memory']:8.1f} MB "
+                     f"({s['memory'] / s['naive']:.2f}x)")
     return "\n".join(lines)
 
 

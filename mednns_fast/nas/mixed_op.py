@@ -140,7 +140,7 @@ class MixedOp(nn.Module):
             op = self.candidates[k]
             if isinstance(op, FactorizedReduce):
                 outputs[k] = op.reduce(relu)
-            elif isinstance(op, PoolBN):
+            elif isinstance(op, PoolBN) and tape is not _PLAIN:  # memory mode: the pool output is taped
                 outputs[k] = op.bn(tape.pool(op.pool, x))
             else:
                 outputs[k] = op(x)
@@ -211,8 +211,6 @@ class _Tape:
         if self._replay is not None:
             out = next(self._replay)
             return _CachedPool.apply(out, next(self._replay) if is_max else None, pool, x)
-        if not self.record:
-            return pool(x)
         if is_max:  # keep the argmax too: max pooling's backward needs it
             out, indices = F.max_pool2d(x, pool.kernel_size, pool.stride, pool.padding, pool.dilation,
                                         pool.ceil_mode, return_indices=True)
