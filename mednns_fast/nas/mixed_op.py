@@ -5,23 +5,25 @@ candidates share their work: the input's ReLU once, every sep/dil conv's first d
 read of it (`multi_depthwise_conv2d`), their pointwise convs as one grouped conv, their BatchNorms as one
 call, the second sep-conv stages likewise, and the weighted sum in one pass (`mixed_sum`, reading the
 candidates' channel slices in place). With ``recompute=True`` (memory mode) an edge keeps for backward only its
-input, weights and depthwise outputs and recomputes the cheap rest (ReLUs, pools, pointwise convs, BN) there.
+input, weights, depthwise and pool outputs, and recomputes the cheap rest (ReLUs, pointwise convs, BatchNorms,
+the weighted sum) there.
 Candidates masked by `set_active` (the pruner) are never run; the forward reads no
 value to the host, so it compiles to one graph (`torch.compile(fullgraph=True)`) and CUDA graphs capture it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.utils import _pair
 
 from ..ops import mixed_sum, multi_depthwise_conv2d
 from .batchnorm import grouped_batch_norm
-from .operations import OPS, DilConv, FactorizedReduce, SepConv, Zero
+from .operations import OPS, DilConv, FactorizedReduce, PoolBN, SepConv, Zero
 
 
 class MixedOp(nn.Module):
@@ -39,8 +41,8 @@ class MixedOp(nn.Module):
         primitives: candidate names in the order of your architecture weights (required), e.g.
             `DARTS_PRIMITIVES`. affine: BatchNorm affine parameters (DARTS search: False).
         fused: use the fused forward (default); False runs each candidate separately.
-        recompute: memory mode (fused only): save the input, the weights and the depthwise outputs for
-            backward and recompute ReLUs, pools, pointwise convs and BatchNorms there, instead of saving
+        recompute: memory mode (fused only): save the input, the weights, the depthwise and pool outputs
+            for backward and recompute ReLUs, pointwise convs, BatchNorms and the sum there, instead of saving
             every candidate's intermediates (docs/drop_in_darts.md has the measured saving). Not twice
             differentiable.
         candidates: existing candidate modules, one per primitive, to use instead of building them from
@@ -123,20 +125,23 @@ class MixedOp(nn.Module):
         return sum(w * op(x) for w, op in zip(weights, self.candidates))
 
     def _forward_fused(self, x: torch.Tensor, weights: torch.Tensor, kept: tuple[int, ...],
-                       depthwise: Callable[..., torch.Tensor] = multi_depthwise_conv2d) -> torch.Tensor:
+                       tape: _Tape | None = None) -> torch.Tensor:
+        tape = tape or _PLAIN
         relu = F.relu(x) if any(self._uses_relu(k) for k in kept) else None
         outputs: dict[int, torch.Tensor] = {}
         convs = [k for k in kept if isinstance(self.candidates[k], (SepConv, DilConv))]
         # Sep convs first, so that their second stages read a channel prefix of the first-stage output.
         convs.sort(key=lambda k: not isinstance(self.candidates[k], SepConv))
         if convs:
-            outputs.update(self._conv_candidates(relu, convs, depthwise))
+            outputs.update(self._conv_candidates(relu, convs, tape))
         for k in kept:
             if k in outputs:
                 continue
             op = self.candidates[k]
             if isinstance(op, FactorizedReduce):
                 outputs[k] = op.reduce(relu)
+            elif isinstance(op, PoolBN) and tape is not _PLAIN:  # memory mode: the pool output is taped
+                outputs[k] = op.bn(tape.pool(op.pool, x))
             else:
                 outputs[k] = op(x)
         # unbind + stack: a gather by constant positions, no index tensor built (and copied) per call
@@ -147,18 +152,18 @@ class MixedOp(nn.Module):
         return isinstance(self.candidates[k], (SepConv, DilConv, FactorizedReduce))
 
     def _conv_candidates(self, relu: torch.Tensor, convs: list[int],
-                         depthwise: Callable[..., torch.Tensor]) -> dict[int, torch.Tensor]:
+                         tape: _Tape) -> dict[int, torch.Tensor]:
         C = self.C
         first = [self.candidates[k].stage1 if isinstance(self.candidates[k], SepConv) else self.candidates[k]
                  for k in convs]
-        y = _dil_conv_stage(relu, first, self.stride, True, depthwise)
+        y = _dil_conv_stage(relu, first, self.stride, True, tape)
         seps = [k for k in convs if isinstance(self.candidates[k], SepConv)]
         # split (not slicing) so autograd joins the pieces' gradients with one cat, not a zero-fill each
         pieces = y.split([len(seps) * C] + [C] * (len(convs) - len(seps)), dim=1)
         outputs = dict(zip(convs[len(seps):], pieces[1:]))
         if seps:
             second = [self.candidates[k].stage2 for k in seps]
-            z = _dil_conv_stage(F.relu(pieces[0]), second, 1, False, depthwise)
+            z = _dil_conv_stage(F.relu(pieces[0]), second, 1, False, tape)
             outputs.update(zip(seps, z.split(C, dim=1)))
         return outputs
 
@@ -168,12 +173,12 @@ def _reload_kept(module: MixedOp, incompatible_keys) -> None:
 
 
 def _dil_conv_stage(relu: torch.Tensor, stages: list[DilConv], stride: int, shared_input: bool,
-                    depthwise_fn: Callable[..., torch.Tensor]) -> torch.Tensor:
+                    tape: _Tape) -> torch.Tensor:
     """Depthwise, pointwise and BN of several DilConv stages at once (their ReLU already applied).
 
     Returns [N, J*C, Ho, Wo], stage j in channels [j*C, (j+1)*C).
     """
-    depthwise = depthwise_fn(relu, [s.depthwise.weight for s in stages], [s.dilation for s in stages], stride,
+    depthwise = tape.depthwise(relu, [s.depthwise.weight for s in stages], [s.dilation for s in stages], stride,
                              shared_input)
     # The J pointwise convs as one batched matmul [J, Cout, Cin] @ [N, J, Cin, H*W]: on CPU its backward
     # is several times cheaper than a grouped 1x1 convolution's.
@@ -185,33 +190,58 @@ def _dil_conv_stage(relu: torch.Tensor, stages: list[DilConv], stride: int, shar
     return grouped_batch_norm(pointwise.flatten(1, 2).unflatten(2, (H, W)), [s.bn for s in stages])
 
 
+class _Tape:
+    """How the fused forward runs its costly steps (depthwise convs, pools): plainly; recording their outputs
+    (the memory-mode forward); or handing the recorded outputs back, differentiably (its backward's replay)."""
+
+    def __init__(self, record: bool = False, replay: Sequence[torch.Tensor] | None = None) -> None:
+        self.record, self.saved = record, []
+        self._replay = iter(replay) if replay is not None else None
+
+    def depthwise(self, relu, weights, dilations, stride, shared_input) -> torch.Tensor:
+        if self._replay is not None:
+            return _CachedDepthwise.apply(next(self._replay), (list(dilations), stride, shared_input), relu, *weights)
+        out = multi_depthwise_conv2d(relu, weights, dilations, stride, shared_input)
+        if self.record:
+            self.saved.append(out)
+        return out
+
+    def pool(self, pool: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        is_max = isinstance(pool, nn.MaxPool2d)
+        if self._replay is not None:
+            out = next(self._replay)
+            return _CachedPool.apply(out, next(self._replay) if is_max else None, pool, x)
+        if is_max:  # keep the argmax too: max pooling's backward needs it
+            out, indices = F.max_pool2d(x, pool.kernel_size, pool.stride, pool.padding, pool.dilation,
+                                        pool.ceil_mode, return_indices=True)
+            self.saved += [out, indices]
+        else:
+            out = pool(x)
+            self.saved.append(out)
+        return out
+
+
+_PLAIN = _Tape()
+
+
 class _RecomputedEdge(torch.autograd.Function):
-    """The fused forward (memory mode): saves the input, the weights, the parameters and the depthwise
-    outputs; backward replays the forward from them (depthwise outputs read, not recomputed) and
+    """The fused forward (memory mode): saves the input, the weights, the parameters and the depthwise and pool
+    outputs; backward replays the forward from them (those outputs read back, not recomputed) and
     differentiates the replay."""
 
     @staticmethod
     def forward(ctx, op: MixedOp, kept: tuple[int, ...], x: torch.Tensor, weights: torch.Tensor, *params):
-        depthwise_outputs: list[torch.Tensor] = []
-
-        def recorded(*args):
-            depthwise_outputs.append(multi_depthwise_conv2d(*args))
-            return depthwise_outputs[-1]
-
-        out = op._forward_fused(x, weights, kept, recorded)  # grad mode is off here: no graph is kept
+        tape = _Tape(record=True)
+        out = op._forward_fused(x, weights, kept, tape)  # grad mode is off here: no graph is kept
         ctx.op, ctx.kept, ctx.n_params = op, kept, len(params)
-        ctx.save_for_backward(x, weights, *params, *depthwise_outputs)
+        ctx.save_for_backward(x, weights, *params, *tape.saved)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
         x, weights, *rest = ctx.saved_tensors
-        params, cached = rest[:ctx.n_params], iter(rest[ctx.n_params:])
-
-        def replayed(relu, dw_weights, dilations, stride, shared_input):
-            return _CachedDepthwise.apply(next(cached), (list(dilations), stride, shared_input), relu, *dw_weights)
-
+        params, tape = rest[:ctx.n_params], _Tape(replay=rest[ctx.n_params:])
         x_in = x.detach().requires_grad_(ctx.needs_input_grad[2])
         w_in = weights.detach().requires_grad_(ctx.needs_input_grad[3])
         inputs = [x_in, w_in, *params]
@@ -219,7 +249,7 @@ class _RecomputedEdge(torch.autograd.Function):
         # BN's backward reads the running statistics too: restore them only once the gradients are taken
         with _running_stats_kept(ctx.op):
             with torch.enable_grad():
-                out = ctx.op._forward_fused(x_in, w_in, ctx.kept, replayed)
+                out = ctx.op._forward_fused(x_in, w_in, ctx.kept, tape)
             found = iter(torch.autograd.grad(out, wanted, grad, allow_unused=True))
         return (None, None, *(next(found) if t.requires_grad else None for t in inputs))
 
@@ -244,6 +274,31 @@ class _CachedDepthwise(torch.autograd.Function):
             weights_need_grad)
         return (None, None, grad_x if ctx.needs_input_grad[2] else None,
                 *(grad_ws if weights_need_grad else [None] * len(dw_weights)))
+
+
+class _CachedPool(torch.autograd.Function):
+    """A 3x3 max or average pool whose output (and argmax) the forward saved: returns it, differentiates
+    like the pool."""
+
+    @staticmethod
+    def forward(ctx, cached: torch.Tensor, indices: torch.Tensor | None, pool: nn.Module, x: torch.Tensor):
+        ctx.pool = pool
+        ctx.save_for_backward(x, *([] if indices is None else [indices]))
+        return cached.detach()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, *indices = ctx.saved_tensors
+        p = ctx.pool
+        kernel = _pair(p.kernel_size)
+        stride = _pair(p.stride or p.kernel_size)
+        if indices:
+            grad_x = torch.ops.aten.max_pool2d_with_indices_backward(
+                grad, x, kernel, stride, _pair(p.padding), _pair(p.dilation), p.ceil_mode, indices[0])
+        else:
+            grad_x = torch.ops.aten.avg_pool2d_backward(grad, x, kernel, stride, _pair(p.padding), p.ceil_mode,
+                                                        p.count_include_pad, p.divisor_override)
+        return None, None, None, grad_x
 
 
 @contextmanager
