@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import mixed_sum, multi_depthwise_conv2d
+from ..ops.opaque import max_pool2d_3x3
 from .batchnorm import grouped_batch_norm
-from .operations import DARTS_PRIMITIVES, OPS, DilConv, FactorizedReduce, SepConv, Zero
+from .operations import DARTS_PRIMITIVES, OPS, DilConv, FactorizedReduce, PoolBN, SepConv, Zero
 
 
 class MixedOp(nn.Module):
@@ -101,6 +102,9 @@ class MixedOp(nn.Module):
             op = self.candidates[k]
             if isinstance(op, FactorizedReduce):
                 outputs[k] = op.reduce(relu)
+            elif isinstance(op, PoolBN) and isinstance(op.pool, nn.MaxPool2d):
+                # opaque under torch.compile: Inductor mis-compiles the max+avg pool pair's backward
+                outputs[k] = op.bn(max_pool2d_3x3(x, self.stride))
             else:
                 outputs[k] = op(x)
         # unbind + stack: a gather by constant positions, no index tensor built (and copied) per call
