@@ -23,7 +23,14 @@ import torch
 from .. import triton as _triton
 from . import _library, reference
 from ._backend import choose
-from ._checks import check_floating, check_js_history, check_js_pair, check_same_device, check_same_dtype
+from ._checks import (
+    check_floating,
+    check_js_entries,
+    check_js_history,
+    check_js_pair,
+    check_same_device,
+    check_same_dtype,
+)
 
 
 def js_divergence(p: torch.Tensor, q: torch.Tensor, dim: int = -1, from_logits: bool = False) -> torch.Tensor:
@@ -49,10 +56,7 @@ def js_divergence(p: torch.Tensor, q: torch.Tensor, dim: int = -1, from_logits: 
     except RuntimeError as exc:
         raise ValueError(f"js_divergence: p of shape {tuple(p.shape)} and q of shape {tuple(q.shape)} "
                          "do not broadcast") from exc
-    if p.dim() == 0:
-        raise ValueError("js_divergence: p and q must have at least one dim (the distribution's entries)")
-    if not -p.dim() <= dim < p.dim():
-        raise ValueError(f"js_divergence: dim={dim} is out of range for {p.dim()}-D inputs")
+    check_js_entries(p, dim, "js_divergence")
     backend = choose("js_divergence", p.device, has_triton=True)
     if backend == "reference":
         return reference.js_divergence(p, q, dim, from_logits)
