@@ -15,6 +15,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from triton_support import DEVICE, triton_runs  # noqa: F401  (the fixture of the Triton tests below)
 
 import mednns_fast as mf
 from mednns_fast.ops import reference
@@ -318,3 +319,44 @@ def test_pruner_state_with_masks_of_wrong_length_is_refused(lengths):
 def test_pruner_non_numeric_settings_are_type_errors(name, value):
     with pytest.raises(TypeError, match=name):
         ProgressivePruner(torch.zeros(2, 3), **{name: value})
+
+
+# ---- the same classes on the Triton kernels (TRITON_INTERPRET=1 on CPU; see triton_support.py) ----------
+
+FEW = settings(max_examples=4, deadline=None, derandomize=True,
+               suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.mark.triton
+@pytest.mark.usefixtures("triton_runs")
+@FEW
+@given(T=dims, E=dims, K=small, window=st.integers(1, 3), seed=st.integers(0, 99))
+def test_triton_js_stability_any_shape(T, E, K, window, seed):
+    h = torch.randn(T, E, K, generator=_gen(seed), dtype=torch.float64).to(DEVICE)
+    out = mf.ops.js_stability(h, window)
+    assert out.shape == (T, E)
+    torch.testing.assert_close(out.cpu(), reference.js_stability(h.cpu(), window))
+
+
+@pytest.mark.triton
+@pytest.mark.usefixtures("triton_runs")
+@FEW
+@given(scale=st.sampled_from([1e4, 1e38]), offset_seed=st.integers(0, 99))
+def test_triton_js_stability_large_logits(scale, offset_seed):
+    tied = torch.full((6, 2, 4), scale, dtype=torch.float32, device=DEVICE)
+    assert (mf.ops.js_stability(tied, 2)[2:] == 0).all()
+    h = (torch.randn(6, 2, 4, generator=_gen(offset_seed)) + 1e4).float().to(DEVICE)
+    torch.testing.assert_close(mf.ops.js_stability(h, 2)[2:].double().cpu(),
+                               reference.js_stability(h.double().cpu(), 2)[2:], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.triton
+@pytest.mark.usefixtures("triton_runs")
+@FEW
+@given(K=st.integers(2, 4), bad=st.sampled_from([math.nan, math.inf]), seed=st.integers(0, 99))
+def test_triton_mixed_sum_zero_weight_never_leaks(K, bad, seed):
+    xs = [torch.randn(3, 5, generator=_gen(seed + k), dtype=torch.float64).to(DEVICE) for k in range(K)]
+    w = torch.randn(K, generator=_gen(seed), dtype=torch.float64).to(DEVICE)
+    xs[1] = torch.full_like(xs[1], bad)
+    w[1] = 0.0
+    torch.testing.assert_close(mf.ops.mixed_sum(xs, w), sum(w[k] * xs[k] for k in range(K) if k != 1))

@@ -34,6 +34,7 @@ def multi_depthwise_conv2d(x: torch.Tensor, weights: Sequence[torch.Tensor], dil
     """
     weights, dilations = list(weights), list(dilations)
     check_depthwise_args(x, weights, dilations, stride, shared_input)
+    dilations = [int(d) for d in dilations]  # checked integers (numpy ints too) as the schema's int[]
     if choose("multi_depthwise_conv2d", x.device, has_triton=False) == "reference":
         return reference.multi_depthwise_conv2d(x, weights, dilations, stride, shared_input)
     return torch.ops.mednns_fast.multi_depthwise_conv2d(x, weights, dilations, stride, shared_input)
