@@ -1,10 +1,20 @@
-"""mixed_sum and the fused MixedOp against the eager PyTorch formulations, in one run.
+"""mixed_sum and the fused MixedOp against what PyTorch users run, in one run: the eager expression, the
+in-place formulation, and the same expression / naive module compiled by Inductor (`torch.compile`), the
+baseline of every group here.
 
 Run: `make demo` or `python -m pytest benchmarks/bench_mixed.py`. The summary prints each entry's speed-up
-over its group's baseline and, for mixed_sum, the fraction of the machine's measured copy bandwidth.
+over its group's baseline and, for mixed_sum, the fraction of the machine's measured copy bandwidth (both
+into a preallocated buffer, and into a fresh one as every op here writes).
+
+Allocation policy: our CPU kernels ask Linux for transparent huge pages on large fresh outputs (a hint,
+csrc/cpu/huge_pages.h); Inductor's and eager outputs do not. Every mixed_sum entry is therefore timed twice,
+with the hint (`mixed_sum`) and without it (`mixed_sum_no_thp`, MEDNNS_FAST_HUGE_PAGES=0), so that the
+comparison on the baselines' allocation conditions is in the same run.
 """
 
+import contextlib
 import copy
+import os
 
 import pytest
 import torch
@@ -27,6 +37,33 @@ def eager(xs, w):
     return sum(w[k] * x for k, x in enumerate(xs))
 
 
+# The expression a PyTorch 2 user compiles: Inductor fuses it into one pass (one kernel, fresh output).
+compiled_expression = torch.compile(eager)
+
+
+@contextlib.contextmanager
+def huge_page_hint(enabled: bool):
+    """Our kernels' huge-page hint on or off for the calls inside (the C++ side reads the variable per call)."""
+    old = os.environ.get("MEDNNS_FAST_HUGE_PAGES")
+    os.environ["MEDNNS_FAST_HUGE_PAGES"] = "1" if enabled else "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["MEDNNS_FAST_HUGE_PAGES"]
+        else:
+            os.environ["MEDNNS_FAST_HUGE_PAGES"] = old
+
+
+def mixed_sum_no_thp(xs, w):
+    with huge_page_hint(False):
+        return mf.ops.mixed_sum(xs, w)
+
+
+IMPLS = {"eager": eager, "compiled": compiled_expression, "mixed_sum": mf.ops.mixed_sum,
+         "mixed_sum_no_thp": mixed_sum_no_thp}
+
+
 def in_place(xs, w):
     """The best plain-PyTorch formulation: one output buffer, fused multiply-adds into it."""
     out = torch.mul(xs[0], w[0])
@@ -35,39 +72,50 @@ def in_place(xs, w):
     return out
 
 
-def test_copy_bandwidth(benchmark):
-    src, dst = torch.randn(NUMEL), torch.empty(NUMEL)
-    benchmark.group = "memory copy (bandwidth ceiling)"
-    mark_bandwidth(benchmark, 2 * src.nbytes, ceiling=True)
-    benchmark(dst.copy_, src)
+@pytest.mark.parametrize("dst", ["preallocated", "fresh"])
+def test_copy_bandwidth(benchmark, dst):
+    """The floor of a memory-bound op: a plain copy, into a preallocated buffer (the machine's bandwidth
+    ceiling) and into a fresh tensor (what an op returning a new output pays: page faults included)."""
+    src, out = torch.randn(NUMEL), torch.empty(NUMEL)
+    benchmark.group = "memory copy (bandwidth floor of a memory-bound op)"
+    mark_bandwidth(benchmark, 2 * src.nbytes, ceiling=dst == "preallocated")
+    if dst == "preallocated":
+        mark_baseline(benchmark)
+        benchmark(out.copy_, src)
+    else:
+        benchmark(torch.clone, src)
 
 
-@pytest.mark.parametrize("impl", ["eager", "in_place", "mixed_sum"])
+@pytest.mark.parametrize("impl", ["compiled", "eager", "in_place", "mixed_sum", "mixed_sum_no_thp"])
 def test_mixed_sum_forward(benchmark, candidates, impl):
     xs, w = candidates
     benchmark.group = f"mixed_sum forward K={len(xs)} ({NUMEL} elements)"
     mark_bandwidth(benchmark, (len(xs) + 1) * xs[0].nbytes)
-    if impl == "eager":
+    if impl == "compiled":
         mark_baseline(benchmark)
-    fn = {"eager": eager, "in_place": in_place, "mixed_sum": mf.ops.mixed_sum}[impl]
+    fn = {**IMPLS, "in_place": in_place}[impl]
+    fn(xs, w)  # compiles outside the timing
     out = benchmark(fn, xs, w)
     torch.testing.assert_close(out, eager(xs, w), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("impl", ["eager", "mixed_sum"])
+@pytest.mark.parametrize("impl", ["compiled", "eager", "mixed_sum", "mixed_sum_no_thp"])
 def test_mixed_sum_forward_backward(benchmark, candidates, impl):
     xs, w = candidates
     xs = [x.clone().requires_grad_() for x in xs]
     w = w.clone().requires_grad_()
     grad = torch.randn(NUMEL)
-    fn = eager if impl == "eager" else mf.ops.mixed_sum
+    fn = IMPLS[impl]
     benchmark.group = f"mixed_sum forward+backward K={len(xs)} ({NUMEL} elements)"
-    if impl == "eager":
+    if impl == "compiled":
         mark_baseline(benchmark)
 
     def step():
         return torch.autograd.grad(fn(xs, w), [*xs, w], grad)
 
+    got = step()  # compiles the forward and backward outside the timing; checked against eager
+    for a, b in zip(got, torch.autograd.grad(eager(xs, w), [*xs, w], grad), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
     benchmark.pedantic(step, rounds=5, warmup_rounds=1)
 
 
@@ -84,19 +132,39 @@ def saved_tensor_bytes(fn) -> int:
     return sum(storages.values()) + out.untyped_storage().nbytes()
 
 
+def _grads_match(forward, reference, leaves) -> bool:
+    """Whether forward's output and gradients (w.r.t. leaves) equal the eager naive module's: Inductor
+    mis-compiles some pooling backwards (docs/), so a compiled baseline's figures say if it was right."""
+    g = None
+    outs = []
+    for fn in (forward, reference):
+        out = fn()
+        g = torch.randn_like(out) if g is None else g
+        outs.append((out.detach(), torch.autograd.grad(out, leaves, g)))
+    (o1, g1), (o2, g2) = outs
+    return all(torch.allclose(a, b, rtol=1e-3, atol=1e-4) for a, b in zip((o1, *g1), (o2, *g2), strict=True))
+
+
 @pytest.mark.parametrize("C, H, N", [(16, 32, 32), (32, 32, 16), (64, 32, 8), (16, 64, 8), (64, 64, 4)],
                          ids=lambda v: str(v))
-@pytest.mark.parametrize("impl", ["naive", "fused"])
+@pytest.mark.parametrize("impl", ["naive_compiled", "naive", "fused"])
 def test_mixed_op_forward_backward(benchmark, C, H, N, impl):
+    """Baseline: the naive DARTS edge (`forward_naive`, every candidate on its own) compiled by Inductor;
+    also the eager naive edge. Forward and backward of a training step (BatchNorms in training mode)."""
     torch.manual_seed(0)
     fused = MixedOp(C, 1, DARTS_PRIMITIVES)
     naive = copy.deepcopy(fused)
     x = torch.randn(N, C, H, H, requires_grad=True)
     alpha = torch.randn(8, requires_grad=True)
+    naive_fn = torch.compile(naive.forward_naive) if impl == "naive_compiled" else naive.forward_naive
     forward = (lambda: fused(x, torch.softmax(alpha, 0))) if impl == "fused" else (
-        lambda: naive.forward_naive(x, torch.softmax(alpha, 0)))
+        lambda: naive_fn(x, torch.softmax(alpha, 0)))
     benchmark.group = f"MixedOp forward+backward C={C} {H}x{H} N={N}"
     benchmark.extra_info["saved_MB"] = round(saved_tensor_bytes(forward) / 2**20, 1)
-    if impl == "naive":
+    if impl != "naive":  # compiles outside the timing; says whether the result was right
+        eager_naive = copy.deepcopy(naive)
+        benchmark.extra_info["grads_match_eager"] = _grads_match(
+            forward, lambda: eager_naive.forward_naive(x, torch.softmax(alpha, 0)), [x, alpha])
+    if impl == "naive_compiled":
         mark_baseline(benchmark)
     benchmark.pedantic(lambda: forward().sum().backward(), rounds=5, warmup_rounds=1)

@@ -11,6 +11,10 @@
 
 namespace mednns_fast {
 
+// The kernels zero-pad each input plane once; a plane of more elements than this (huge dilations) is
+// refused instead of overflowing or exhausting memory. Python checks the same (ops/_checks.py).
+constexpr int64_t kMaxPaddedPlane = int64_t{1} << 31;
+
 struct DepthwiseGeometry {
   int64_t N, C, J, H, W, Ho, Wo, stride, max_pad;
   bool shared_input;
@@ -40,8 +44,8 @@ inline DepthwiseGeometry depthwise_geometry(const at::Tensor& x, at::TensorList 
     TORCH_CHECK_VALUE(w.dim() == 4 && w.size(0) == g.C && w.size(1) == 1 && w.size(2) == w.size(3) &&
                           w.size(2) % 2 == 1,
                       name, " must be [C, 1, k, k] with C=", g.C, " and k odd, got shape ", w.sizes());
-    TORCH_CHECK_VALUE(dilations[j] >= 1, "multi_depthwise_conv2d: dilations[", j, "] must be >= 1, got ",
-                      dilations[j]);
+    TORCH_CHECK_VALUE(dilations[j] >= 1 && dilations[j] <= kMaxPaddedPlane,
+                      "multi_depthwise_conv2d: dilations[", j, "] must be in [1, 2^31], got ", dilations[j]);
     g.kernel.push_back(w.size(2));
     g.dilation.push_back(dilations[j]);
     g.pad.push_back(dilations[j] * (w.size(2) - 1) / 2);
@@ -53,8 +57,15 @@ inline DepthwiseGeometry depthwise_geometry(const at::Tensor& x, at::TensorList 
   TORCH_CHECK_VALUE(x.size(1) == g.in_channels(), "multi_depthwise_conv2d: x has ", x.size(1),
                     " channels, expected ", g.in_channels(),
                     shared_input ? " (C, shared by every candidate)" : " (J*C, one C-slice per candidate)");
-  g.Ho = (g.H - 1) / stride + 1;
-  g.Wo = (g.W - 1) / stride + 1;
+  // Padded plane size in double (pad <= 2^61 here, so the int64 sides do not overflow).
+  const double plane = static_cast<double>(g.H + 2 * g.max_pad) * static_cast<double>(g.W + 2 * g.max_pad);
+  TORCH_CHECK_VALUE(plane <= static_cast<double>(kMaxPaddedPlane),
+                    "multi_depthwise_conv2d: dilations too large for x of shape ", x.sizes(),
+                    ": the zero-padded plane would hold ", plane, " elements (at most 2^31); padding is ",
+                    g.max_pad);
+  // floor((H - 1) / stride) + 1, and 0 for an empty side (C++ division truncates towards zero).
+  g.Ho = g.H == 0 ? 0 : (g.H - 1) / stride + 1;
+  g.Wo = g.W == 0 ? 0 : (g.W - 1) / stride + 1;
   return g;
 }
 

@@ -50,7 +50,7 @@ def test_opcheck_and_compile():
         ((torch.randn(2, 5, 4), [torch.randn(5, 1, 3, 3)], [1], 1, True), r"x must be \[N, C, H, W\]"),
         ((torch.randn(2, 5, 4, 4), [torch.randn(5, 1, 4, 4)], [1], 1, True), "k odd"),
         ((torch.randn(2, 5, 4, 4), [torch.randn(5, 1, 3, 3)], [1, 2], 1, True), "dilations has 2"),
-        ((torch.randn(2, 5, 4, 4), [torch.randn(5, 1, 3, 3)], [1], 0, True), "stride must be >= 1"),
+        ((torch.randn(2, 5, 4, 4), [torch.randn(5, 1, 3, 3)], [1], 0, True), "stride must be an int >= 1"),
         ((torch.randn(2, 6, 4, 4), [torch.randn(5, 1, 3, 3)], [1], 1, True), "expected 5"),
         ((torch.randn(2, 5, 4, 4), [torch.randn(5, 1, 3, 3).double()], [1], 1, True), "dtype"),
     ],

@@ -4,9 +4,11 @@ import copy
 
 import pytest
 import torch
+from op_calls import count_ops
 
 import mednns_fast as mf
 from mednns_fast.nas import DARTS_PRIMITIVES, MixedOp
+from mednns_fast.ops import reference
 
 
 def _run(op, x, alpha, naive):
@@ -130,9 +132,18 @@ def test_compiles():
     torch.testing.assert_close(torch.compile(op)(x, w), op(x, w), rtol=1e-5, atol=1e-5)
 
 
-def test_mixed_sum_is_used_by_reference_backend_too():
+def test_forward_uses_mixed_sum_once(monkeypatch):
+    """The weighted sum is one mixed_sum call: the C++ op dispatched once (counted), and under the
+    reference backend the reference mixed_sum called once (counted), with equal outputs."""
     op = MixedOp(4, 1, DARTS_PRIMITIVES)
     x, w = torch.randn(2, 4, 6, 6), torch.softmax(torch.randn(8), 0)
+    with mf.ops.use_backend("cpp"):
+        out, counts = count_ops(lambda: op(x, w))
+    assert counts["mednns_fast::mixed_sum"] == 1
+    calls = []
+    original = reference.mixed_sum
+    monkeypatch.setattr(reference, "mixed_sum", lambda xs, ws: calls.append(len(xs)) or original(xs, ws))
     with mf.ops.use_backend("reference"):
         ref = op(x, w)
-    torch.testing.assert_close(op(x, w), ref, rtol=1e-5, atol=1e-5)
+    assert calls == [7]  # one call over every candidate but `none` (zeros add nothing)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)

@@ -246,6 +246,23 @@ def test_js_stability_settled_edge_is_zero_and_short_history_is_inf():
     assert torch.isinf(tops.js_stability(history, 6, True)).all()
 
 
+@pytest.mark.parametrize("scale", [1e4, 1e38])
+def test_js_stability_large_float32_logits_are_exact(scale):
+    """Large float32 logits: the softmax is exp(x - max) / sum, never exp(x - (max + log sum)), whose
+    rounding at 1e4 was 1e-4 absolute (the prune threshold is 3e-4) and nonsense at 1e38. Ties give
+    exactly 0; nearby logits match the float64 reference of the same float32 values."""
+    tied = torch.full((8, 3, 5), scale, dtype=torch.float32, device=DEVICE)
+    assert (tops.js_stability(tied, 2, True)[2:] == 0).all()
+    steps = torch.tensor([0.0, -1.0, -2.5, -0.5, -4.0], device=DEVICE) * (scale * 1e-7 if scale > 1e30 else 1.0)
+    history = (tied + steps * _rand(8, 3, 1, dtype=torch.float32).abs()).contiguous()
+    got = tops.js_stability(history, 2, True)
+    want = stability_formula(history.double(), 2, True)
+    assert torch.isfinite(got[2:]).all()
+    torch.testing.assert_close(got[2:].double(), want[2:], rtol=1e-5, atol=1e-7)
+    cpp = torch.ops.mednns_fast.js_stability(history.cpu(), 2, True)  # the C++ kernel, exact here
+    torch.testing.assert_close(got[2:].cpu(), cpp[2:], rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("dtype", float_dtypes())
 @pytest.mark.parametrize("from_logits", [True, False])
 @pytest.mark.parametrize("K", [7, 300])

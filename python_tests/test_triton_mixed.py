@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from op_calls import copies, count_ops
 from triton_support import float_dtypes, needs_gpu, tolerances, triton_runs  # noqa: F401
 
 import mednns_fast as mf
 from mednns_fast.ops import reference
+from mednns_fast.triton.mixed import _Layout
 
 pytestmark = [pytest.mark.triton, pytest.mark.usefixtures("triton_runs")]
 
@@ -44,6 +46,11 @@ def test_channel_slices_read_in_place(per_row, device):
     xs = [wide[:, 3 * k:3 * k + 2] for k in range(K)]
     assert not xs[0].is_contiguous()
     w = torch.randn((5, K) if per_row else (K,), dtype=torch.float64, device=device)
+    # In place: the kernels' layout keeps every slice's own storage and row stride, with no copy made.
+    lay, counts = count_ops(lambda: _Layout(xs, w))
+    assert copies(counts) == 0
+    assert [t.data_ptr() for t in lay.xs] == [x.data_ptr() for x in xs]
+    assert lay.strides == [wide.stride(0)] * K
     torch.testing.assert_close(mf.ops.mixed_sum(xs, w), reference.mixed_sum(xs, w))
     g = torch.randn(5, 2, 9, 11, dtype=torch.float64, device=device)
     grad_xs, grad_w = tops.mixed_sum_backward(g, xs, w, [True] * K, True)
@@ -53,9 +60,17 @@ def test_channel_slices_read_in_place(per_row, device):
         torch.testing.assert_close(got, want)
 
 
-def test_transposed_candidates_are_copied_once(device):
-    xs = [torch.randn(9, 7, dtype=torch.float64, device=device).t() for _ in range(3)]  # rows not contiguous
-    w = torch.randn(7, 3, dtype=torch.float64, device=device)
+@pytest.mark.parametrize("K", [3, 11])  # 11: two launch groups share the one copy
+def test_transposed_candidates_are_copied_once(K, device):
+    xs = [torch.randn(9, 7, dtype=torch.float64, device=device).t() for _ in range(K)]  # rows not contiguous
+    w = torch.randn(7, K, dtype=torch.float64, device=device)
+    lay, counts = count_ops(lambda: _Layout(xs, w))
+    assert copies(counts) == K  # one copy per candidate, made once for every launch group
+    assert all(t.is_contiguous() for t in lay.xs)
+    assert len({t.data_ptr() for t in lay.xs} & {x.data_ptr() for x in xs}) == 0
+    for group in lay.groups():  # every launch reads those copies, not fresh ones
+        slot_xs, _ = lay.slot_args(group)
+        assert {t.data_ptr() for t in slot_xs} <= {t.data_ptr() for t in lay.xs}
     torch.testing.assert_close(mf.ops.mixed_sum(xs, w), reference.mixed_sum(xs, w))
 
 

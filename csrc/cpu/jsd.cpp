@@ -317,8 +317,11 @@ std::tuple<at::Tensor, at::Tensor> js_pairwise_backward_cpu(const at::Tensor& gr
 
 // (epoch, edge) rows per task. A DARTS cell's history (200 x 14 x 8) is a fraction of a millisecond of
 // work: it stays on one thread, where waking others (on a busy machine) costs more than it saves.
+// Work per row is K * (window + 1), capped before multiplying so that a huge window cannot overflow.
 int64_t stability_grain(int64_t K, int64_t window) {
-  return std::max<int64_t>(1, (int64_t{1} << 18) / (K * (window + 1)));
+  constexpr int64_t kTarget = int64_t{1} << 18;
+  const int64_t per_row = std::min(kTarget, K) * (std::min(kTarget, window) + 1);
+  return std::max<int64_t>(1, kTarget / per_row);
 }
 
 // history [T, E, K] -> probabilities P [T, E, K] in acc_t (softmax of each row when from_logits).
@@ -348,7 +351,7 @@ at::Tensor js_stability_cpu(const at::Tensor& history, int64_t window, bool from
     scalar_t* op = out.data_ptr<scalar_t>();
     const int64_t epoch = E * K;  // entries per epoch
     std::fill(op, op + std::min(T, window) * E, std::numeric_limits<scalar_t>::infinity());
-    if (T <= window) return;
+    if (T <= window || E == 0) return;  // no epoch with a full window, or no edge
     // Epochs t >= window, in runs: the window means of a run, then its entry terms (vectorised, as in
     // js_divergence), then the per-edge sums.
     const int64_t grain = std::max<int64_t>(1, stability_grain(K, window) / E);

@@ -118,12 +118,27 @@ def load_medmnist(
         where = f"{path}" + ("" if root.is_dir() else f" (directory {root} does not exist)")
         have = f" The directory holds: {', '.join(found[:12])}." if found else ""
         raise FileNotFoundError(f"MedMNIST file not found: looked for {where}.{have} {DOWNLOAD_HINT}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes), not a MedMNIST .npz file; download it again")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files if k.startswith(f"{split}_")}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
         raise ValueError(f"{path} is not a readable .npz file ({exc}); download it again") from exc
     return _split_from_arrays(key, split, size, arrays, path)
+
+
+def _integer_labels(labels: np.ndarray, name: str) -> np.ndarray:
+    """Class indices as int64; a non-integer value (1.7, NaN) is refused rather than truncated."""
+    if labels.dtype.kind in "iub":
+        return labels.astype(np.int64)
+    if labels.dtype.kind != "f":
+        raise ValueError(f"{name} must hold integer class indices, got dtype {labels.dtype}")
+    bad = ~np.isfinite(labels) | (labels != np.round(labels))
+    if bad.any():
+        raise ValueError(f"{name} must hold integer class indices, got {labels[bad][0]!r} "
+                         f"(and {int(bad.sum()) - 1} more non-integer values)")
+    return labels.astype(np.int64)
 
 
 def _split_from_arrays(key: str, split: str, size: int, arrays: dict, path: Path) -> MedMNISTSplit:
@@ -148,7 +163,7 @@ def _split_from_arrays(key: str, split: str, size: int, arrays: dict, path: Path
     if masks is not None:
         if masks.shape != images.shape[:3]:
             raise ValueError(f"{path}: {split}_masks {masks.shape} do not align with images {images.shape}")
-        masks = masks.astype(np.int64)
+        masks = _integer_labels(masks, f"{path}: {split}_masks")
         n_classes = int(arrays.get("n_classes", masks.max() + 1))
         empty = np.zeros(n, dtype=np.int64)
         return MedMNISTSplit(key, split, images, empty, "segmentation", n_classes, masks=masks, groups=groups)
@@ -168,7 +183,7 @@ def _split_from_arrays(key: str, split: str, size: int, arrays: dict, path: Path
         return MedMNISTSplit(key, split, images, labels.astype(np.float32), task, n_classes, groups=groups)
     if labels.shape[1] != 1:
         raise ValueError(f"{path}: {task} {split}_labels must be (N, 1), got {labels.shape}")
-    flat = labels[:, 0].astype(np.int64)
+    flat = _integer_labels(labels[:, 0], f"{path}: {split}_labels")
     if n and (flat.min() < 0 or flat.max() >= n_classes):
         raise ValueError(f"{path}: {split}_labels must lie in [0, {n_classes}), got [{flat.min()}, {flat.max()}]")
     return MedMNISTSplit(key, split, images, flat, task, n_classes, groups=groups)

@@ -4,10 +4,27 @@ things in csrc/checks.h. Each error names the argument and what was expected."""
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
+
+
+def values_readable(t: torch.Tensor) -> bool:
+    """Whether value checks may read t: not while tracing, and never on the meta device (no values there;
+    devices and shapes are checked first, so a meta tensor mixed with real ones is refused by those)."""
+    return not torch.compiler.is_compiling() and t.device.type != "meta"
+
+
+def check_int(value, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
+    """value as an int; TypeError for a non-integer (1.5, True, a tensor), ValueError outside the range."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, torch.SymInt)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        bounds = f"in [{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
+        raise ValueError(f"{name} must be an int {bounds}, got {value!r}")
+    return value
 
 
 def check_floating(t: torch.Tensor, name: str) -> None:
@@ -119,7 +136,7 @@ def check_js_values(t: torch.Tensor, name: str, from_logits: bool, dim: int = -1
     """Probabilities: finite and >= 0. Logits: no NaN or +inf, and a finite entry in every row along `dim`.
 
     Reads the values (a device sync on CUDA); skipped while tracing."""
-    if torch.compiler.is_compiling() or t.numel() == 0:
+    if not values_readable(t) or t.numel() == 0:
         return
     if from_logits:
         if bool((torch.isnan(t) | torch.isposinf(t)).any()):
@@ -133,6 +150,16 @@ def check_js_values(t: torch.Tensor, name: str, from_logits: bool, dim: int = -1
             raise ValueError(f"{name} (probabilities) must be non-negative but has negative entries")
 
 
+def check_js_entries(p: torch.Tensor, dim: int, op: str) -> None:
+    """p (already broadcast) has at least one dim, `dim` is in range and holds K >= 1 entries."""
+    if p.dim() == 0:
+        raise ValueError(f"{op}: p and q must have at least one dim (the distribution's entries)")
+    if isinstance(dim, bool) or not isinstance(dim, int) or not -p.dim() <= dim < p.dim():
+        raise ValueError(f"{op}: dim={dim!r} is out of range for {p.dim()}-D inputs")
+    if p.shape[dim] < 1:
+        raise ValueError(f"{op}: distributions need K >= 1 entries along dim={dim}, got shape {tuple(p.shape)}")
+
+
 def check_js_history(history: torch.Tensor, window: int) -> None:
     check_floating(history, "js_stability: history")
     if history.dim() != 3:
@@ -142,6 +169,44 @@ def check_js_history(history: torch.Tensor, window: int) -> None:
                          f"{tuple(history.shape)}")
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise ValueError(f"js_stability: window must be an int >= 1, got {window!r}")
+
+
+# ---- multi_depthwise_conv2d ---------------------------------------------------------------------------
+# The kernels zero-pad each input plane once; a larger padded plane (huge dilations) is refused
+# (csrc/depthwise_common.h checks the same).
+MAX_PADDED_PLANE = 2**31
+
+
+def check_depthwise_args(x: torch.Tensor, weights: Sequence[torch.Tensor], dilations: Sequence[int],
+                         stride: int, shared_input: bool) -> None:
+    op = "multi_depthwise_conv2d"
+    check_floating(x, f"{op}: x")
+    if x.dim() != 4:
+        raise ValueError(f"{op}: x must be [N, C, H, W], got shape {tuple(x.shape)}")
+    if len(weights) == 0:
+        raise ValueError(f"{op}: weights must hold at least one tensor")
+    if len(dilations) != len(weights):
+        raise ValueError(f"{op}: dilations has {len(dilations)} entries but weights holds {len(weights)}")
+    check_int(stride, f"{op}: stride", minimum=1)
+    check_floating(weights[0], f"{op}: weights[0]")
+    C, max_pad = weights[0].shape[0], 0
+    for j, (w, d) in enumerate(zip(weights, dilations, strict=True)):
+        name = f"{op}: weights[{j}]"
+        check_floating(w, name)
+        check_same_device(w, name, x, "x")
+        check_same_dtype(w, name, x, "x")
+        if w.dim() != 4 or w.shape[0] != C or w.shape[1] != 1 or w.shape[2] != w.shape[3] or w.shape[2] % 2 == 0:
+            raise ValueError(f"{name} must be [C, 1, k, k] with C={C} and k odd, got shape {tuple(w.shape)}")
+        check_int(d, f"{op}: dilations[{j}]", minimum=1, maximum=MAX_PADDED_PLANE)
+        max_pad = max(max_pad, d * (w.shape[2] - 1) // 2)
+    expected = C if shared_input else len(weights) * C
+    if x.shape[1] != expected:
+        raise ValueError(f"{op}: x has {x.shape[1]} channels, expected {expected}"
+                         + (" (C, shared by every candidate)" if shared_input else " (J*C, one C-slice per candidate)"))
+    plane = (x.shape[2] + 2 * max_pad) * (x.shape[3] + 2 * max_pad)
+    if plane > MAX_PADDED_PLANE:
+        raise ValueError(f"{op}: dilations too large for x of shape {tuple(x.shape)}: the zero-padded plane would "
+                         f"hold {plane} elements (at most 2^31); padding is {max_pad}")
 
 
 # ---- FID statistics and Frechet distances ----------------------------------------------------------
@@ -233,7 +298,7 @@ def check_gaussian(mu: torch.Tensor, sigma: torch.Tensor, mu_name: str, sigma_na
         raise ValueError(f"{sigma_name} must be [{d}, {d}] to match {mu_name} [{d}], got shape "
                          f"{tuple(sigma.shape)}")
     check_finite(mu, mu_name)
-    if defects is None or torch.compiler.is_compiling():
+    if defects is None or not values_readable(sigma):
         return
     asym, top, bad = defects(sigma.detach()).tolist()
     if bad:
@@ -245,6 +310,11 @@ def check_gaussian(mu: torch.Tensor, sigma: torch.Tensor, mu_name: str, sigma_na
 
 def check_gaussian_pair(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor, sigma2: torch.Tensor,
                         defects: Callable[[torch.Tensor], torch.Tensor] = covariance_defects) -> None:
+    # Every device first: a meta tensor among real ones is refused before any value is read.
+    check_floating(mu1, "mu1")
+    for t, name in ((sigma1, "sigma1"), (mu2, "mu2"), (sigma2, "sigma2")):
+        check_floating(t, name)
+        check_same_device(t, name, mu1, "mu1")
     check_gaussian(mu1, sigma1, "mu1", "sigma1", defects)
     check_gaussian(mu2, sigma2, "mu2", "sigma2", defects)
     check_same_device(mu2, "mu2", mu1, "mu1")
@@ -255,7 +325,7 @@ def check_gaussian_pair(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tens
 
 def check_psd_eigenvalues(w: torch.Tensor, sigma: torch.Tensor, name: str) -> None:
     """Refuses sigma whose eigenvalues w go below -PSD_RTOL * ||sigma||_F (beyond rounding)."""
-    if torch.compiler.is_compiling() or w.numel() == 0:
+    if not values_readable(w) or w.numel() == 0:
         return
     floor = -PSD_RTOL * float(torch.linalg.matrix_norm(sigma.detach()))
     smallest = float(w.detach().min())

@@ -12,6 +12,7 @@ import torch
 
 from . import reference
 from ._backend import kernel
+from ._checks import check_depthwise_args
 from ._spec import OpSpec, define
 
 
@@ -27,9 +28,15 @@ def multi_depthwise_conv2d(x: torch.Tensor, weights: Sequence[torch.Tensor], dil
 
     Returns:
         ``[N, J*C, Ho, Wo]``, candidate-major (channels ``[j*C, (j+1)*C)`` are candidate j),
-        ``Ho = (H - 1) // stride + 1``.
+        ``Ho = (H - 1) // stride + 1`` (floor division: 0 for H = 0).
+
+    Raises:
+        TypeError: a non-integer dilation or stride. ValueError: shapes, dtypes or devices that do not
+        match, a dilation < 1, or dilations so large that the padded plane exceeds 2^31 elements.
     """
-    weights, dilations = list(weights), [int(d) for d in dilations]
+    weights, dilations = list(weights), list(dilations)
+    check_depthwise_args(x, weights, dilations, stride, shared_input)
+    dilations = [int(d) for d in dilations]  # checked integers (numpy ints too) as the schema's int[]
     return kernel("multi_depthwise_conv2d", x.device)(x, weights, dilations, stride, shared_input)
 
 
@@ -58,10 +65,12 @@ def _output_shape(x, weights, stride, shared_input):
 
 
 def _fake(x, weights, dilations, stride, shared_input):
+    check_depthwise_args(x, weights, dilations, stride, shared_input)
     return x.new_empty(_output_shape(x, weights, stride, shared_input))
 
 
 def _backward_fake(grad, x, weights, dilations, stride, shared_input, x_needs_grad, weights_need_grad):
+    check_depthwise_args(x, weights, dilations, stride, shared_input)
     grad_x = torch.empty_like(x, memory_format=torch.contiguous_format) if x_needs_grad else x.new_empty(0)
     grad_ws = [torch.empty_like(w, memory_format=torch.contiguous_format) if weights_need_grad
                else x.new_empty(0) for w in weights]

@@ -432,11 +432,26 @@ class FeatureStats:
         if missing:
             raise ValueError(f"FeatureStats state is missing {sorted(missing)}")
         mean, m2 = state["mean"], state["m2"]
+        if not isinstance(mean, torch.Tensor) or not isinstance(m2, torch.Tensor):
+            raise ValueError(f"FeatureStats state: mean and m2 must be tensors, got {type(mean).__name__} and "
+                             f"{type(m2).__name__}")
         if mean.dim() != 1 or tuple(m2.shape) != (mean.shape[0], mean.shape[0]) or m2.dtype != mean.dtype:
             raise ValueError(f"FeatureStats state has mean {tuple(mean.shape)} {mean.dtype} and m2 "
                              f"{tuple(m2.shape)} {m2.dtype}: expected [d] and [d, d] of one dtype")
+        count = state["count"]
+        if isinstance(count, torch.Tensor):
+            if count.numel() != 1 or count.is_floating_point() or count.dtype == torch.bool:
+                raise ValueError(f"FeatureStats state: count must be an integer scalar, got {count!r}")
+            count = int(count)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"FeatureStats state: count must be an int >= 0 (rows seen), got {count!r}")
+        if not (bool(torch.isfinite(mean).all()) and bool(torch.isfinite(m2).all())):
+            raise ValueError("FeatureStats state: mean and m2 must be finite but contain NaN or infinity")
+        if bool((m2.diagonal() < 0).any()):
+            raise ValueError("FeatureStats state: m2 (a sum of centred squares) must have a non-negative "
+                             "diagonal, got negative entries")
         out = cls(mean.shape[0], dtype=mean.dtype, device=device, keep_rows="rows" in state)
-        out.count = int(state["count"])
+        out.count = count
         out.mean.copy_(mean)
         out.m2.copy_(m2)
         if "rows" in state:

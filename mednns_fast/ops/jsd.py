@@ -21,7 +21,14 @@ import torch
 
 from . import reference
 from ._backend import kernel
-from ._checks import check_floating, check_js_history, check_js_pair, check_same_device, check_same_dtype
+from ._checks import (
+    check_floating,
+    check_js_entries,
+    check_js_history,
+    check_js_pair,
+    check_same_device,
+    check_same_dtype,
+)
 from ._spec import OpSpec, define
 
 
@@ -48,10 +55,7 @@ def js_divergence(p: torch.Tensor, q: torch.Tensor, dim: int = -1, from_logits: 
     except RuntimeError as exc:
         raise ValueError(f"js_divergence: p of shape {tuple(p.shape)} and q of shape {tuple(q.shape)} "
                          "do not broadcast") from exc
-    if p.dim() == 0:
-        raise ValueError("js_divergence: p and q must have at least one dim (the distribution's entries)")
-    if not -p.dim() <= dim < p.dim():
-        raise ValueError(f"js_divergence: dim={dim} is out of range for {p.dim()}-D inputs")
+    check_js_entries(p, dim, "js_divergence")
     p, q = p.movedim(dim, -1), q.movedim(dim, -1)
     batch, K = p.shape[:-1], p.shape[-1]
     rows = batch.numel()  # not -1: K may be 0

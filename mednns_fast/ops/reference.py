@@ -12,9 +12,11 @@ from collections.abc import Sequence
 import torch
 
 from ._checks import (
+    check_depthwise_args,
     check_finite,
     check_floating,
     check_gaussian_pair,
+    check_js_entries,
     check_js_history,
     check_js_pair,
     check_js_values,
@@ -39,9 +41,9 @@ def mixed_sum(xs: Sequence[torch.Tensor], weights: torch.Tensor) -> torch.Tensor
     w = weights.to(acc)
     if w.dim() == 2:  # one weight row per sample: broadcast over the sample's remaining dims
         w = w.reshape(w.shape + (1,) * (xs[0].dim() - 1))
-        terms = [w[:, k] * x.to(acc) for k, x in enumerate(xs)]
-    else:
-        terms = [w[k] * x.to(acc) for k, x in enumerate(xs)]
+    # A candidate whose weight is exactly zero (pruned) is not read: NaN or inf in it must not leak.
+    terms = [torch.where(wk == 0, 0.0, wk * x.to(acc))
+             for wk, x in zip(w.unbind(1 if w.dim() > 1 else 0), xs, strict=True)]
     return torch.stack(terms).sum(0).to(xs[0].dtype)
 
 
@@ -49,9 +51,14 @@ def multi_depthwise_conv2d(x: torch.Tensor, weights: Sequence[torch.Tensor], dil
                            stride: int = 1, shared_input: bool = True) -> torch.Tensor:
     """J depthwise convolutions, "same" padding d*(k-1)/2, outputs concatenated candidate-major.
 
-    x: [N, C, H, W] (shared_input) or [N, J*C, H, W]; weights[j]: [C, 1, k_j, k_j]. Returns [N, J*C, Ho, Wo].
+    x: [N, C, H, W] (shared_input) or [N, J*C, H, W]; weights[j]: [C, 1, k_j, k_j]. Returns [N, J*C, Ho, Wo],
+    Ho = (H - 1) // stride + 1 (0 for an empty side, where conv2d itself would refuse the padding).
     """
+    check_depthwise_args(x, weights, dilations, stride, shared_input)
     C = weights[0].shape[0]
+    if x.shape[2] == 0 or x.shape[3] == 0:
+        ho, wo = (x.shape[2] - 1) // stride + 1, (x.shape[3] - 1) // stride + 1
+        return x.new_zeros(x.shape[0], len(weights) * C, ho, wo)
     outs = []
     for j, (w, d) in enumerate(zip(weights, dilations)):
         xin = x if shared_input else x[:, j * C:(j + 1) * C]
@@ -80,6 +87,7 @@ def js_divergence(p: torch.Tensor, q: torch.Tensor, dim: int = -1, from_logits: 
     check_floating(q, "js_divergence: q")
     check_same_dtype(q, "js_divergence: q", p, "p")
     check_same_device(q, "js_divergence: q", p, "p")
+    check_js_entries(torch.broadcast_tensors(p, q)[0], dim, "js_divergence")
     check_js_values(p, "js_divergence: p", from_logits, dim)
     check_js_values(q, "js_divergence: q", from_logits, dim)
     dtype, acc = p.dtype, _opmath(p.dtype)
@@ -97,6 +105,8 @@ def js_divergence(p: torch.Tensor, q: torch.Tensor, dim: int = -1, from_logits: 
 def js_pairwise(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """out[i, j] = JS(p[i], q[j]) for p [N, K], q [M, K]. Builds [N, M, K]: the oracle, not a fast path."""
     check_js_pair(p, q, "js_pairwise", same_shape=False)
+    check_js_values(p, "js_pairwise: p", from_logits=False)
+    check_js_values(q, "js_pairwise: q", from_logits=False)
     return js_divergence(p[:, None, :], q[None, :, :], dim=-1)
 
 
@@ -170,10 +180,15 @@ def fid_trace_sqrt_pairs(factors: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def fid_matrix(stats: Sequence) -> torch.Tensor:
-    """D[i, j] = frechet_distance between stats[i] and stats[j] (anything with .mu and .sigma): [N, N]."""
+    """D[i, j] = frechet_distance between stats[i] and stats[j] (anything with .mu and .sigma): [N, N].
+
+    A statistic's `factor` (when set) stands for its covariance, sigma = factor @ factor.T, as in the fast
+    path: its sigma is then not read."""
     n = len(stats)
+    factors = [getattr(s, "factor", None) for s in stats]
+    sigmas = [s.sigma if f is None else f.to(torch.float64) @ f.to(torch.float64).T for s, f in zip(stats, factors)]
     out = torch.zeros(n, n, dtype=torch.float64, device=stats[0].mu.device)
     for i in range(n):
         for j in range(i + 1, n):
-            out[i, j] = out[j, i] = frechet_distance(stats[i].mu, stats[i].sigma, stats[j].mu, stats[j].sigma)
+            out[i, j] = out[j, i] = frechet_distance(stats[i].mu, sigmas[i], stats[j].mu, sigmas[j])
     return out

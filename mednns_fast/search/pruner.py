@@ -74,6 +74,16 @@ class PruneEvent:
                    float(d["divergence"]), tuple(d["importance"]))
 
 
+_STATE_KEYS = frozenset({"version", "config", "num_candidates", "masks", "streak", "since", "epochs", "history",
+                         "divergences", "events"})
+
+
+def _check_number(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"ProgressivePruner: {name} must be a number (int or float), got "
+                        f"{type(value).__name__} {value!r}")
+
+
 class ProgressivePruner:
     """JS-stability progressive pruner over the architecture parameters of a search's edges.
 
@@ -124,7 +134,9 @@ class ProgressivePruner:
             raise ValueError(f"ProgressivePruner: window must be an int >= 1, got {window!r}")
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
             raise ValueError(f"ProgressivePruner: patience must be an int >= 1, got {patience!r}")
-        if not (isinstance(threshold, (int, float)) and 0 < threshold <= math.log(2)):
+        _check_number(threshold, "threshold")
+        _check_number(prune_fraction, "prune_fraction")
+        if not 0 < threshold <= math.log(2):
             raise ValueError(f"ProgressivePruner: threshold must be in (0, ln 2], got {threshold!r}")
         if isinstance(min_ops, bool) or not isinstance(min_ops, int) or min_ops < 1:
             raise ValueError(f"ProgressivePruner: min_ops must be an int >= 1, got {min_ops!r}")
@@ -276,6 +288,12 @@ class ProgressivePruner:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a `state_dict` taken from a pruner built over the same edges with the same settings."""
+        if not isinstance(state, dict):
+            raise TypeError(f"ProgressivePruner.load_state_dict: state must be a dict, got {type(state).__name__}")
+        missing = sorted(_STATE_KEYS - set(state))
+        if missing:
+            raise ValueError(f"ProgressivePruner.load_state_dict: the state lacks {missing} (expected the keys "
+                             f"of ProgressivePruner.state_dict(): {sorted(_STATE_KEYS)})")
         if state.get("version") != _STATE_VERSION:
             raise ValueError("ProgressivePruner.load_state_dict: unknown state version "
                              f"{state.get('version')!r}")
@@ -285,13 +303,34 @@ class ProgressivePruner:
         if dict(state["config"]) != self.config:
             raise ValueError(f"ProgressivePruner.load_state_dict: the state was made with {state['config']}, "
                              f"this pruner has {self.config}; decisions would differ")
-        self._masks = [torch.tensor(m, dtype=torch.bool) for m in state["masks"]]
+        self._masks = self._checked_masks(state["masks"])
+        for key in ("streak", "since"):
+            if len(state[key]) != self.num_edges:
+                raise ValueError(f"ProgressivePruner.load_state_dict: state[{key!r}] must hold one entry per "
+                                 f"edge ({self.num_edges}), got {len(state[key])}")
         self._streak = [int(s) for s in state["streak"]]
         self._since = [int(s) for s in state["since"]]
         self.epochs = [int(t) for t in state["epochs"]]
         self._history = [torch.tensor(h, dtype=torch.float64) for h in state["history"]]
         self.divergences = [[float(d) for d in r] for r in state["divergences"]]
         self.events = [PruneEvent.from_dict(d) for d in state["events"]]
+
+    def _checked_masks(self, masks) -> list[torch.Tensor]:
+        """The state's masks as bool tensors: one per edge, K_e entries each, at least min_ops active."""
+        if len(masks) != self.num_edges:
+            raise ValueError(f"ProgressivePruner.load_state_dict: state['masks'] must hold one mask per edge "
+                             f"({self.num_edges}), got {len(masks)}")
+        out = []
+        for e, (m, K) in enumerate(zip(masks, self.num_candidates, strict=True)):
+            t = torch.as_tensor(m)
+            if t.dim() != 1 or t.numel() != K or t.dtype != torch.bool:
+                raise ValueError(f"ProgressivePruner.load_state_dict: state['masks'][{e}] must be {K} booleans "
+                                 f"(edge {e}'s candidates), got {m!r}")
+            if int(t.sum()) < min(self.config["min_ops"], K):
+                raise ValueError(f"ProgressivePruner.load_state_dict: state['masks'][{e}] keeps {int(t.sum())} "
+                                 f"candidates, fewer than min_ops={self.config['min_ops']}")
+            out.append(t.clone())
+        return out
 
     # ---- trajectory output ---------------------------------------------------------------------------
 

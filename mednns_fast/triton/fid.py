@@ -5,10 +5,9 @@
 statistics of ``count`` rows in place with Chan's formula, so shards and ranks combine exactly as one
 pass over all rows would.
 
-Accuracy: the column sums accumulate in float64. Each row is centred in float64 and rounded once to the
-input precision; products of float32 features are summed by ``tl.dot`` (IEEE float32, never TF32) over
-blocks of ``BLOCK_N`` rows only, and the blocks' sums accumulate in float64: the rounding error grows with
-the block length, not with n. float64 features stay float64 throughout.
+Accuracy: everything is float64 whatever the features' dtype, as in the C++ kernel: the column sums,
+the centring and the products (``tl.dot`` of float64 blocks), so float32 features lose nothing beyond
+their own rounding (a float32 product would cost about 1e-7 relative on sigma).
 
 Only tiles on or above the diagonal are computed (m2 is symmetric); each is written to both halves.
 """
@@ -22,7 +21,7 @@ import triton.language as tl
 from ..ops._checks import check_stats_update_args
 from ..ops._moments import chan_merge_
 from ..ops._spec import attach_triton
-from ._common import acc_is_fp64, check_values, configs, kernel_op, launch, num_sms
+from ._common import check_values, configs, kernel_op, launch, num_sms
 
 _MAX_PARTIAL_BYTES = 1 << 28  # cap on the float64 partial results of split reductions
 
@@ -53,16 +52,12 @@ def _column_sums_kernel(PART, X, n, d, stride_n, stride_d, splits,
 
 
 @triton.jit
-def _centred_block(X, MEAN, rows, cols, n, d, stride_n, stride_d, ACC_FP64: tl.constexpr):
-    """x[rows, cols] - mean[cols], centred in float64 and rounded once to the compute type; 0 outside."""
+def _centred_block(X, MEAN, rows, cols, n, d, stride_n, stride_d):
+    """x[rows, cols] - mean[cols] in float64; 0 outside."""
     mask = (rows < n)[:, None] & (cols < d)[None, :]
     x = tl.load(X + rows[:, None] * stride_n + cols[None, :] * stride_d, mask=mask, other=0)
     mean = tl.load(MEAN + cols, mask=cols < d, other=0)
-    c = tl.where(mask, x.to(tl.float64) - mean[None, :], 0.0)
-    if ACC_FP64:
-        return c
-    else:
-        return c.to(tl.float32)
+    return tl.where(mask, x.to(tl.float64) - mean[None, :], 0.0)
 
 
 @triton.autotune(
@@ -72,11 +67,11 @@ def _centred_block(X, MEAN, rows, cols, n, d, stride_n, stride_d, ACC_FP64: tl.c
                             (32, 32, 4, 3))],
         triton.Config({"BLOCK_N": 16, "BLOCK_D": 16}),
     ),
-    key=["n", "d", "splits", "ACC_FP64"],
+    key=["n", "d", "splits"],
 )
 @triton.jit
 def _centred_m2_kernel(PART, X, MEAN, n, d, stride_n, stride_d, splits,
-                       ACC_FP64: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+                       BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     """PART[part] tile (ti, tj), tj >= ti, and its mirror: sum over this part's rows of c_i c_j."""
     pid = tl.program_id(0)
     tiles = tl.cdiv(d, BLOCK_D)
@@ -90,10 +85,9 @@ def _centred_m2_kernel(PART, X, MEAN, n, d, stride_n, stride_d, splits,
         acc = tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float64)
         for r0 in range(part * BLOCK_N, n, splits * BLOCK_N):
             rows = tl.arange(0, BLOCK_N).to(tl.int64) + r0
-            a = _centred_block(X, MEAN, rows, ci, n, d, stride_n, stride_d, ACC_FP64)
-            b = _centred_block(X, MEAN, rows, cj, n, d, stride_n, stride_d, ACC_FP64)
-            # One block of BLOCK_N rows in the compute type, then carried in float64.
-            acc += tl.dot(tl.trans(a), b, input_precision="ieee").to(tl.float64)
+            a = _centred_block(X, MEAN, rows, ci, n, d, stride_n, stride_d)
+            b = _centred_block(X, MEAN, rows, cj, n, d, stride_n, stride_d)
+            acc += tl.dot(tl.trans(a), b, input_precision="ieee")
         base = PART + part.to(tl.int64) * d * d
         # Entry (i, j), i <= j, goes to (i, j) and (j, i): two stores that never overlap, so m2 is
         # exactly symmetric (on diagonal tiles acc itself may differ from its transpose by rounding).
@@ -154,7 +148,7 @@ def _moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return (m2_splits * triton.cdiv(d, meta["BLOCK_D"]) ** 2,)
 
     launch(_centred_m2_kernel)[grid](
-        m2_part, x, mean, n, d, x.stride(0), x.stride(1), m2_splits, ACC_FP64=acc_is_fp64(x.dtype),
+        m2_part, x, mean, n, d, x.stride(0), x.stride(1), m2_splits,
     )
     return mean, m2_part.sum(0) if m2_splits > 1 else m2_part[0]
 

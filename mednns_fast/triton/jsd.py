@@ -323,9 +323,12 @@ def _js_pairwise_side_grad_kernel(
 @triton.autotune(configs=_ROW_CONFIGS, key=["R", "K", "ACC_FP64", "BLOCK_K"],
                  prune_configs_by={"early_config_prune": _fill_rows})
 @triton.jit
-def _row_logsumexp_kernel(LSE, FLAG, H, R, E, K, stride_t, stride_e, stride_k,
+def _row_softmax_stats_kernel(LSE, FLAG, H, R, E, K, stride_t, stride_e, stride_k,
                           ACC_FP64: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
-    """LSE[t * E + e] = logsumexp_k H[t, e, k], and the logits' bad bits into FLAG."""
+    """Softmax statistics of row r = t * E + e: LSE[2 r] = max_k H[t, e, k], LSE[2 r + 1] = sum_k exp(H - max),
+    and the logits' bad bits into FLAG. Kept apart (not max + log sum): with large logits (1e4 in float32)
+    max + log(sum) rounds by an ulp of the max, which exp(x - lse) would turn into a relative error of
+    that size; exp(x - max) / sum is exact where logits tie, as in the C++ kernel."""
     rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = rows < R
     # Row (t, e) starts at t * stride_t + e * stride_e: with stride_r = 0 the tile helper reads H_ROW.
@@ -344,7 +347,8 @@ def _row_logsumexp_kernel(LSE, FLAG, H, R, E, K, stride_t, stride_e, stride_k,
         se = se * tl.exp(mx - shift) + tl.sum(tl.exp(x - shift[:, None]), axis=1)
         mx = new_mx
     empty = tl.max((rmask & (mx == float("-inf"))).to(tl.int32), axis=0)
-    tl.store(LSE + rows, mx + tl.log(se), mask=rmask)
+    tl.store(LSE + 2 * rows, mx, mask=rmask)
+    tl.store(LSE + 2 * rows + 1, se, mask=rmask)
     tl.atomic_or(FLAG, bad | (empty << 1))
 
 
@@ -356,8 +360,9 @@ def _epoch_probs(H, LSE, t, e, emask, cols, kmask, E, stride_t, stride_e, stride
     x = tl.load(H + t * stride_t + e[:, None] * stride_e + cols[None, :] * stride_k, mask=mask, other=0)
     x = _acc_type(x, ACC_FP64)
     if FROM_LOGITS:
-        lse = tl.load(LSE + t * E + e, mask=emask, other=0)
-        x = tl.where(mask, tl.exp(x - lse[:, None]), 0.0)
+        mx = tl.load(LSE + 2 * (t * E + e), mask=emask, other=0)
+        se = tl.load(LSE + 2 * (t * E + e) + 1, mask=emask, other=1)
+        x = tl.where(mask, tl.exp(x - mx[:, None]) / se[:, None], 0.0)
     return x
 
 
@@ -626,13 +631,14 @@ def _js_stability_fake(history: torch.Tensor, window: int, from_logits: bool = T
 
 
 def _stability_args(history: torch.Tensor, from_logits: bool, flag: torch.Tensor | None):
-    """(LSE buffer or a placeholder, the launch arguments shared by the stability kernels)."""
+    """(softmax statistics [2 T E] (max, sum) or a placeholder, the launch arguments shared by the stability
+    kernels)."""
     T, E, K = history.shape
     acc_fp64 = acc_is_fp64(history.dtype)
     lse = history  # placeholder, never read with probabilities
     if from_logits:
-        lse = torch.empty(T * E, dtype=torch.float64 if acc_fp64 else torch.float32, device=history.device)
-        launch(_row_logsumexp_kernel)[lambda meta: (triton.cdiv(T * E, meta["BLOCK_R"]),)](
+        lse = torch.empty(2 * T * E, dtype=torch.float64 if acc_fp64 else torch.float32, device=history.device)
+        launch(_row_softmax_stats_kernel)[lambda meta: (triton.cdiv(T * E, meta["BLOCK_R"]),)](
             lse, flag if flag is not None else new_flag(history.device), history, T * E, E, K, *history.stride(),
             ACC_FP64=acc_fp64, BLOCK_K=_block_k(K),
         )
