@@ -6,11 +6,12 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: setup build test test-cpp demo lint clean
+.PHONY: setup build test test-cpp demo bench lint clean
 
 # Debian packages with real images for the data suite (installed where we are root; see docs/data.md),
-# and the PostgreSQL server the zoo tests start on loopback (docs/mednns.md).
-APT_PACKAGES := mricron-data dataset-fashion-mnist insighttoolkit5-examples postgresql
+# the PostgreSQL server the zoo tests start on loopback (docs/mednns.md), and the Chromium the report test
+# renders the HTML report in.
+APT_PACKAGES := mricron-data dataset-fashion-mnist insighttoolkit5-examples postgresql chromium
 
 $(VENV)/.installed: pyproject.toml setup.py
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -34,7 +35,13 @@ test: build
 	$(PY) -m pytest -m "not triton" -q -rs
 	TRITON_INTERPRET=1 $(PY) -m pytest -m triton -q -rs
 
+# The main job: the whole system on the built-in suite (zoo, meta-space, query, fine-tune, IAC-LTH, report).
+# Rerunning resumes; the report is runs/demo/report.html.
 demo: build
+	$(VENV)/bin/mednns-fast demo --run-dir runs/demo
+
+# Every pytest-benchmark suite (ops, drop-in DARTS step, IAC, zoo, meta-space query).
+bench: build
 	$(PY) -m pytest benchmarks/bench_*.py -q --benchmark-columns=min,median,mean,rounds --benchmark-sort=name
 
 # The CMake library for libtorch users and its ctest.
