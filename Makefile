@@ -8,8 +8,9 @@ PIP := $(VENV)/bin/pip
 
 .PHONY: setup build test test-cpp demo lint clean
 
-# Debian packages with real images for the data suite (installed where we are root; see docs/data.md).
-APT_PACKAGES := mricron-data dataset-fashion-mnist insighttoolkit5-examples
+# Debian packages with real images for the data suite (installed where we are root; see docs/data.md),
+# and the PostgreSQL server the zoo tests start on loopback (docs/mednns.md).
+APT_PACKAGES := mricron-data dataset-fashion-mnist insighttoolkit5-examples postgresql
 
 $(VENV)/.installed: pyproject.toml setup.py
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -18,7 +19,7 @@ $(VENV)/.installed: pyproject.toml setup.py
 	else echo "note: not root, so not installing $(APT_PACKAGES) (data-suite tasks that need them are skipped)"; fi
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q "$(TORCH)" "setuptools>=77" wheel ninja
-	$(PIP) install -q --no-build-isolation -e ".[test,data,dev]"
+	$(PIP) install -q --no-build-isolation -e ".[test,data,dev,zoo]"
 	$(PIP) install -q --no-deps stardist  # only its shipped nuclei image is used
 	$(PIP) install -q --no-deps pytorch-fid  # the tests call its formula; its torchvision import is avoided
 	touch $@

@@ -34,7 +34,7 @@ PHASES = ("full", "depth", "elastic", "sandwich")
 class ShrinkSchedule:
     """Epochs per phase and optimisation settings."""
 
-    full: int = 2
+    full: int = 1
     depth: int = 1
     elastic: int = 1
     sandwich: int = 1
@@ -44,7 +44,7 @@ class ShrinkSchedule:
     weight_decay: float = 1e-4
     kd_weight: float = 1.0
     kd_temperature: float = 2.0
-    n_probe: int = 2  # random probe subnets for model selection (besides largest and smallest)
+    n_probe: int = 1  # random probe subnets for model selection (besides largest and smallest)
     calib_size: int = 256
     seed: int = 0
 

@@ -97,9 +97,18 @@ class Zoo:
         if self.dialect == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
-            self._create_schema()
+            with self.engine.connect():
+                pass
         except sa.exc.OperationalError as exc:
             raise ConnectionError(f"cannot reach the zoo database at {self.url}: {exc.orig}") from exc
+        for attempt in range(5):
+            try:
+                self._create_schema()
+                break
+            except sa.exc.DBAPIError:  # another process created the tables at the same moment: look again
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     def _create_schema(self) -> None:
         with self.engine.begin() as conn:

@@ -30,7 +30,7 @@ import torch
 from ..data import BuiltTask, build_task, task_names
 from ..nas.elastic_resnet import BASE_DEPTH, MAX_EXTRA_DEPTH, ElasticResNet, config_key, join_stages, sample_stage
 from ..nas.subnet_eval import SubnetEvaluator
-from .checkpoint import atomic_save, load_supernet, save_supernet
+from .checkpoint import atomic_save, load_supernet, save_supernet, supernet_meta, weights_digest
 from .supernet_training import ShrinkSchedule, TrainState, train_supernet
 from .zoo import Zoo, ZooRecord
 
@@ -102,11 +102,19 @@ def ensure_supernet(zoo: Zoo, task: BuiltTask, workdir: Path, schedule: ShrinkSc
     name = task.name
     path = workdir / "supernets" / f"{name}.pt"
     try:
-        reg_path, digest = zoo.supernet(name)
-        if Path(reg_path).resolve() == path.resolve() and path.is_file():
-            return load_supernet(path, digest), digest, float(zoo.supernet_meta(name).get("train_seconds", 0.0))
+        registered = zoo.supernet(name)[1]
     except KeyError:
-        pass
+        registered = None
+    if path.is_file():  # trained before (by this zoo or another one sharing the workdir): load and check
+        model = load_supernet(path, registered)
+        meta = supernet_meta(path)
+        digest = weights_digest(model)
+        if registered is None and rank == 0:
+            zoo.register_supernet(name, digest, str(path), meta)
+        return model, digest, float(meta.get("train_seconds", 0.0))
+    if registered is not None:
+        raise FileNotFoundError(f"the zoo registers a supernet for {name} but {path} is missing; "
+                                "rebuild into a new zoo or restore the file")
     dist = _dist()
     torch.manual_seed(schedule.seed)  # identical initial weights on every rank
     model = ElasticResNet(task.task.channels, task.task.n_classes, **(model_kwargs or {}))
@@ -221,13 +229,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, nargs=4, default=None, metavar=("FULL", "DEPTH", "ELASTIC", "SANDWICH"))
     p.add_argument("--stage-channels", type=int, nargs=4, default=None)
+    p.add_argument("--stem-channels", type=int, default=None)
     p.add_argument("--train-only", action="store_true")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     schedule = ShrinkSchedule(seed=a.seed) if a.epochs is None else ShrinkSchedule(*a.epochs, seed=a.seed)
-    model_kwargs = {"stage_channels": tuple(a.stage_channels)} if a.stage_channels else None
+    model_kwargs = {}
+    if a.stage_channels:
+        model_kwargs["stage_channels"] = tuple(a.stage_channels)
+    if a.stem_channels:
+        model_kwargs["stem_channels"] = a.stem_channels
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import torch.distributed as dist
 

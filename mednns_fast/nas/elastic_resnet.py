@@ -273,8 +273,13 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
             n = x.numel() // c
             stats.collected[self.key] = (mean, var * (n / max(n - 1, 1)))
             return F.batch_norm(x, None, None, w, b, True, 0.0, self.eps)
+        momentum = self.momentum
+        if self.training:
+            self.num_batches_tracked.add_(1)
+            if momentum is None:  # cumulative moving average, as nn.BatchNorm2d does
+                momentum = 1.0 / float(self.num_batches_tracked)
         return F.batch_norm(x, self.running_mean[:c], self.running_var[:c], w, b, self.training,
-                            self.momentum if self.momentum is not None else 0.1, self.eps)
+                            momentum or 0.0, self.eps)
 
 
 class ElasticBottleneck(nn.Module):
@@ -309,15 +314,15 @@ class ElasticResNet(nn.Module):
         self,
         in_channels: int = 1,
         num_classes: int = 10,
-        stem_channels: int = 16,
-        stage_channels: Sequence[int] = (16, 32, 64, 128),
+        stem_channels: int = 12,
+        stage_channels: Sequence[int] = (12, 24, 48, 96),
         stage_strides: Sequence[int] = (1, 2, 2, 2),
         stem_kernel: int = 3,
         stem_stride: int = 2,
         stem_pool: bool = False,
         base_depth: Sequence[int] = BASE_DEPTH,
         max_extra_depth: int = MAX_EXTRA_DEPTH,
-        divisor: int = 4,
+        divisor: int = 2,
     ) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("num_classes", num_classes),
