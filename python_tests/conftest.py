@@ -12,6 +12,23 @@ def pytest_sessionstart(session):
         raise pytest.UsageError(f"the C++ extension did not load ({_library.LOAD_ERROR}); run `make build`")
 
 
+def pytest_generate_tests(metafunc):
+    """`device`: every op test takes it. C++/reference tests run on the CPU always and on CUDA when present
+    (those cases carry the `gpu` marker); Triton tests run where the kernels run: the GPU when there is one,
+    else the CPU under TRITON_INTERPRET=1. Tests assert their outputs are on it."""
+    if "device" not in metafunc.fixturenames:
+        return
+    has_gpu = torch.cuda.is_available()
+    if metafunc.definition.get_closest_marker("triton") is not None:
+        params = [pytest.param(torch.device("cuda"), id="cuda", marks=pytest.mark.gpu) if has_gpu
+                  else pytest.param(torch.device("cpu"), id="cpu")]
+    else:
+        params = [pytest.param(torch.device("cpu"), id="cpu")]
+        if has_gpu:
+            params.append(pytest.param(torch.device("cuda"), id="cuda", marks=pytest.mark.gpu))
+    metafunc.parametrize("device", params)
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_backend():
     # Each test starts from a fixed seed and the "auto" backend, whatever the previous test did.

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from triton_support import DEVICE, float_dtypes, needs_gpu, tolerances, triton_runs  # noqa: F401
+from triton_support import float_dtypes, needs_gpu, tolerances, triton_runs  # noqa: F401
 
 import mednns_fast as mf
 from mednns_fast.ops import reference
@@ -17,33 +17,35 @@ pytestmark = [pytest.mark.triton, pytest.mark.usefixtures("triton_runs")]
 tops = torch.ops.mednns_fast_triton
 
 
-def _inputs(shape, K, dtype, device=DEVICE, per_row=False, seed=0):
+def _inputs(shape, K, dtype, device, per_row=False, seed=0):
+    """Seeded inputs on `device` (drawn on the CPU so every device sees the same values)."""
     g = torch.Generator().manual_seed(seed)
-    xs = [torch.randn(shape, generator=g, dtype=dtype).to() for _ in range(K)]
-    w = torch.randn((shape[0], K) if per_row else (K,), generator=g, dtype=dtype).to()
+    xs = [torch.randn(shape, generator=g, dtype=dtype).to(device) for _ in range(K)]
+    w = torch.randn((shape[0], K) if per_row else (K,), generator=g, dtype=dtype).to(device)
+    assert all(t.device.type == torch.device(device).type for t in (*xs, w))
     return xs, w
 
 
 @pytest.mark.parametrize("dtype", float_dtypes(half=True))
 @pytest.mark.parametrize("K", [1, 5, 8, 11])  # 11: two launches, the running sum carried between them
 @pytest.mark.parametrize("per_row", [False, True])
-def test_forward_matches_reference(dtype, K, per_row):
-    xs, w = _inputs((3, 7, 13, 5), K, dtype, DEVICE, per_row)  # 1365 elements: partial last block
+def test_forward_matches_reference(dtype, K, per_row, device):
+    xs, w = _inputs((3, 7, 13, 5), K, dtype, device, per_row)  # 1365 elements: partial last block
     out = mf.ops.mixed_sum(xs, w)
     torch.testing.assert_close(out, reference.mixed_sum(xs, w), **tolerances(dtype))
-    assert out.is_contiguous() and out.dtype == dtype
+    assert out.is_contiguous() and out.dtype == dtype and out.device == device
 
 
 @pytest.mark.parametrize("per_row", [False, True])
-def test_channel_slices_read_in_place(per_row):
+def test_channel_slices_read_in_place(per_row, device):
     """Candidates that are channel slices of one wide tensor (the fused MixedOp's layout)."""
     K = 6
-    wide = torch.randn(5, 3 * K, 9, 11, dtype=torch.float64, device=DEVICE)
+    wide = torch.randn(5, 3 * K, 9, 11, dtype=torch.float64, device=device)
     xs = [wide[:, 3 * k:3 * k + 2] for k in range(K)]
     assert not xs[0].is_contiguous()
-    w = torch.randn((5, K) if per_row else (K,), dtype=torch.float64, device=DEVICE)
+    w = torch.randn((5, K) if per_row else (K,), dtype=torch.float64, device=device)
     torch.testing.assert_close(mf.ops.mixed_sum(xs, w), reference.mixed_sum(xs, w))
-    g = torch.randn(5, 2, 9, 11, dtype=torch.float64, device=DEVICE)
+    g = torch.randn(5, 2, 9, 11, dtype=torch.float64, device=device)
     grad_xs, grad_w = tops.mixed_sum_backward(g, xs, w, [True] * K, True)
     ref_xs, ref_w = _reference_grads(xs, w, g)
     torch.testing.assert_close(grad_w, ref_w)
@@ -51,20 +53,20 @@ def test_channel_slices_read_in_place(per_row):
         torch.testing.assert_close(got, want)
 
 
-def test_transposed_candidates_are_copied_once():
-    xs = [torch.randn(9, 7, dtype=torch.float64, device=DEVICE).t() for _ in range(3)]  # rows not contiguous
-    w = torch.randn(7, 3, dtype=torch.float64, device=DEVICE)
+def test_transposed_candidates_are_copied_once(device):
+    xs = [torch.randn(9, 7, dtype=torch.float64, device=device).t() for _ in range(3)]  # rows not contiguous
+    w = torch.randn(7, 3, dtype=torch.float64, device=device)
     torch.testing.assert_close(mf.ops.mixed_sum(xs, w), reference.mixed_sum(xs, w))
 
 
-def test_zero_weight_candidates_are_not_read():
+def test_zero_weight_candidates_are_not_read(device):
     """A pruned candidate (weight exactly 0) is skipped: even its NaNs do not reach the output."""
-    xs, w = _inputs((4, 301), 4, torch.float32)
+    xs, w = _inputs((4, 301), 4, torch.float32, device)
     xs[2] = torch.full_like(xs[2], float("nan"))
     w[2] = 0.0
     expected = sum(w[k] * xs[k] for k in (0, 1, 3))
     torch.testing.assert_close(mf.ops.mixed_sum(xs, w), expected)
-    wb = torch.randn(4, 4, device=DEVICE)
+    wb = torch.randn(4, 4, device=device)
     wb[:, 2] = 0.0
     torch.testing.assert_close(mf.ops.mixed_sum(xs, wb),
                                sum(wb[:, k, None] * xs[k] for k in (0, 1, 3)))
@@ -80,22 +82,23 @@ def _reference_grads(xs, w, g):
 @pytest.mark.parametrize("dtype", float_dtypes())
 @pytest.mark.parametrize("K", [3, 10])
 @pytest.mark.parametrize("per_row", [False, True])
-def test_backward_matches_reference(dtype, K, per_row):
-    xs, w = _inputs((5, 3, 67), K, dtype, DEVICE, per_row, seed=1)
+def test_backward_matches_reference(dtype, K, per_row, device):
+    xs, w = _inputs((5, 3, 67), K, dtype, device, per_row, seed=1)
     xs = [x.requires_grad_() for x in xs]
     w.requires_grad_()
-    g = torch.randn(5, 3, 67, dtype=dtype, device=DEVICE)
+    g = torch.randn(5, 3, 67, dtype=dtype, device=device)
     mf.ops.mixed_sum(xs, w).backward(g)
     ref_xs, ref_w = _reference_grads(xs, w, g)
+    assert w.grad.device == device and all(x.grad.device == device for x in xs)
     tol = tolerances(dtype)
     torch.testing.assert_close(w.grad, ref_w, **tol)
     for x, want in zip(xs, ref_xs, strict=True):
         torch.testing.assert_close(x.grad, want, **tol)
 
 
-def test_backward_only_requested_gradients():
-    xs, w = _inputs((3, 41), 4, torch.float64)
-    g = torch.randn(3, 41, dtype=torch.float64, device=DEVICE)
+def test_backward_only_requested_gradients(device):
+    xs, w = _inputs((3, 41), 4, torch.float64, device)
+    g = torch.randn(3, 41, dtype=torch.float64, device=device)
     grad_xs, grad_w = tops.mixed_sum_backward(g, xs, w, [False, True, False, True], False)
     assert [t.numel() for t in grad_xs] == [0, g.numel(), 0, g.numel()]
     assert grad_w.numel() == 0
@@ -104,26 +107,26 @@ def test_backward_only_requested_gradients():
     torch.testing.assert_close(grad_w, torch.stack([(x * g).sum() for x in xs]))
 
 
-def test_gradcheck():
-    xs = [torch.randn(2, 5, dtype=torch.float64, device=DEVICE, requires_grad=True) for _ in range(3)]
-    for w in (torch.randn(3, dtype=torch.float64, device=DEVICE, requires_grad=True),
-              torch.randn(2, 3, dtype=torch.float64, device=DEVICE, requires_grad=True)):
+def test_gradcheck(device):
+    xs = [torch.randn(2, 5, dtype=torch.float64, device=device, requires_grad=True) for _ in range(3)]
+    for w in (torch.randn(3, dtype=torch.float64, device=device, requires_grad=True),
+              torch.randn(2, 3, dtype=torch.float64, device=device, requires_grad=True)):
         assert torch.autograd.gradcheck(lambda *a: tops.mixed_sum(list(a[:-1]), a[-1]), (*xs, w))
 
 
-def test_opcheck():
-    xs, w = _inputs((3, 17), 3, torch.float32)
+def test_opcheck(device):
+    xs, w = _inputs((3, 17), 3, torch.float32, device)
     xs = [x.requires_grad_() for x in xs]
     w.requires_grad_()
     torch.library.opcheck(tops.mixed_sum, (xs, w))
-    g = torch.randn(3, 17, device=DEVICE)
+    g = torch.randn(3, 17, device=device)
     xs, w = [x.detach() for x in xs], w.detach()  # the backward op has no autograd formula of its own
     torch.library.opcheck(tops.mixed_sum_backward, (g, xs, w, [True, False, True], True))
 
 
-def test_torch_compile_fullgraph():
+def test_torch_compile_fullgraph(device):
     """The public op traces without graph breaks (on CPU: the opaque op and its fake kernel)."""
-    xs, w = _inputs((4, 33), 3, torch.float32)
+    xs, w = _inputs((4, 33), 3, torch.float32, device)
 
     @torch.compile(fullgraph=True)
     def edge(xs, w):
@@ -132,32 +135,32 @@ def test_torch_compile_fullgraph():
     torch.testing.assert_close(edge(xs, w), 2 * reference.mixed_sum(xs, torch.softmax(w, 0)))
 
 
-def test_empty_input():
-    xs = [torch.randn(0, 5, device=DEVICE) for _ in range(2)]
-    w = torch.randn(2, device=DEVICE, requires_grad=True)
+def test_empty_input(device):
+    xs = [torch.randn(0, 5, device=device) for _ in range(2)]
+    w = torch.randn(2, device=device, requires_grad=True)
     out = mf.ops.mixed_sum(xs, w)
     assert out.shape == (0, 5)
     out.sum().backward()
-    assert torch.equal(w.grad, torch.zeros(2, device=DEVICE))
+    assert torch.equal(w.grad, torch.zeros(2, device=device))
 
 
-def test_bad_inputs_raise():
-    xs, w = _inputs((3, 5), 2, torch.float32)
+def test_bad_inputs_raise(device):
+    xs, w = _inputs((3, 5), 2, torch.float32, device)
     with pytest.raises(ValueError, match="K mismatch"):
-        mf.ops.mixed_sum(xs, torch.ones(3, device=DEVICE))
-    with pytest.raises(ValueError, match="must be finite"):
-        mf.ops.mixed_sum(xs, torch.tensor([1.0, float("nan")], device=DEVICE))
+        mf.ops.mixed_sum(xs, torch.ones(3, device=device))
+    with pytest.raises(ValueError, match="must be finite"), mf.ops.debug_checks():  # immediate on GPUs too
+        mf.ops.mixed_sum(xs, torch.tensor([1.0, float("nan")], device=device))
     with pytest.raises(ValueError, match="has dtype"):
         mf.ops.mixed_sum([xs[0], xs[1].double()], w)
     with pytest.raises(ValueError, match="B rows"):
-        mf.ops.mixed_sum(xs, torch.ones(4, 2, device=DEVICE))
+        mf.ops.mixed_sum(xs, torch.ones(4, 2, device=device))
     with pytest.raises(ValueError, match="at least one tensor"):
         tops.mixed_sum([], w)
 
 
-def test_backend_switch_routes_here():
+def test_backend_switch_routes_here(device):
     """"triton" runs these kernels: a mismatch error comes from the Triton launcher's checks."""
-    xs, w = _inputs((3, 5), 2, torch.float32)
+    xs, w = _inputs((3, 5), 2, torch.float32, device)
     assert mf.ops.get_backend() == "triton"
     with mf.ops.use_backend("reference"):
         ref = mf.ops.mixed_sum(xs, w)

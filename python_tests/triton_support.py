@@ -1,6 +1,7 @@
 """Shared setup of the Triton test files (python_tests/test_triton_*.py).
 
-Every test there is marked `triton` and uses the `triton_runs` fixture:
+Every test there is marked `triton`, uses the `triton_runs` fixture and takes `device`
+(conftest.py: the GPU when there is one, else CPU under the interpreter):
 `pytestmark = [pytest.mark.triton, pytest.mark.usefixtures("triton_runs")]`. They run the Triton kernels
 on a CUDA GPU when one is present and on CPU tensors through Triton's interpreter otherwise; without
 TRITON_INTERPRET=1 on a CPU-only machine they fail (never skip), so a CI step that forgets the variable

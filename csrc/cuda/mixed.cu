@@ -18,6 +18,12 @@ namespace {
 constexpr int kMaxK = 16;
 constexpr int kThreads = 256;
 
+// No host sync on the hot path: NaN/inf weights trip an asynchronous device assert (the error surfaces at
+// the next synchronisation). mf.ops.set_debug_checks(True) makes the Python wrapper check at once instead.
+void assert_finite_async(const at::Tensor& t, const char* message) {
+  at::_assert_async(at::isfinite(t).all(), message);
+}
+
 template <typename scalar_t>
 struct InputTable {
   const scalar_t* x[kMaxK];
@@ -112,7 +118,7 @@ InputTable<scalar_t> table(const std::vector<at::Tensor>& ts, const std::vector<
 at::Tensor mixed_sum_cuda(at::TensorList xs, const at::Tensor& weights) {
   const MixedSumLayout l = mixed_sum_layout(xs, weights);
   const c10::cuda::CUDAGuard guard(l.xs[0].device());
-  check_finite(weights, "mixed_sum: weights");
+  assert_finite_async(weights, "mixed_sum: weights must be finite but contains NaN or infinity");
   at::Tensor out = at::empty(l.xs[0].sizes(), l.xs[0].options().memory_format(at::MemoryFormat::Contiguous));
   if (out.numel() == 0) return out;
   const dim3 grid = grid_for(l.rows, l.inner);
@@ -138,7 +144,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> mixed_sum_backward_cuda(
   const MixedSumLayout l = mixed_sum_layout(xs, weights);
   mixed_sum_backward_check(grad, l, xs_need_grad);
   const c10::cuda::CUDAGuard guard(grad.device());
-  check_finite(weights, "mixed_sum: weights");
+  assert_finite_async(weights, "mixed_sum: weights must be finite but contains NaN or infinity");
   const at::Tensor g = grad.contiguous();
   std::vector<at::Tensor> grad_xs = mixed_sum_grad_buffers(g, l, xs_need_grad);
   at::Tensor grad_w = at::empty({0}, weights.options());
@@ -160,7 +166,8 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> mixed_sum_backward_cuda(
       partials.push_back(partial);
     }
     if (weights_need_grad) {
-      at::Tensor per_row = at::cat(partials, 2).sum(1);  // [rows, blocks, K] -> [rows, K]
+      // [rows, blocks, K] -> [rows, K], reduced in float64 as on the CPU and Triton paths
+      at::Tensor per_row = at::cat(partials, 2).to(at::kDouble).sum(1);
       grad_w = (l.per_row_weights ? per_row : per_row.sum(0)).to(weights.scalar_type()).view(weights.sizes());
     }
   });

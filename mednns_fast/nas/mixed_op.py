@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 
 from ..ops import mixed_sum, multi_depthwise_conv2d
+from ..ops.opaque import max_pool2d_3x3
 from .batchnorm import grouped_batch_norm
 from .operations import OPS, DilConv, FactorizedReduce, PoolBN, SepConv, Zero
 
@@ -142,6 +143,9 @@ class MixedOp(nn.Module):
                 outputs[k] = op.reduce(relu)
             elif isinstance(op, PoolBN) and tape is not _PLAIN:  # memory mode: the pool output is taped
                 outputs[k] = op.bn(tape.pool(op.pool, x))
+            elif isinstance(op, PoolBN) and isinstance(op.pool, nn.MaxPool2d):
+                # opaque under torch.compile: Inductor mis-compiles the max+avg pool pair's backward
+                outputs[k] = op.bn(max_pool2d_3x3(x, self.stride))
             else:
                 outputs[k] = op(x)
         # unbind + stack: a gather by constant positions, no index tensor built (and copied) per call

@@ -2,6 +2,7 @@
 or reference path (docs/architecture.md)."""
 
 from ._backend import backend_for, get_backend, set_backend, use_backend
+from ._checks import debug_checks, set_debug_checks
 from .depthwise import multi_depthwise_conv2d
 from .fid import FeatureStats, GaussianStats, fid_from_features, fid_matrix, frechet_distance
 from .jsd import js_divergence, js_pairwise, js_stability
@@ -12,6 +13,8 @@ __all__ = [
     "get_backend",
     "set_backend",
     "use_backend",
+    "debug_checks",
+    "set_debug_checks",
     "mixed_sum",
     "multi_depthwise_conv2d",
     "FeatureStats",

@@ -3,8 +3,9 @@ things in csrc/checks.h. Each error names the argument and what was expected."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
@@ -38,6 +39,22 @@ def set_debug_checks(enabled: bool) -> None:
     _debug_checks = bool(enabled)
 
 
+@contextlib.contextmanager
+def debug_checks(enabled: bool = True) -> Iterator[None]:
+    """`set_debug_checks` for the duration of a `with` block."""
+    previous = _debug_checks
+    set_debug_checks(enabled)
+    try:
+        yield
+    finally:
+        set_debug_checks(previous)
+
+
+def checks_are_immediate(t: torch.Tensor) -> bool:
+    """Whether a value check on `t` raises at once (CPU, or debug mode) or becomes a device assert."""
+    return t.device.type == "cpu" or _debug_checks
+
+
 def has_no_values(t: torch.Tensor) -> bool:
     """True for meta and fake tensors and while tracing: there are no values to check."""
     from torch._subclasses.fake_tensor import is_fake
@@ -50,7 +67,7 @@ def check_finite(t: torch.Tensor, name: str) -> None:
     if has_no_values(t):
         return
     message = f"{name} must be finite but contains NaN or infinity"
-    if t.device.type != "cpu" and not _debug_checks:
+    if not checks_are_immediate(t):
         torch._assert_async(torch.isfinite(t).all(), message)
     elif not bool(torch.isfinite(t).all()):
         raise ValueError(message)

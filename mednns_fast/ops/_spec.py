@@ -34,6 +34,8 @@ class OpSpec:
         of the namespace whose op is differentiated, so C++ and Triton share one formula.
     setup_context: saves what `backward` needs (``torch.library.register_autograd``'s argument).
     backward_fake: fake kernel of the ``<name>_backward`` op.
+    autocast: under torch.autocast, ``args -> args`` cast before the op runs with autocast off (for ops whose
+        inputs must agree in dtype while autocast leaves them mixed); None: autocast falls through.
     composite: a Python composition of other ops (no schema of its own; its inner ops choose their own
         backends): it runs its reference only where "reference" is chosen for it.
     """
@@ -44,6 +46,7 @@ class OpSpec:
     backward_with: Callable[[object], Callable] | None = None
     setup_context: Callable | None = None
     backward_fake: Callable | None = None
+    autocast: Callable | None = None
     composite: bool = False
     # Filled at registration time: the backends that have a kernel for this op.
     triton: bool = field(default=False, init=False)
@@ -54,6 +57,7 @@ class OpSpec:
 
 
 SPECS: dict[str, OpSpec] = {}
+_LIBRARIES: list[torch.library.Library] = []  # registrations live as long as their Library objects
 
 
 def _register_autograd(spec: OpSpec, namespace: str) -> None:
@@ -61,6 +65,26 @@ def _register_autograd(spec: OpSpec, namespace: str) -> None:
         torch.library.register_autograd(f"{namespace}::{spec.name}",
                                         spec.backward_with(getattr(torch.ops, namespace)),
                                         setup_context=spec.setup_context)
+
+
+def _register_autocast(spec: OpSpec, namespace: str) -> None:
+    """Autocast kernels (CPU and CUDA) that apply `spec.autocast` to the arguments, then run the op with
+    autocast excluded (as `torch.library.register_autocast` does, with a cast of our choosing)."""
+    if spec.autocast is None:
+        return
+    op = getattr(getattr(torch.ops, namespace), spec.name).default
+    lib = torch.library.Library(namespace, "IMPL")
+    _LIBRARIES.append(lib)
+    for device_type in ("cpu", "cuda"):
+        key_name = "Autocast" + torch._C._dispatch_key_for_device(device_type)
+        key = getattr(torch._C.DispatchKey, key_name)
+
+        def run(*args, key=key):
+            with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(key)):
+                return op(*spec.autocast(*args))
+
+        op.py_impl(key)(run)  # the Python dispatcher's path (tracing)
+        lib.impl(spec.name, lambda _keyset, *args, run=run: run(*args), key_name, with_keyset=True)
 
 
 def define(spec: OpSpec) -> OpSpec:
@@ -74,6 +98,7 @@ def define(spec: OpSpec) -> OpSpec:
         if spec.backward_fake is not None:
             torch.library.register_fake(f"{CPP_NAMESPACE}::{spec.name}_backward")(spec.backward_fake)
         _register_autograd(spec, CPP_NAMESPACE)
+        _register_autocast(spec, CPP_NAMESPACE)
     return spec
 
 
@@ -82,4 +107,5 @@ def attach_triton(name: str) -> None:
     the op's backend choice may now pick it, and it shares the spec's autograd formula."""
     spec = SPECS[name]
     _register_autograd(spec, TRITON_NAMESPACE)
+    _register_autocast(spec, TRITON_NAMESPACE)
     spec.triton = True

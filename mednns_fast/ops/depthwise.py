@@ -5,6 +5,7 @@ It is the first stage of the fused DARTS MixedOp (sep_conv / dil_conv candidates
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -67,5 +68,13 @@ def _backward_fake(grad, x, weights, dilations, stride, shared_input, x_needs_gr
     return grad_x, grad_ws
 
 
+def _autocast(x, weights, dilations, stride, shared_input):
+    """Under autocast the input may arrive in bfloat16/float16 while the weights stay float32 (or the other
+    way round): run in the wider dtype of the two (the CPU kernel has no half types)."""
+    dtype = functools.reduce(torch.promote_types, [w.dtype for w in weights], x.dtype)
+    return x.to(dtype), [w.to(dtype) for w in weights], dilations, stride, shared_input
+
+
 SPEC = define(OpSpec("multi_depthwise_conv2d", reference.multi_depthwise_conv2d, fake=_fake,
-                     backward_with=_backward_with, setup_context=_setup_context, backward_fake=_backward_fake))
+                     backward_with=_backward_with, setup_context=_setup_context, backward_fake=_backward_fake,
+                     autocast=_autocast))

@@ -6,13 +6,14 @@ public wrapper.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
 
 from . import reference
 from ._backend import kernel
-from ._checks import check_mixed_sum_args
+from ._checks import check_finite, check_mixed_sum_args, checks_are_immediate
 from ._spec import OpSpec, define
 
 
@@ -32,6 +33,8 @@ def mixed_sum(xs: Sequence[torch.Tensor], weights: torch.Tensor) -> torch.Tensor
     if not isinstance(weights, torch.Tensor):
         raise ValueError(f"mixed_sum: weights must be a tensor, got {type(weights).__name__}")
     device = xs[0].device if xs and isinstance(xs[0], torch.Tensor) else weights.device
+    if device.type != "cpu" and checks_are_immediate(weights):  # debug mode: the kernels assert asynchronously
+        check_finite(weights, "mixed_sum: weights")
     return kernel("mixed_sum", device)(xs, weights)
 
 
@@ -71,5 +74,12 @@ def _backward_fake(grad, xs, weights, xs_need_grad, weights_need_grad):
     return grad_xs, grad_w
 
 
+def _autocast(xs, weights):
+    """Under autocast a DARTS edge's candidates come out in different dtypes (an identity keeps float32,
+    a conv gives bfloat16): sum them in the widest one, as the naive ``sum(w[k] * x_k)`` promotes."""
+    dtype = functools.reduce(torch.promote_types, [x.dtype for x in xs])
+    return [x.to(dtype) for x in xs], weights
+
+
 SPEC = define(OpSpec("mixed_sum", reference.mixed_sum, fake=_fake, backward_with=_backward_with,
-                     setup_context=_setup_context, backward_fake=_backward_fake))
+                     setup_context=_setup_context, backward_fake=_backward_fake, autocast=_autocast))

@@ -18,6 +18,7 @@ import triton
 import triton.language as tl  # noqa: F401  (re-exported for the kernel modules)
 
 from ..ops._backend import TRITON_INTERPRET
+from ..ops._checks import checks_are_immediate, has_no_values
 from ..ops._spec import TRITON_NAMESPACE
 
 NAMESPACE = TRITON_NAMESPACE
@@ -56,22 +57,29 @@ def kernel_op(name: str, fake: Callable, mutates_args: tuple[str, ...] = ()) -> 
 
 
 def is_traced(t: torch.Tensor) -> bool:
-    """True while `t` is a fake/functional tensor of a trace: its values cannot be read."""
-    from torch._subclasses.fake_tensor import is_fake
-
-    return torch.compiler.is_compiling() or is_fake(t)
+    """True while `t` is a fake/functional/meta tensor of a trace: its values cannot be read."""
+    return has_no_values(t)
 
 
 def check_values(t: torch.Tensor, name: str, nonnegative: bool = False) -> None:
-    """Refuse NaN/inf (and negatives when asked) in eager calls; skipped while tracing.
+    """Refuse NaN/inf (and negatives when asked); skipped while tracing.
 
-    Reads the values: one reduction and a host sync, like the C++ kernels' checks.
+    On CPU tensors (and in debug mode, `mf.ops.set_debug_checks`) a ValueError at once; on GPUs an
+    asynchronous device assert, so the launch path never waits for the device.
     """
     if is_traced(t):
         return
-    if not bool(torch.isfinite(t).all()):
+    bad = ~torch.isfinite(t).all()
+    if nonnegative:
+        negative = (t < 0).any()
+    if not checks_are_immediate(t):
+        torch._assert_async(~bad, f"{name} must be finite but contains NaN or infinity")
+        if nonnegative:
+            torch._assert_async(~negative, f"{name} must be non-negative (probabilities) but has negative entries")
+        return
+    if bool(bad):
         raise ValueError(f"{name} must be finite but contains NaN or infinity")
-    if nonnegative and bool((t < 0).any()):
+    if nonnegative and bool(negative):
         raise ValueError(f"{name} must be non-negative (probabilities) but has negative entries")
 
 
@@ -81,10 +89,14 @@ def new_flag(device: torch.device) -> torch.Tensor:
 
 
 def raise_if_flagged(flag: torch.Tensor, messages: Sequence[str]) -> None:
-    """Raise ValueError with messages[i] for every bit i the kernel set (eager calls only: one host sync).
+    """Raise ValueError with messages[i] for every bit i the kernel set; on GPUs outside debug mode an
+    asynchronous device assert naming every possible cause instead (no host sync).
 
     The kernels check their inputs while reading them, so validation costs no extra pass over memory."""
     if is_traced(flag):
+        return
+    if not checks_are_immediate(flag):
+        torch._assert_async(flag[0] == 0, "bad input values: " + "; or ".join(messages))
         return
     bits = int(flag.item())
     if bits:
@@ -98,6 +110,13 @@ def acc_is_fp64(dtype: torch.dtype) -> bool:
 
 def next_pow2(n: int) -> int:
     return triton.next_power_of_2(max(int(n), 1))
+
+
+def bucket(n: int) -> int:
+    """An autotune key for a size: the next power of two. Kernels take it as an extra (unused) argument and
+    key on it instead of the size, so an elastic supernet's many shapes share a few tuned configs instead
+    of benchmarking every config at every new shape."""
+    return next_pow2(n)
 
 
 @functools.cache

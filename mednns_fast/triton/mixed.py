@@ -19,6 +19,7 @@ from ..ops._checks import check_mixed_sum_args
 from ..ops._spec import attach_triton
 from ._common import (
     acc_is_fp64,
+    bucket,
     check_values,
     configs,
     keep_filling,
@@ -46,14 +47,14 @@ def _fwd_slot(acc, K: tl.constexpr, NUM: tl.constexpr, W_ROW, w_col_stride, X_RO
         [triton.Config({"BLOCK": b}, num_warps=w) for b in (1024, 2048, 4096) for w in (4, 8)],
         triton.Config({"BLOCK": 512}),
     ),
-    key=["rows", "inner", "NUM", "ACC_FP64"],
+    key=["rows_bucket", "inner_bucket", "NUM", "ACC_FP64"],
     prune_configs_by={"early_config_prune": keep_filling(
         lambda c, a: a["rows"] * triton.cdiv(a["inner"], c["BLOCK"]))},
 )
 @triton.jit
 def _mixed_fwd_kernel(
     OUT, INIT, W, X0, X1, X2, X3, X4, X5, X6, X7,
-    rows, inner, init_stride, w_row_stride, w_col_stride, s0, s1, s2, s3, s4, s5, s6, s7,
+    rows, inner, rows_bucket, inner_bucket, init_stride, w_row_stride, w_col_stride, s0, s1, s2, s3, s4, s5, s6, s7,
     NUM: tl.constexpr, HAS_INIT: tl.constexpr, ACC_FP64: tl.constexpr, BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -103,12 +104,12 @@ def _store_dot(PART, pid, dot, K: tl.constexpr, NUM: tl.constexpr, NEED_W: tl.co
         [triton.Config({"BLOCK": b}, num_warps=w) for b in (1024, 2048, 4096) for w in (4, 8)],
         triton.Config({"BLOCK": 512}),
     ),
-    key=["rows", "inner", "splits", "NUM", "NEED_X", "NEED_W", "ACC_FP64"],
+    key=["rows_bucket", "inner_bucket", "splits", "NUM", "NEED_X", "NEED_W", "ACC_FP64"],
 )
 @triton.jit
 def _mixed_bwd_kernel(
     PART, G, W, X0, X1, X2, X3, X4, X5, X6, X7, GX0, GX1, GX2, GX3, GX4, GX5, GX6, GX7,
-    rows, inner, splits, w_row_stride, w_col_stride, s0, s1, s2, s3, s4, s5, s6, s7,
+    rows, inner, rows_bucket, inner_bucket, splits, w_row_stride, w_col_stride, s0, s1, s2, s3, s4, s5, s6, s7,
     NUM: tl.constexpr, NEED_X: tl.constexpr, NEED_W: tl.constexpr, ACC_FP64: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
@@ -233,8 +234,8 @@ def mixed_sum(xs: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
 
         launch(_mixed_fwd_kernel)[grid](
             dst, init, weights[..., group.start:group.stop], *slot_xs,
-            lay.rows, lay.inner, lay.inner, lay.w_row_stride, lay.w_col_stride, *slot_strides,
-            NUM=len(group), HAS_INIT=i > 0, ACC_FP64=lay.acc_fp64,
+            lay.rows, lay.inner, bucket(lay.rows), bucket(lay.inner), lay.inner, lay.w_row_stride,
+            lay.w_col_stride, *slot_strides, NUM=len(group), HAS_INIT=i > 0, ACC_FP64=lay.acc_fp64,
         )
         init = dst
     return out
@@ -288,7 +289,8 @@ def mixed_sum_backward(grad: torch.Tensor, xs: list[torch.Tensor], weights: torc
         part = torch.empty((lay.rows * splits, len(group)), dtype=lay.acc_dtype, device=g.device)
         launch(_mixed_bwd_kernel)[(lay.rows * splits,)](
             part, g, weights[..., group.start:group.stop], *slot_xs, *slot_gx,
-            lay.rows, lay.inner, splits, lay.w_row_stride, lay.w_col_stride, *slot_strides,
+            lay.rows, lay.inner, bucket(lay.rows), bucket(lay.inner), splits, lay.w_row_stride,
+            lay.w_col_stride, *slot_strides,
             NUM=len(group), NEED_X=need_x, NEED_W=weights_need_grad, ACC_FP64=lay.acc_fp64,
         )
         parts.append(part)
