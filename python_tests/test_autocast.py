@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import mednns_fast as mf
-from mednns_fast.nas import MixedOp
+from mednns_fast.nas import DARTS_PRIMITIVES, MixedOp
 
 
 def _rel(a, b):
@@ -15,7 +15,7 @@ def _rel(a, b):
 
 @pytest.mark.parametrize("stride", [1, 2])
 def test_fused_mixed_op_under_bf16_autocast(stride, device):
-    fused = MixedOp(4, stride).to(device)
+    fused = MixedOp(4, stride, DARTS_PRIMITIVES).to(device)
     naive = copy.deepcopy(fused)
     x1 = torch.randn(2, 4, 9, 9, device=device, requires_grad=True)
     a1 = torch.randn(8, device=device, requires_grad=True)

@@ -439,7 +439,7 @@ def test_bad_arguments():
 def test_drop_in_example_runs_and_searches_the_same():
     import drop_in_darts
 
-    out = drop_in_darts.main(steps=2, batch=4, C=4, layers=3, nodes=2)
+    out = drop_in_darts.main(steps=1, batch=4, C=4, layers=3, nodes=2)
     assert len(out["report"]) == 3 * 5 and out["report"].edges[0].primitives == tuple(ptd.PRIMITIVES)
     # same state, same data: the fused search follows the pt.darts one step for step
     assert out["losses_after"] == pytest.approx(out["losses_before"], rel=1e-4, abs=1e-5)

@@ -44,7 +44,7 @@ class MixedOp(nn.Module):
         fused: use the fused forward (default); False runs each candidate separately.
         recompute: memory mode (fused only): save the input, the weights, the depthwise and pool outputs
             for backward and recompute ReLUs, pointwise convs, BatchNorms and the sum there, instead of saving
-            every candidate's intermediates (docs/drop_in_darts.md has the measured saving). Not twice
+            every candidate's intermediates (measured in BENCHMARKS.md, "Drop-in DARTS step"). Not twice
             differentiable.
         candidates: existing candidate modules, one per primitive, to use instead of building them from
             `OPS` (`mednns_fast.nas.swap` wraps another code base's layers so).
