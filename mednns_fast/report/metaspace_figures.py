@@ -62,7 +62,7 @@ def plot_fid_heatmap(fid: torch.Tensor, names: Sequence[str], path: str | os.Pat
     """The [N, N] FID matrix between datasets as an annotated heat map."""
     plt = _pyplot()
     n = len(names)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 0.8 + 0.55 * n))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.5 + 0.6 * n), max(4.0, 1.2 + 0.55 * n)))
     im = ax.imshow(fid.numpy(), cmap="magma_r")
     fig.colorbar(im, ax=ax, label="FID")
     ax.set_xticks(range(n), names, rotation=60, ha="right", fontsize=8)
@@ -71,7 +71,7 @@ def plot_fid_heatmap(fid: torch.Tensor, names: Sequence[str], path: str | os.Pat
         for i in range(n):
             for j in range(n):
                 ax.text(j, i, f"{float(fid[i, j]):.0f}", ha="center", va="center", fontsize=6, color="gray")
-    ax.set_title("FID between datasets (frozen extractor features of training images)")
+    ax.set_title("FID between datasets")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

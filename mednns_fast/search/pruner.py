@@ -7,8 +7,8 @@ architecture parameters over its active candidates) and measures its stability w
 `window` epochs. An edge whose divergence stays below `threshold` for `patience` consecutive epochs is
 pruned: its lowest-importance active candidates (importance: the mean distribution over the last
 `window + 1` epochs) are masked, never leaving fewer than `min_ops`. A masked candidate's weight is
-exactly 0 (`weights(e)`), so `mf.nas.MixedOp` never computes it again (`apply_to` also switches it off
-there). After a prune the edge's support has changed, so its window restarts. An edge is decided when
+exactly 0 (`weights(e)`), and `apply_to` switches it off in the edges' `mf.nas.MixedOp`s, which never
+compute it again. After a prune the edge's support has changed, so its window restarts. An edge is decided when
 `min_ops` candidates are left; the search is `done` when every edge is decided.
 
 Defaults (window 10, threshold 3e-4, patience 10, prune_fraction 0.5, min_ops 1) come from
