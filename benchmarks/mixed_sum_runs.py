@@ -1,0 +1,75 @@
+"""mixed_sum against the Inductor-compiled expression, several runs in one process, printed as they finish.
+
+The same entries as bench_mixed.py's mixed_sum groups (its functions are imported), timed interleaved: each
+run times every entry (median of `--rounds` calls) one after the other, so a run's ratios share the
+machine's state. For a loaded machine where the full pytest-benchmark file takes too long.
+
+Usage: PYTHONPATH=. python benchmarks/mixed_sum_runs.py [--runs 3] [--rounds 5] [--K 4 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_mixed import NUMEL, compiled_expression, eager, in_place, mixed_sum_no_thp  # noqa: E402
+
+import mednns_fast as mf  # noqa: E402
+
+
+def median_ms(fn, rounds: int) -> float:
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+FORWARD = {"compiled": compiled_expression, "eager": eager, "in_place": in_place, "mixed_sum": mf.ops.mixed_sum,
+           "mixed_sum_no_thp": mixed_sum_no_thp}
+WITH_BACKWARD = ("compiled", "eager", "mixed_sum", "mixed_sum_no_thp")
+
+
+def run_K(K: int, runs: int, rounds: int) -> None:
+    src, dst = torch.randn(NUMEL), torch.empty(NUMEL)
+    xs, w = [torch.randn(NUMEL) for _ in range(K)], torch.softmax(torch.randn(K), 0)
+    xs_g, w_g = [x.clone().requires_grad_() for x in xs], w.clone().requires_grad_()
+    grad = torch.randn(NUMEL)
+
+    def step(fn):
+        return torch.autograd.grad(fn(xs_g, w_g), [*xs_g, w_g], grad)
+
+    for name, fn in FORWARD.items():  # compile and warm up outside the timing
+        fn(xs, w)
+        if name in WITH_BACKWARD:
+            step(fn)
+    for run in range(1, runs + 1):
+        t = {"copy": median_ms(lambda: dst.copy_(src), rounds),
+             "fresh copy": median_ms(lambda: torch.clone(src), rounds)}
+        t.update({f"fwd {n}": median_ms(lambda f=f: f(xs, w), rounds) for n, f in FORWARD.items()})
+        t.update({f"fwd+bwd {n}": median_ms(lambda f=FORWARD[n]: step(f), rounds) for n in WITH_BACKWARD})
+        ratios = {k: t[f"{k.split()[0]} compiled"] / v for k, v in t.items() if k.startswith("fwd")}
+        print(f"K={K} run {run}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in t.items()), flush=True)
+        print(f"K={K} run {run} speed-up over compiled: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()),
+              flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--K", type=int, nargs="+", default=[4, 8])
+    args = ap.parse_args()
+    for K in args.K:
+        run_K(K, args.runs, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
