@@ -2,7 +2,7 @@
 `calculate_frechet_distance` (scipy `sqrtm` of S1 S2) and the torchmetrics-style `eigvals(S1 @ S2)`
 formula, plus the FeatureStats update kernel against plain ATen.
 
-Groups (issue 3): (a) full rank, N=8 datasets, d=512, n=2000; (b) the MedNNS regime, N=12, d=2048, n=64
+Groups: (a) full rank, N=8 datasets, d=512, n=2000; (b) the MedNNS regime, N=12, d=2048, n=64
 (singular covariances); (c) one d=2048 pair with n=1000 and with n=5000. The slow baselines run on a
 few pairs only (pytorch-fid on 4 pairs in (a), on 1 pair and one round at d=2048): every entry declares
 how many pairs one call computes (`units`) and the summary compares time per pair. Every result is

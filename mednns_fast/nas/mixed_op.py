@@ -81,8 +81,15 @@ class MixedOp(nn.Module):
         if not kept:
             return x[:, :, :: self.stride, :: self.stride].mul(0.0)
         if not self.fused:
-            return sum(weights[k] * self.candidates[k](x) for k in kept)
+            return sum(weights[k] * self._candidate(k, x) for k in kept)
         return self._forward_fused(x, weights, kept)
+
+    def _candidate(self, k: int, x: torch.Tensor) -> torch.Tensor:
+        op = self.candidates[k]
+        if isinstance(op, PoolBN) and isinstance(op.pool, nn.MaxPool2d):
+            # opaque under torch.compile: Inductor mis-compiles the max+avg pool pair's backward
+            return op.bn(max_pool2d_3x3(x, self.stride))
+        return op(x)
 
     def forward_naive(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """The textbook edge, every candidate run on its own: the reference of the fused forward."""
@@ -102,11 +109,8 @@ class MixedOp(nn.Module):
             op = self.candidates[k]
             if isinstance(op, FactorizedReduce):
                 outputs[k] = op.reduce(relu)
-            elif isinstance(op, PoolBN) and isinstance(op.pool, nn.MaxPool2d):
-                # opaque under torch.compile: Inductor mis-compiles the max+avg pool pair's backward
-                outputs[k] = op.bn(max_pool2d_3x3(x, self.stride))
             else:
-                outputs[k] = op(x)
+                outputs[k] = self._candidate(k, x)
         # unbind + stack: a gather by constant positions, no index tensor built (and copied) per call
         w = weights.unbind(0)
         return mixed_sum([outputs[k] for k in kept], torch.stack([w[k] for k in kept]))
