@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CUDA build check (DESIGN.md section 5): compile and link the CUDA build against torch==2.14.1 (a CUDA
+# CUDA build check (docs/architecture.md, "Build"): compile and link the CUDA build against torch==2.14.1 (a CUDA
 # 13.0 build) in its own venv, then assert every op in the library has a CUDA kernel registered.
 # It cannot run the kernels (no GPU here); it proves they compile, link and register.
 set -euo pipefail

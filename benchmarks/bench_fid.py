@@ -2,7 +2,7 @@
 `calculate_frechet_distance` (scipy `sqrtm` of S1 S2) and the torchmetrics-style `eigvals(S1 @ S2)`
 formula, plus the FeatureStats update kernel against plain ATen.
 
-Groups (issue 3): (a) full rank, N=8 datasets, d=512, n=2000; (b) the MedNNS regime, N=12, d=2048, n=64
+Groups: (a) full rank, N=8 datasets, d=512, n=2000; (b) the MedNNS regime, N=12, d=2048, n=64
 (singular covariances); (c) one d=2048 pair with n=1000 and with n=5000. In (a) and (c) the baselines
 compute the same pairs as ours (all 28 pairs of (a)); in (b) pytorch-fid runs on 1 of the 66 pairs, one
 round (scipy's sqrtm at d=2048 takes tens of seconds per pair here: all pairs would take most of an hour

@@ -1,8 +1,9 @@
-"""GPU benchmark of every op family: C++ CUDA vs Triton vs eager PyTorch, after checking each against the
-reference.
+"""GPU benchmark of every op family: C++ CUDA vs Triton vs eager PyTorch vs the same PyTorch compiled by
+Inductor (`torch.compile(dynamic=False)`), after checking each against the reference.
 
     python benchmarks/gpu_bench.py                      # every op
     python benchmarks/gpu_bench.py --ops mixed_sum,js_pairwise --reps 100
+    python benchmarks/gpu_bench.py --no-compile        # without the compiled-PyTorch column (faster)
 
 It first measures the device's ceilings (device-to-device copy bandwidth; float32 and float64 matmul
 FLOP/s with TF32 off), then for each op and case checks every backend's output against the reference
@@ -116,11 +117,17 @@ def measure_ceilings(device: torch.device) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------- the cases
-def _public_on(mf, public: str, backend: str, **kwargs) -> Callable[..., object] | None:
-    """The public op `mf.ops.<public>` forced onto one backend (None where the package lacks it)."""
+def _public_on(mf, public: str, backend: str, device: torch.device | None = None,
+               **kwargs) -> Callable[..., object] | None:
+    """The public op `mf.ops.<public>` forced onto one backend; None where the package lacks it or the op
+    would fall back to another backend on `device` (a column must measure what it is named after)."""
     fn = getattr(mf.ops, public, None)
     if fn is None:
         return None
+    if device is not None:
+        with mf.ops.use_backend(backend):
+            if mf.ops.backend_for(public, device)[0] != backend:
+                return None
 
     def call(*args):
         with mf.ops.use_backend(backend):
@@ -129,16 +136,26 @@ def _public_on(mf, public: str, backend: str, **kwargs) -> Callable[..., object]
     return call
 
 
-def _triton_call(mf, public: str, raw: Callable[..., object], **kwargs) -> Callable[..., object]:
+def _triton_call(mf, public: str, raw: Callable[..., object], device: torch.device,
+                 **kwargs) -> Callable[..., object]:
     """The public op on the "triton" backend where the package wires it (the same wrapper overhead as
     the cpp column), else the raw Triton op."""
-    return _public_on(mf, public, "triton", **kwargs) or raw
+    return _public_on(mf, public, "triton", device, **kwargs) or raw
 
 
 def _cpp_cuda(mf, op: str) -> bool:
     from mednns_fast.ops import _library
 
     return _library.CPP_KERNELS.get((op, "cuda"), False)
+
+
+def add_compiled_baselines(cases: list[Case]) -> None:
+    """Every case's eager PyTorch, compiled by Inductor (what a PyTorch 2 user runs), as a "compiled"
+    backend right after "eager"."""
+    for case in cases:
+        eager = case.backends["eager"]
+        rest = {k: v for k, v in case.backends.items() if k != "eager"}
+        case.backends = {"eager": eager, "compiled": torch.compile(eager, dynamic=False), **rest}
 
 
 # Problem sizes; SMALL ones only smoke-test the script's plumbing (their timings mean nothing).
@@ -220,10 +237,10 @@ def build_cases(mf, device: torch.device, dtype: torch.dtype, small: bool = Fals
             "js_divergence", f"R={R} K={K} {'logits' if logits else 'probs'}", make_js,
             reference=lambda p, q, js_eager=js_eager: js_eager(p.double(), q.double()),
             backends={"eager": js_eager,
-                      "cpp": _public_on(mf, "js_divergence", "cpp", from_logits=logits)
+                      "cpp": _public_on(mf, "js_divergence", "cpp", device, from_logits=logits)
                       if _cpp_cuda(mf, "js_divergence") else None,
                       "triton": _triton_call(mf, "js_divergence", lambda p, q, logits=logits: T.js_divergence(
-                          p, q, logits), from_logits=logits)},
+                          p, q, logits), device, from_logits=logits)},
             nbytes=(2 * R * K + R) * es, tol=1e-5,
             why_missing={"cpp": "no C++ CUDA kernel registered for js_divergence"}))
 
@@ -242,8 +259,8 @@ def build_cases(mf, device: torch.device, dtype: torch.dtype, small: bool = Fals
             "js_pairwise", f"N={N} M={M} K={K}", make_pair,
             reference=lambda p, q: pair_eager(p.double(), q.double()),
             backends={"eager": pair_eager,
-                      "cpp": _public_on(mf, "js_pairwise", "cpp") if _cpp_cuda(mf, "js_pairwise") else None,
-                      "triton": _triton_call(mf, "js_pairwise", T.js_pairwise)},
+                      "cpp": _public_on(mf, "js_pairwise", "cpp", device) if _cpp_cuda(mf, "js_pairwise") else None,
+                      "triton": _triton_call(mf, "js_pairwise", T.js_pairwise, device)},
             flops=5 * N * M * K, flop_dtype=dtype, tol=1e-4,
             why_missing={"cpp": "no C++ CUDA kernel registered for js_pairwise"}))
 
@@ -265,8 +282,8 @@ def build_cases(mf, device: torch.device, dtype: torch.dtype, small: bool = Fals
             "js_stability", f"T={T_} E={E} K={K} window={window}", make_hist,
             reference=lambda h, window, stab_eager=stab_eager: stab_eager(h.double(), window),
             backends={"eager": stab_eager,
-                      "cpp": _public_on(mf, "js_stability", "cpp") if _cpp_cuda(mf, "js_stability") else None,
-                      "triton": _triton_call(mf, "js_stability", T.js_stability)},
+                      "cpp": _public_on(mf, "js_stability", "cpp", device) if _cpp_cuda(mf, "js_stability") else None,
+                      "triton": _triton_call(mf, "js_stability", T.js_stability, device)},
             nbytes=T_ * E * K * es, tol=1e-5,
             why_missing={"cpp": "no C++ CUDA kernel registered for js_stability"}))
 
@@ -311,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--reps", type=int, default=50)
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile column")
     parser.add_argument("--small", action="store_true",
                         help="tiny sizes: a smoke test of this script, its figures mean nothing")
     args = parser.parse_args(argv)
@@ -341,9 +359,11 @@ def main(argv: list[str] | None = None) -> int:
     if wanted - {c.op for c in cases}:
         print(f"gpu_bench: unknown ops {sorted(wanted - {c.op for c in cases})}", file=sys.stderr)
         return 1
+    if not args.no_compile:
+        add_compiled_baselines(cases)
 
-    header = f"{'op':22s} {'case':28s} {'backend':8s} {'median us':>10s} {'x eager':>8s} {'achieved':>14s} " \
-             f"{'of ceiling':>10s}  check"
+    header = f"{'op':22s} {'case':28s} {'backend':8s} {'median us':>10s} {'x eager':>8s} {'x compiled':>10s} " \
+             f"{'achieved':>14s} {'of ceiling':>10s}  check"
     print(header)
     print("-" * len(header))
     failures = []
@@ -353,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             case.why_missing["triton"] = "Triton not installed"
         input_sets = _input_copies(case.make, l2)
         want = case.reference(*_copies(input_sets[0], case.mutates))
-        eager_s = None
+        eager_s = compiled_s = None
         for backend, fn in case.backends.items():
             if fn is None:
                 why = case.why_missing.get(backend)
@@ -372,8 +392,10 @@ def main(argv: list[str] | None = None) -> int:
                 rate = case.nbytes / secs
                 achieved = f"{rate / 1e9:.0f} GB/s"
                 fraction = rate / ceil["bandwidth"]
+            compiled_s = secs if backend == "compiled" else compiled_s
             speedup = f"{eager_s / secs:.2f}" if eager_s else "-"
-            print(f"{case.op:22s} {case.name:28s} {backend:8s} {secs * 1e6:10.1f} {speedup:>8s} "
+            vs_compiled = f"{compiled_s / secs:.2f}" if compiled_s else "-"
+            print(f"{case.op:22s} {case.name:28s} {backend:8s} {secs * 1e6:10.1f} {speedup:>8s} {vs_compiled:>10s} "
                   f"{achieved:>14s} {100 * fraction:9.0f}%  {'ok' if ok else 'MISMATCH'}")
     print("\nbandwidth: minimal bytes moved per call / median time, against the copy ceiling. FLOP/s: "
           "useful operations (js_pairwise: 5 per pair and class; feature_stats_update_: 2 n d^2, "

@@ -1,7 +1,7 @@
 // Jensen-Shannon divergence: argument checks and the per-entry / per-row maths shared by the CPU and
 // CUDA kernels (the C10_HOST_DEVICE functions compile for both).
 //
-// Conventions (DESIGN.md section 2): natural log; JS(p, q) = 1/2 KL(p || m) + 1/2 KL(q || m) with
+// Conventions (docs/architecture.md, "JS conventions"): natural log; JS(p, q) = 1/2 KL(p || m) + 1/2 KL(q || m) with
 // m = (p + q) / 2 (the divergence: scipy's jensenshannon returns its square root); 0 log 0 = 0; the
 // result is clamped to [0, ln 2] (it only removes rounding error; gradients pass through the clamp).
 //

@@ -1,7 +1,7 @@
 """Data: the MedMNIST `.npz` reader and the built-in suite of tasks derived from real images shipped in packages.
 
 Nothing here downloads. `load_medmnist` reads files the user already has; `builtin_suite` builds tasks from
-images inside installed PyPI/Debian packages (DESIGN.md section 4), caches them as MedMNIST-format `.npz`, and
+images inside installed PyPI/Debian packages (docs/data.md), caches them as MedMNIST-format `.npz`, and
 skips (with a one-line notice naming the package) any task whose source is not installed.
 """
 

@@ -114,12 +114,20 @@ class MixedOp(nn.Module):
         if not kept:
             return x[:, :, :: self.stride, :: self.stride].mul(0.0)
         if not self.fused:
-            return sum(weights[k] * self.candidates[k](x) for k in kept)
+            return sum(weights[k] * self._candidate(k, x) for k in kept)
         if self.recompute and torch.is_grad_enabled():
             params = [p for p in self.parameters() if p.requires_grad]
             if x.requires_grad or weights.requires_grad or params:
                 return _RecomputedEdge.apply(self, kept, x, weights, *params)
         return self._forward_fused(x, weights, kept)
+
+    def _candidate(self, k: int, x: torch.Tensor) -> torch.Tensor:
+        op = self.candidates[k]
+        if torch.compiler.is_compiling() and isinstance(op, PoolBN) and isinstance(op.pool, nn.MaxPool2d):
+            # opaque under torch.compile: Inductor mis-compiles the max+avg pool pair's backward (eager runs
+            # the module itself, so its hooks fire)
+            return op.bn(max_pool2d_3x3(x, self.stride))
+        return op(x)
 
     def forward_naive(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """The textbook edge, every candidate run on its own: the reference of the fused forward."""
@@ -143,11 +151,8 @@ class MixedOp(nn.Module):
                 outputs[k] = op.reduce(relu)
             elif isinstance(op, PoolBN) and tape is not _PLAIN:  # memory mode: the pool output is taped
                 outputs[k] = op.bn(tape.pool(op.pool, x))
-            elif isinstance(op, PoolBN) and isinstance(op.pool, nn.MaxPool2d):
-                # opaque under torch.compile: Inductor mis-compiles the max+avg pool pair's backward
-                outputs[k] = op.bn(max_pool2d_3x3(x, self.stride))
             else:
-                outputs[k] = op(x)
+                outputs[k] = self._candidate(k, x)
         # unbind + stack: a gather by constant positions, no index tensor built (and copied) per call
         w = weights.unbind(0)
         return mixed_sum([outputs[k] for k in kept], torch.stack([w[k] for k in kept]))

@@ -2,8 +2,9 @@
 
 Inductor's CPU code for the backward of a 3x3 max pool and a 3x3 average pool of one tensor, fused into one
 parallel kernel, gives wrong input gradients when it runs on several threads (docs/inductor_repros.md, repro
-2). The DARTS edge has exactly that pair. Here the max pool is a custom op whose forward and backward
-Inductor calls but does not generate code for, so the pair is never fused. Eager calls skip the op layer
+2). The DARTS edge has exactly that pair. Here the max pool is a custom op (namespace `mednns_fast_opaque`,
+apart from the kernel library) whose forward and backward Inductor calls but does not generate code for, so
+the pair is never fused. Eager calls skip the op layer
 (no dispatch overhead): the wrapper calls ATen directly unless it is being traced.
 """
 
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 
-@torch.library.custom_op("mednns_fast::max_pool2d_3x3", mutates_args=())
+@torch.library.custom_op("mednns_fast_opaque::max_pool2d_3x3", mutates_args=())
 def _max_pool(x: torch.Tensor, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
     out, indices = F.max_pool2d(x, 3, stride, 1, return_indices=True)
     return out, indices
@@ -26,7 +27,7 @@ def _max_pool_fake(x, stride):
     return x.new_empty(shape), x.new_empty(shape, dtype=torch.int64)
 
 
-@torch.library.custom_op("mednns_fast::max_pool2d_3x3_backward", mutates_args=())
+@torch.library.custom_op("mednns_fast_opaque::max_pool2d_3x3_backward", mutates_args=())
 def _max_pool_backward(grad: torch.Tensor, x: torch.Tensor, indices: torch.Tensor, stride: int) -> torch.Tensor:
     return torch.ops.aten.max_pool2d_with_indices_backward(grad, x, [3, 3], [stride, stride], [1, 1], [1, 1],
                                                            False, indices)

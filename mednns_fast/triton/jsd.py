@@ -1,6 +1,6 @@
 """Triton kernels of the Jensen-Shannon family, with the C++ ops' contracts (torch.ops.mednns_fast.js_*).
 
-Conventions (DESIGN.md section 2): natural log; ``JS(p, q) = 1/2 KL(p || m) + 1/2 KL(q || m)``,
+Conventions (docs/architecture.md, "JS conventions"): natural log; ``JS(p, q) = 1/2 KL(p || m) + 1/2 KL(q || m)``,
 ``m = (p + q) / 2``; 0 log 0 = 0; results clamped to [0, ln 2] (gradients pass straight through the
 clamp); float32 and half inputs accumulate in float32, float64 in float64. With logits the softmax is
 fused and a -inf logit is a probability of exactly 0. Gradient: ``dJS/dp_k = 1/2 log(2 p_k / (p_k + q_k))``
