@@ -79,6 +79,10 @@ def has_no_values(t: torch.Tensor) -> bool:
     return torch.compiler.is_compiling() or t.device.type == "meta" or is_fake(t)
 
 
+def _autocasting(t: torch.Tensor) -> bool:
+    return t.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(t.device.type)
+
+
 def check_finite(t: torch.Tensor, name: str) -> None:
     """NaN/inf refused: at once on CPU (and on GPUs in debug mode), as an asynchronous assert on GPUs."""
     if has_no_values(t):
@@ -194,7 +198,8 @@ def check_depthwise_args(x: torch.Tensor, weights: Sequence[torch.Tensor], dilat
         name = f"{op}: weights[{j}]"
         check_floating(w, name)
         check_same_device(w, name, x, "x")
-        check_same_dtype(w, name, x, "x")
+        if not _autocasting(x):  # under autocast the op's spec casts both to the wider dtype first
+            check_same_dtype(w, name, x, "x")
         if w.dim() != 4 or w.shape[0] != C or w.shape[1] != 1 or w.shape[2] != w.shape[3] or w.shape[2] % 2 == 0:
             raise ValueError(f"{name} must be [C, 1, k, k] with C={C} and k odd, got shape {tuple(w.shape)}")
         check_int(d, f"{op}: dilations[{j}]", minimum=1, maximum=MAX_PADDED_PLANE)
