@@ -100,7 +100,8 @@ def test_demo_rerun_resumes(demo_run, capsys):
 
 def test_zoo_build_interrupted_and_rerun_equals_uninterrupted(tmp_path):
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    args = ["zoo", "build", "--tasks", "lfw_faces", "--set", "zoo.branching=[1,1,2,4]"]
+    # 4 groups of 2 subnets, one transaction each: records appear while the build still has groups to go
+    args = ["zoo", "build", "--tasks", "lfw_faces", "--set", "zoo.branching=[2,2,1,2]"]
     _run(_cli(*args, "--run-dir", str(whole)))
     db = cut / "zoo.db"
 
@@ -113,7 +114,7 @@ def test_zoo_build_interrupted_and_rerun_equals_uninterrupted(tmp_path):
     stopped = _interrupt_when(_cli(*args, "--run-dir", str(cut)), some_records)
     assert stopped.returncode == 130, stopped.stderr[-2000:]
     assert "run the same command again to resume" in stopped.stderr
-    assert 0 < len(_records(db)) <= 8
+    assert 0 < len(_records(db)) < 8  # stopped part-way
     _run(_cli(*args, "--run-dir", str(cut)))
     assert _records(db) == _records(whole / "zoo.db")  # nothing lost, nothing duplicated, same numbers
     assert len(_records(db)) == 8
