@@ -37,3 +37,12 @@ def _seed_and_backend():
     torch.manual_seed(0)
     with mf.ops.use_backend("auto"):
         yield
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny models: on a loaded 2-core machine OpenMP threads only spin."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -18,13 +18,7 @@ from mednns_fast.nas.subnet_eval import SubnetEvaluator, trim_kernel
 TINY = dict(stem_channels=6, stage_channels=(6, 8, 12, 16))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small convolutions: threads only contend (the shared CI/dev machine has 2 cores).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: a second thread only contends
 
 
 def _randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:

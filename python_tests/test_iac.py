@@ -27,13 +27,7 @@ from mednns_fast.search.seg_metrics import case_metrics
 P = len(DARTS_PRIMITIVES)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: a second OpenMP thread only spins (badly so on a loaded 2-core machine).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: a second thread only contends
 
 
 def small_unet(name: str = "unet", n_classes: int = 3, seed: int = 0, norm: str = "batch"):

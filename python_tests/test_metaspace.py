@@ -15,14 +15,7 @@ import torch
 import mednns_fast as mf
 from mednns_fast import metaspace as ms
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models: thread start-up costs more than the work, and far more on a shared, loaded machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: a second thread only contends
 
 # ---- losses ----------------------------------------------------------------------------------------------
 

@@ -191,13 +191,7 @@ class TwoCellNet(nn.Module):
         return F.cross_entropy(self(x), y)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These networks are tiny: with several threads, OpenMP synchronisation dominates on a loaded machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: a second thread only contends
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------

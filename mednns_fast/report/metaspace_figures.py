@@ -8,16 +8,9 @@ from pathlib import Path
 
 import torch
 
+from .figure_io import pyplot, save_figure
+
 __all__ = ["plot_fid_heatmap", "plot_metaspace_map"]
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _pca_2d(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,7 +25,7 @@ def plot_metaspace_map(dataset_emb: torch.Tensor, names: Sequence[str], model_em
                        max_models: int = 3000) -> Path:
     """Datasets [N, D] (labelled stars) and models [R, D] (dots coloured by accuracy) on one PCA plane of the
     joint embedding; `query` (name, embedding [D]) is drawn as a red star."""
-    plt = _pyplot()
+    plt = pyplot()
     if len(model_emb) > max_models:  # a readable scatter; the sample is seeded
         keep = torch.randperm(len(model_emb), generator=torch.Generator().manual_seed(0))[:max_models]
         model_emb, model_acc = model_emb[keep], model_acc[keep]
@@ -50,17 +43,12 @@ def plot_metaspace_map(dataset_emb: torch.Tensor, names: Sequence[str], model_em
         ax.scatter([q2[0]], [q2[1]], marker="*", s=260, c="red", label=f"query: {query[0]}")
     ax.set_title("Meta-space (first two principal axes of the joint embedding)")
     ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_fid_heatmap(fid: torch.Tensor, names: Sequence[str], path: str | os.PathLike) -> Path:
     """The [N, N] FID matrix between datasets as an annotated heat map."""
-    plt = _pyplot()
+    plt = pyplot()
     n = len(names)
     fig, ax = plt.subplots(figsize=(max(5.0, 1.5 + 0.6 * n), max(4.0, 1.2 + 0.55 * n)))
     im = ax.imshow(fid.numpy(), cmap="magma_r")
@@ -72,9 +60,4 @@ def plot_fid_heatmap(fid: torch.Tensor, names: Sequence[str], path: str | os.Pat
             for j in range(n):
                 ax.text(j, i, f"{float(fid[i, j]):.0f}", ha="center", va="center", fontsize=6, color="gray")
     ax.set_title("FID between datasets")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

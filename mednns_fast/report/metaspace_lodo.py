@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .figure_io import pyplot, save_figure
+
 
 def _jsonable(value):
     if isinstance(value, float):
@@ -48,10 +50,7 @@ def _curves(results: dict, name: str) -> np.ndarray | None:
 
 def plot_lodo(results: dict, path: str | os.PathLike) -> Path:
     """One PNG with four panels; returns its path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     summary = results["summary"]
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
@@ -102,9 +101,4 @@ def plot_lodo(results: dict, path: str | os.PathLike) -> Path:
     ax.set_title("Retrieval quality and loss ablations")
     handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
     ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="upper right")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

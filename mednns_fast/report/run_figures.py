@@ -6,15 +6,14 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from .figure_io import pyplot, save_figure
+
 __all__ = ["plot_finetune_curves"]
 
 
 def plot_finetune_curves(curves: Mapping[str, Sequence[Mapping]], task: str, path: str | os.PathLike) -> Path:
     """Test accuracy per fine-tuning epoch (epoch 0 = before training), one line per starting point."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, curve in curves.items():
@@ -24,9 +23,4 @@ def plot_finetune_curves(curves: Mapping[str, Sequence[Mapping]], task: str, pat
     ax.set_title(f"Fine-tuning on {task}")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
