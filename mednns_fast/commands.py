@@ -79,16 +79,16 @@ def defaults() -> dict[str, Any]:
 # `demo`: the whole system at a size that finishes in minutes on 2 CPU cores (same code paths as the full runs).
 DEMO: dict[str, Any] = {
     "supernet": {"tasks": ["brain_tissue", "brain_plane", "nuclei_patch", "modality", "ihc_stain"],
-                 "full": 1, "depth": 1, "elastic": 1, "sandwich": 1, "calib_size": 128},
+                 "full": 2, "depth": 1, "elastic": 1, "sandwich": 1, "calib_size": 128},
     "zoo": {"branching": [2, 2, 3, 8], "calib_size": 128},
     "metaspace": {"held_out": "nuclei_patch", "extractor_epochs": 1, "extractor_per_task": 100,
                   "metaspace_steps": 150, "images": 64},
     "query": {"task": "nuclei_patch", "top_k": 5},
     "finetune": {"task": "nuclei_patch", "finetune_epochs": 4, "max_train": 256, "max_eval": 256,
                  "pooled_epochs": 1, "pooled_per_task": 100},
-    "iac": {"task": "brain_extraction", "backbone": "unet", "train_images": 16, "backbone_epochs": 4,
-            "search_epochs": 12, "derived_epochs": 3},
-    "bench": {"compile": False, "min_run_time": 0.2},
+    "iac": {"task": "brain_extraction", "backbone": "unet", "train_images": 24, "backbone_epochs": 8,
+            "search_epochs": 40, "derived_epochs": 5},
+    "bench": {"compile": True, "min_run_time": 0.2},
 }
 
 
@@ -192,7 +192,10 @@ def metaspace_train(run: RunDir, cfg: dict, progress: bool = True) -> dict:
             by_key[(d, _key(r.config))] = r.test_acc
     zoo.close()
     model_acc = torch.tensor([by_key.get((ref.dataset, _key(ref.config)), float("nan")) for ref in index.refs])
-    plot_metaspace_map(qs.dataset_embeddings, qs.datasets, index.embeddings, model_acc, run.figure("metaspace_map"))
+    map_points = {"dataset_emb": qs.dataset_embeddings, "names": list(qs.datasets),
+                  "model_emb": index.embeddings, "model_acc": model_acc}
+    torch.save(map_points, _map_points_path(run))  # `query` redraws the map with its task on it
+    plot_metaspace_map(**map_points, path=run.figure("metaspace_map"))
     plot_fid_heatmap(qs.fid, qs.datasets, run.figure("fid_heatmap"))
     out = {"method": ms["method"], "held_out": ms["held_out"], "datasets": qs.datasets, "records": len(index),
            "fid": qs.fid.tolist(), "final_losses": qs.history[-1] if qs.history else {},
@@ -201,6 +204,10 @@ def metaspace_train(run: RunDir, cfg: dict, progress: bool = True) -> dict:
     print(f"meta-space ({ms['method']}) over {len(qs.datasets)} datasets, {len(index)} records -> "
           f"{_metaspace_path(run)}")
     return out
+
+
+def _map_points_path(run: RunDir) -> Path:
+    return run.path / "metaspace_map.pt"
 
 
 def _key(config: dict) -> str:
@@ -246,6 +253,11 @@ def query(run: RunDir, cfg: dict, progress: bool = True) -> dict:
          "config": a.config, "weights": None if a.weights is None else
          {"path": a.weights.path, "digest": a.weights.digest}} for i, a in enumerate(answers)]}
     run.write_metrics(f"query_{q['task']}", out)
+    if _map_points_path(run).exists():
+        from .report.metaspace_figures import plot_metaspace_map
+
+        plot_metaspace_map(**torch.load(_map_points_path(run)), path=run.figure(f"metaspace_map_{q['task']}"),
+                           query=(q["task"], emb[0] if emb.dim() == 2 else emb))
     for a in out["answers"]:
         print(f"#{a['rank']}: from {a['source_dataset']:16s} predicted accuracy {a['predicted_accuracy']:.3f}")
     return out

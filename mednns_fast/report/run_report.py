@@ -42,8 +42,7 @@ def _metaspace_section(run: RunDir) -> Section:
             f"{ms['records']} zoo records; held out: {held}. The feature extractor was trained in this run on the "
             f"training images of {', '.join(ms['extractor']['tasks'])} only.")
     figs = [Figure(run.figure(n), c) for n, c in (
-        ("metaspace_map", "Datasets (stars) and zoo models (dots, coloured by accuracy) in the meta-space; "
-                          "the query dataset in red."),
+        ("metaspace_map", "Datasets (stars) and zoo models (dots, coloured by accuracy) in the meta-space."),
         ("fid_heatmap", "FID between the datasets' feature distributions (the target of the FID loss)."))
         if run.figure(n).exists()]
     return Section("Meta-space", text, figures=figs)
@@ -59,6 +58,9 @@ def _query_sections(run: RunDir) -> list[Section]:
         tables = [Table(["rank", "source dataset", "predicted accuracy", "architecture"], rows,
                         caption=f"Query: {task}")]
         figs = []
+        if run.figure(f"metaspace_map_{task}").exists():
+            figs.append(Figure(run.figure(f"metaspace_map_{task}"), f"The meta-space with the query {task} (red "
+                               "star) among the training datasets and the zoo's models"))
         ft = run.read_metrics(f"finetune_{task}")
         if ft is not None:
             final = [[label, c[0]["test_acc"], c[-1]["test_acc"], len(c) - 1] for label, c in ft["curves"].items()]
