@@ -85,7 +85,7 @@ def test_demo_report_renders_in_chromium(demo_run, tmp_path):
     page = demo_run / "report.html"
     status = check_in_chromium(page, tmp_path / "report.png")
     assert status.broken == 0 and status.errors == 0
-    assert status.images >= 4  # meta-space map, FID heat map, fine-tuning curves, IAC trajectories
+    assert status.images >= 5  # meta-space map (and again with the query), FID heat map, fine-tuning, IAC
     text = page.read_text()
     for heading in ("Model zoo", "Meta-space", "Query and fine-tuning", "IAC / IAC-LTH", "Op benchmarks"):
         assert heading in text
