@@ -9,8 +9,9 @@ Scaling (everything shrunk to fit a loaded 2-core CPU; `ExperimentConfig` holds 
 downsampled 64 -> 32 px; 24 training images spread evenly over the cases; U-Nets of depth 2 and width 8;
 cells of 1 node (2 mixed edges: from the skip and from the decoder feature) with PC-DARTS K = 4; the
 full-length search of `search_epochs` = 200 as in the paper, but an epoch is one step on each half of the
-24 images (BENCHMARKS.md also reports a 20-epoch run); backbone 8 epochs, derived cell 5 epochs. Seeds can run as separate processes
-(`--seeds 0`, `--seeds 1`, ...); a last call with all seeds reads the finished runs back and summarises.
+24 images (BENCHMARKS.md also reports a 20-epoch run); backbone 8 epochs, derived cell 5 epochs. Seeds can
+run as separate processes (`--seeds 0`, `--seeds 1`, ...); a last call with all seeds reads the finished
+runs back and summarises.
 
 Run:  python -m mednns_fast.experiments.iac_lth --out runs/iac_lth      (or `run_experiment(ExperimentConfig(), out)`)
 Interrupted runs resume: finished runs are read back from their JSON, searches from their checkpoints.
