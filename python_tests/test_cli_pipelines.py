@@ -33,7 +33,10 @@ def _env() -> dict[str, str]:
 
 def _interrupt_when(cmd: list[str], ready, timeout: float = 600) -> subprocess.CompletedProcess:
     """Start `cmd`, send SIGINT (Ctrl-C) once `ready()` is true, return the finished process."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT)
+    # A job started in the background of a non-interactive shell inherits SIGINT *ignored*, and Python then
+    # installs no KeyboardInterrupt handler: give the child the default disposition, as a terminal would.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + timeout
     while not ready():
         if proc.poll() is not None:
