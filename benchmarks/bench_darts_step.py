@@ -115,28 +115,12 @@ def _measure(args) -> dict:
             forward_eval(k)
             times[("forward (no_grad)", k)].append(time.perf_counter() - t)
         print(f"  [{args.child}] round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
-    saved = {k: _saved_activation_bytes(models[k], lambda k=k: forward_train(k)) for k in IMPLS}
+    saved = {k: mf.nas.saved_activation_bytes(lambda k=k: forward_train(k), exclude=models[k].parameters())
+             for k in IMPLS}
     out = {"allocator": args.child, "env": ALLOCATORS[args.child], "rounds": args.rounds,
            "median_s": {f"{m}/{k}": statistics.median(v) for (m, k), v in times.items()},
            "saved_MB": {k: v / 2**20 for k, v in saved.items()}}
     return out
-
-
-def _saved_activation_bytes(model, forward) -> int:
-    import torch
-
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    storages = {}
-
-    def pack(t):
-        ptr = t.untyped_storage().data_ptr()
-        if ptr not in params:
-            storages[ptr] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        forward()
-    return sum(storages.values())
 
 
 def _report(results: list[dict], args) -> str:

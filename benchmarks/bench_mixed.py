@@ -119,19 +119,6 @@ def test_mixed_sum_forward_backward(benchmark, candidates, impl):
     benchmark.pedantic(step, rounds=5, warmup_rounds=1)
 
 
-def saved_tensor_bytes(fn) -> int:
-    """Bytes autograd keeps alive between forward and backward (unique storages): the activation memory."""
-    storages = {}
-
-    def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    return sum(storages.values()) + out.untyped_storage().nbytes()
-
-
 def _grads_match(forward, reference, leaves) -> bool:
     """Whether forward's output and gradients (w.r.t. leaves) equal the eager naive module's: Inductor
     mis-compiles some pooling backwards (docs/), so a compiled baseline's figures say if it was right."""
@@ -160,7 +147,7 @@ def test_mixed_op_forward_backward(benchmark, C, H, N, impl):
     forward = (lambda: fused(x, torch.softmax(alpha, 0))) if impl == "fused" else (
         lambda: naive_fn(x, torch.softmax(alpha, 0)))
     benchmark.group = f"MixedOp forward+backward C={C} {H}x{H} N={N}"
-    benchmark.extra_info["saved_MB"] = round(saved_tensor_bytes(forward) / 2**20, 1)
+    benchmark.extra_info["saved_MB"] = round(mf.nas.saved_activation_bytes(forward, include_output=True) / 2**20, 1)
     if impl != "naive":  # compiles outside the timing; says whether the result was right
         eager_naive = copy.deepcopy(naive)
         benchmark.extra_info["grads_match_eager"] = _grads_match(

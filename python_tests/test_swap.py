@@ -380,19 +380,6 @@ def test_refuses_an_edge_whose_forward_is_not_the_weighted_sum():
     assert not any(isinstance(m, mf.nas.MixedOp) for m in model.modules())
 
 
-def saved_bytes(fn) -> int:
-    """Bytes autograd keeps for backward (unique storages), as torch.autograd.graph.saved_tensors_hooks sees."""
-    storages = {}
-
-    def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(storages.values())
-
-
 def test_memory_mode_trains_the_same_with_less_saved():
     original = ptdarts_net()
     swapped, low = copy.deepcopy(original), copy.deepcopy(original)
@@ -401,7 +388,7 @@ def test_memory_mode_trains_the_same_with_less_saved():
     assert all(m.recompute for m in low.modules() if isinstance(m, SwappedMixedOp))
     x, y = batch(4, 16)
     assert_same_training(original, low, x, y)
-    naive, fused, memory = (saved_bytes(lambda m=m: m.loss(x, y)) for m in (original, swapped, low))
+    naive, fused, memory = (mf.nas.saved_activation_bytes(lambda m=m: m.loss(x, y)) for m in (original, swapped, low))
     assert memory < 0.5 * naive and memory < fused
     with torch.no_grad():  # nothing to save: the plain fused forward
         torch.testing.assert_close(low.loss(x, y), swapped.loss(x, y), rtol=1e-5, atol=1e-6)
@@ -437,3 +424,13 @@ def test_drop_in_example_runs_and_searches_the_same():
     assert len(out["report"]) == 3 * 5 and out["report"].edges[0].primitives == tuple(ptd.PRIMITIVES)
     # same state, same data: the fused search follows the pt.darts one step for step
     assert out["losses_after"] == pytest.approx(out["losses_before"], rel=1e-4, abs=1e-5)
+
+
+def test_saved_activation_bytes_counts_unique_storages():
+    x = torch.randn(10, 7, requires_grad=True)
+    w = torch.randn(7, requires_grad=True)
+    # x * w saves both factors; relu saves its result; the output is that same storage
+    assert mf.nas.saved_activation_bytes(lambda: torch.relu(x * w)) == (70 + 7 + 70) * 4
+    assert mf.nas.saved_activation_bytes(lambda: torch.relu(x * w), exclude=[w]) == (70 + 70) * 4
+    assert mf.nas.saved_activation_bytes(lambda: torch.relu(x * w), include_output=True) == (70 + 7 + 70) * 4
+    assert mf.nas.saved_activation_bytes(lambda: x * w, include_output=True) == (70 + 7 + 70) * 4

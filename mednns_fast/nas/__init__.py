@@ -1,6 +1,7 @@
 """Search-space modules: DARTS candidate operations, the (fused) mixed edge, the drop-in edge swap, the elastic
 ResNet supernet, U-Net backbones and the implantable adaptive cells (IAC) of their skip connections."""
 
+from .activation_memory import saved_activation_bytes
 from .elastic_resnet import (
     CONFIG_ENCODING_DIM,
     BlockSpec,
@@ -54,6 +55,7 @@ __all__ = [
     "ResidualSkip",
     "ResNetSubnet",
     "sample_config",
+    "saved_activation_bytes",
     "swap_mixed_ops",
     "SwappedEdge",
     "SwappedMixedOp",
