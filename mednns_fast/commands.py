@@ -257,7 +257,7 @@ def query(run: RunDir, cfg: dict, progress: bool = True) -> dict:
         from .report.metaspace_figures import plot_metaspace_map
 
         plot_metaspace_map(**torch.load(_map_points_path(run)), path=run.figure(f"metaspace_map_{q['task']}"),
-                           query=(q["task"], emb[0] if emb.dim() == 2 else emb))
+                           query=(q["task"], emb))
     for a in out["answers"]:
         print(f"#{a['rank']}: from {a['source_dataset']:16s} predicted accuracy {a['predicted_accuracy']:.3f}")
     return out
