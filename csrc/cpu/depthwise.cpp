@@ -1,12 +1,18 @@
-// CPU kernels of multi_depthwise_conv2d: each input plane is zero-padded once into a buffer that stays in
+// CPU kernels of multi_depthwise_conv2d. Each input plane is zero-padded once into a buffer that stays in
 // cache while every candidate's kernel slides over it, so J depthwise convolutions cost one read of x.
-// Rows are swept along the output width, which the compiler vectorises for stride 1.
+//
+// The padded plane is stored as `stride` column phases (phase p holds padded columns p, p + s, ...), so
+// every tap of a strided convolution reads consecutive memory. Output rows are computed in blocks of one
+// 64-byte vector of accumulators that stay in registers across all k*k taps (one load and one FMA per tap
+// and block, no stores until the block is done); the buffers carry a vector of zero slack at the end of
+// each row so a block may read past the row's last column (those lanes are never stored).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <cstring>
 #include <vector>
 
 #include "depthwise_common.h"
@@ -16,28 +22,158 @@
 namespace mednns_fast {
 namespace {
 
-constexpr int64_t kLanes = 8;
+// GCC/Clang vector of 32 bytes. The kernels compute rows in blocks of kVecs such vectors (64 bytes) so the
+// accumulators stay in registers across all taps. Loads and stores go through memcpy: rows are not aligned.
+template <typename T>
+struct Vec32 {
+  typedef T type __attribute__((vector_size(32)));
+};
+template <typename T>
+using vec_t = typename Vec32<T>::type;
+constexpr int64_t kVecs = 2;
+template <typename T>
+constexpr int64_t kLanes = 32 / static_cast<int64_t>(sizeof(T));
+template <typename T>
+constexpr int64_t kBlock = kVecs * kLanes<T>;
 
-struct Padded {
-  int64_t Hp, Wp;
-  explicit Padded(const DepthwiseGeometry& g) : Hp(g.H + 2 * g.max_pad), Wp(g.W + 2 * g.max_pad) {}
-  int64_t size() const { return Hp * Wp; }
+template <typename T>
+inline vec_t<T> load(const T* p) {
+  vec_t<T> v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <typename T>
+inline void store(T* p, const vec_t<T>& v) { std::memcpy(p, &v, sizeof(v)); }
+
+// A zero-padded plane (padding `pad` on every side) split into `s` column phases of `rows` x `width`; each
+// phase row ends with a block of zero slack.
+struct PhasedPlane {
+  int64_t rows, width, phases;
+  PhasedPlane(int64_t H, int64_t W, int64_t pad, int64_t s, int64_t block)
+      : rows(H + 2 * pad), width((W + 2 * pad + s - 1) / s + block), phases(s) {}
+  int64_t size() const { return phases * rows * width; }
+  // Offset of padded (row, col).
+  int64_t at(int64_t row, int64_t col) const { return ((col % phases) * rows + row) * width + col / phases; }
 };
 
-template <typename scalar_t, typename acc_t>
-void load_padded(const scalar_t* plane, const DepthwiseGeometry& g, const Padded& pd, acc_t* buf) {
-  std::fill(buf, buf + pd.size(), acc_t(0));
-  for (int64_t y = 0; y < g.H; ++y) {
-    acc_t* dst = buf + (y + g.max_pad) * pd.Wp + g.max_pad;
-    for (int64_t x = 0; x < g.W; ++x) dst[x] = static_cast<acc_t>(plane[y * g.W + x]);
+template <typename T>
+void load_phased(const T* plane, int64_t H, int64_t W, int64_t pad, const PhasedPlane& pp, T* buf) {
+  std::fill(buf, buf + pp.size(), T(0));
+  const int64_t s = pp.phases;
+  for (int64_t p = 0; p < s; ++p) {
+    // Phase p holds the input columns x with (x + pad) % s == p, at (x + pad) / s (divisions once per phase).
+    const int64_t x0 = ((p - pad) % s + s) % s;
+    T* dst = buf + pp.at(pad, x0 + pad);
+    for (int64_t y = 0; y < H; ++y, dst += pp.width) {
+      const T* src = plane + y * W + x0;
+      if (s == 1) {
+        std::copy_n(src, W, dst);
+      } else {
+        for (int64_t i = 0, x = x0; x < W; ++i, x += s) dst[i] = src[i * s];
+      }
+    }
   }
 }
 
-// Top-left of tap (ky, kx) for output row oy in the padded plane of candidate j.
-inline int64_t tap_offset(const DepthwiseGeometry& g, const Padded& pd, int64_t j, int64_t oy, int64_t ky,
-                          int64_t kx) {
-  const int64_t shift = g.max_pad - g.pad[j];
-  return (oy * g.stride + shift + ky * g.dilation[j]) * pd.Wp + shift + kx * g.dilation[j];
+// Where each tap of candidate j starts reading for output (0, 0), and how far one output row moves.
+struct Taps {
+  std::vector<int64_t> offset;  // [k * k]
+  int64_t row_step;
+};
+
+Taps candidate_taps(const DepthwiseGeometry& g, const PhasedPlane& pp, int64_t j) {
+  const int64_t k = g.kernel[j], d = g.dilation[j], shift = g.max_pad - g.pad[j];
+  Taps t{std::vector<int64_t>(k * k), g.stride * pp.width};
+  for (int64_t ky = 0; ky < k; ++ky)
+    for (int64_t kx = 0; kx < k; ++kx) t.offset[ky * k + kx] = pp.at(shift + ky * d, shift + kx * d);
+  return t;
+}
+
+// Output rows [0, R) of `o` (rows `out_stride` apart) from `base` (their row 0 in the padded plane), in
+// blocks of V vectors: R * V accumulators kept in registers across all taps (R * V independent FMA chains
+// hide the FMA latency). `accumulate` adds to what o holds.
+template <int64_t R, int64_t V, typename T>
+MEDNNS_FAST_MULTIVERSION void conv_rows(const T* base, const T* w, const Taps& taps, int64_t Wo, T* o,
+                                        int64_t out_stride, bool accumulate) {
+  constexpr int64_t L = kLanes<T>, B = V * L;
+  const int64_t n_taps = static_cast<int64_t>(taps.offset.size()), step = taps.row_step;
+  const int64_t* off = taps.offset.data();
+  for (int64_t ox = 0; ox < Wo; ox += B) {
+    vec_t<T> acc[R][V] = {};
+    for (int64_t t = 0; t < n_taps; ++t) {
+      const T wv = w[t];
+      const T* b = base + off[t] + ox;
+#pragma GCC unroll 8
+      for (int64_t r = 0; r < R; ++r)
+#pragma GCC unroll 2
+        for (int64_t v = 0; v < V; ++v) acc[r][v] += wv * load(b + r * step + v * L);
+    }
+    const int64_t n = std::min(B, Wo - ox);
+    for (int64_t r = 0; r < R; ++r) {
+      T* row = o + r * out_stride + ox;
+      if (n == B) {  // a whole block: vector stores
+        for (int64_t v = 0; v < V; ++v)
+          store(row + v * L, accumulate ? load(row + v * L) + acc[r][v] : acc[r][v]);
+      } else {
+        T lanes[B];
+        std::memcpy(lanes, acc[r], sizeof(lanes));
+        for (int64_t l = 0; l < n; ++l) row[l] = accumulate ? row[l] + lanes[l] : lanes[l];
+      }
+    }
+  }
+}
+
+template <int64_t R, int64_t V, typename T>
+void conv_plane_blocked(const T* buf, const T* w, const Taps& taps, int64_t Ho, int64_t Wo, T* out,
+                        int64_t out_stride, bool accumulate) {
+  int64_t oy = 0;
+  for (; oy + R <= Ho; oy += R)
+    conv_rows<R, V>(buf + oy * taps.row_step, w, taps, Wo, out + oy * out_stride, out_stride, accumulate);
+  for (; oy < Ho; ++oy)
+    conv_rows<1, V>(buf + oy * taps.row_step, w, taps, Wo, out + oy * out_stride, out_stride, accumulate);
+}
+
+// out[oy, ox] (+)= sum_t w[t] * buf[offset[t] + oy * row_step + ox] for one [Ho, Wo] plane, with out's rows
+// `out_stride` apart. Narrow planes use one-vector blocks over more rows (no lanes wasted past Wo).
+template <typename T>
+void conv_plane(const T* buf, const T* w, const Taps& taps, int64_t Ho, int64_t Wo, T* out, int64_t out_stride,
+                bool accumulate) {
+  if (Wo <= kLanes<T>) {
+    conv_plane_blocked<8, 1>(buf, w, taps, Ho, Wo, out, out_stride, accumulate);
+  } else {
+    conv_plane_blocked<4, kVecs>(buf, w, taps, Ho, Wo, out, out_stride, accumulate);
+  }
+}
+
+// gw[t] += sum_{oy, ox} go[oy, ox] * buf[offset[t] + oy * row_step + ox] over one [Ho, Wo] gradient plane.
+// Whole vectors are summed over R rows at a time (R independent chains); the columns past the last whole
+// vector lane by lane: reading past Wo would multiply zeros by input values that no output reads (an inf
+// there would make the gradient NaN).
+template <typename T>
+MEDNNS_FAST_MULTIVERSION void weight_grad_plane(const T* buf, const T* go, const Taps& taps, int64_t Ho,
+                                                int64_t Wo, double* gw) {
+  constexpr int64_t L = kLanes<T>, R = 4;
+  const int64_t n_taps = static_cast<int64_t>(taps.offset.size()), full = Wo / L * L, step = taps.row_step;
+  for (int64_t t = 0; t < n_taps; ++t) {
+    vec_t<T> acc[R] = {};
+    T tail = 0;
+    const T* b0 = buf + taps.offset[t];
+    int64_t oy = 0;
+    for (; oy + R <= Ho; oy += R)
+      for (int64_t ox = 0; ox < full; ox += L)
+#pragma GCC unroll 8
+        for (int64_t r = 0; r < R; ++r) acc[r] += load(go + (oy + r) * Wo + ox) * load(b0 + (oy + r) * step + ox);
+    for (; oy < Ho; ++oy)
+      for (int64_t ox = 0; ox < full; ox += L) acc[0] += load(go + oy * Wo + ox) * load(b0 + oy * step + ox);
+    for (oy = 0; oy < Ho; ++oy)
+      for (int64_t ox = full; ox < Wo; ++ox) tail += go[oy * Wo + ox] * b0[oy * step + ox];
+    T lanes[R * L];
+    std::memcpy(lanes, acc, sizeof(lanes));
+    double sum = tail;
+    for (int64_t l = 0; l < R * L; ++l) sum += lanes[l];
+    gw[t] += sum;
+  }
 }
 
 // Input channel plane q feeds these candidates (shared input: all of them; else only q / C).
@@ -46,126 +182,115 @@ inline std::pair<int64_t, int64_t> consumers(const DepthwiseGeometry& g, int64_t
   return {q / g.C, q / g.C + 1};
 }
 
-// Candidate j's output plane from the padded input plane `buf`.
-template <typename scalar_t, typename acc_t>
-MEDNNS_FAST_MULTIVERSION void conv_plane(const acc_t* buf, const scalar_t* w, const DepthwiseGeometry& g,
-                                         const Padded& pd, int64_t j, scalar_t* o, acc_t* row) {
-  const int64_t k = g.kernel[j], s = g.stride;
-  for (int64_t oy = 0; oy < g.Ho; ++oy) {
-    std::fill(row, row + g.Wo, acc_t(0));
-    for (int64_t ky = 0; ky < k; ++ky)
-      for (int64_t kx = 0; kx < k; ++kx) {
-        const acc_t wv = static_cast<acc_t>(w[ky * k + kx]);
-        const acc_t* b = buf + tap_offset(g, pd, j, oy, ky, kx);
-        if (s == 1) {
-          for (int64_t ox = 0; ox < g.Wo; ++ox) row[ox] += wv * b[ox];
-        } else {
-          for (int64_t ox = 0; ox < g.Wo; ++ox) row[ox] += wv * b[ox * s];
-        }
-      }
-    for (int64_t ox = 0; ox < g.Wo; ++ox) o[oy * g.Wo + ox] = static_cast<scalar_t>(row[ox]);
+// The weights, candidate j channel c at [offset[j] + c * k_j^2], optionally with each kernel flipped (the
+// input gradient of a stride-1 convolution is the convolution with the flipped kernel).
+template <typename T>
+std::vector<T> gather_weights(const std::vector<at::Tensor>& ws, const DepthwiseGeometry& g, bool flip,
+                              std::vector<int64_t>* offsets) {
+  std::vector<T> out;
+  for (int64_t j = 0; j < g.J; ++j) {
+    const int64_t kk = g.kernel[j] * g.kernel[j];
+    const T* w = ws[j].const_data_ptr<T>();
+    offsets->push_back(static_cast<int64_t>(out.size()));
+    for (int64_t c = 0; c < g.C; ++c)
+      for (int64_t t = 0; t < kk; ++t) out.push_back(w[c * kk + (flip ? kk - 1 - t : t)]);
   }
+  return out;
 }
 
-template <typename scalar_t>
+template <typename T>
 void forward_kernel(const at::Tensor& x, const std::vector<at::Tensor>& ws, const DepthwiseGeometry& g,
                     at::Tensor& out) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const Padded pd(g);
+  const PhasedPlane pp(g.H, g.W, g.max_pad, g.stride, kBlock<T>);
+  std::vector<Taps> taps;
+  for (int64_t j = 0; j < g.J; ++j) taps.push_back(candidate_taps(g, pp, j));
+  std::vector<int64_t> w_at;
+  const std::vector<T> w = gather_weights<T>(ws, g, false, &w_at);
   const int64_t Cin = g.in_channels();
-  const scalar_t* xp = x.const_data_ptr<scalar_t>();
-  scalar_t* op = out.data_ptr<scalar_t>();
+  const T* xp = x.const_data_ptr<T>();
+  T* op = out.data_ptr<T>();
   at::parallel_for(0, g.N * Cin, 1, [&](int64_t i0, int64_t i1) {
-    std::vector<acc_t> buf(pd.size()), row(g.Wo);
+    std::vector<T> buf(pp.size());
     for (int64_t i = i0; i < i1; ++i) {
-      const int64_t n = i / Cin, q = i % Cin;
-      load_padded(xp + i * g.H * g.W, g, pd, buf.data());
+      const int64_t n = i / Cin, q = i % Cin, c = q % g.C;
+      load_phased(xp + i * g.H * g.W, g.H, g.W, g.max_pad, pp, buf.data());
       const auto [j0, j1] = consumers(g, q);
-      for (int64_t j = j0; j < j1; ++j) {
-        const int64_t c = q % g.C, k = g.kernel[j];
-        conv_plane(buf.data(), ws[j].const_data_ptr<scalar_t>() + c * k * k, g, pd, j,
-                   op + ((n * g.J + j) * g.C + c) * g.Ho * g.Wo, row.data());
-      }
+      for (int64_t j = j0; j < j1; ++j)
+        conv_plane(buf.data(), w.data() + w_at[j] + c * g.kernel[j] * g.kernel[j], taps[j], g.Ho, g.Wo,
+                   op + ((n * g.J + j) * g.C + c) * g.Ho * g.Wo, g.Wo, false);
     }
   });
 }
 
-template <typename scalar_t, typename acc_t>
-inline acc_t strided_dot(const scalar_t* a, const acc_t* b, int64_t n, int64_t stride) {
-  acc_t lanes[kLanes] = {};
-  int64_t i = 0;
-  if (stride == 1)
-    for (; i + kLanes <= n; i += kLanes)
-      for (int64_t l = 0; l < kLanes; ++l) lanes[l] += static_cast<acc_t>(a[i + l]) * b[i + l];
-  for (; i < n; ++i) lanes[0] += static_cast<acc_t>(a[i]) * b[i * stride];
-  acc_t s = 0;
-  for (int64_t l = 0; l < kLanes; ++l) s += lanes[l];
-  return s;
-}
-
-// Candidate j's contribution from one output-gradient plane `go`: added into the padded input-gradient
-// plane `gbuf` and into the tap gradients `gw` (either may be null when not needed).
-template <typename scalar_t, typename acc_t>
-MEDNNS_FAST_MULTIVERSION void conv_plane_backward(const scalar_t* go, const acc_t* buf, const scalar_t* w,
-                                                  const DepthwiseGeometry& g, const Padded& pd, int64_t j,
-                                                  acc_t* gbuf, double* gw) {
-  const int64_t k = g.kernel[j], s = g.stride;
+// Candidate j's contribution to the padded input-gradient plane `gbuf` (row length Wp) from one
+// output-gradient plane, for any stride: each output gradient is scattered to the taps that read it.
+template <typename T>
+MEDNNS_FAST_MULTIVERSION void scatter_input_grad(const T* go, const T* w, const DepthwiseGeometry& g, int64_t j,
+                                                 int64_t Wp, T* gbuf) {
+  const int64_t k = g.kernel[j], s = g.stride, d = g.dilation[j], shift = g.max_pad - g.pad[j];
   for (int64_t ky = 0; ky < k; ++ky)
     for (int64_t kx = 0; kx < k; ++kx) {
-      const acc_t wv = static_cast<acc_t>(w[ky * k + kx]);
-      acc_t tap = 0;
+      const T wv = w[ky * k + kx];
       for (int64_t oy = 0; oy < g.Ho; ++oy) {
-        const int64_t off = tap_offset(g, pd, j, oy, ky, kx);
-        const scalar_t* gr = go + oy * g.Wo;
-        if (gbuf) {
-          acc_t* d = gbuf + off;
-          if (s == 1) {
-            for (int64_t ox = 0; ox < g.Wo; ++ox) d[ox] += wv * static_cast<acc_t>(gr[ox]);
-          } else {
-            for (int64_t ox = 0; ox < g.Wo; ++ox) d[ox * s] += wv * static_cast<acc_t>(gr[ox]);
-          }
-        }
-        if (gw) tap += strided_dot(gr, buf + off, g.Wo, s);
+        T* dst = gbuf + (oy * s + shift + ky * d) * Wp + shift + kx * d;
+        const T* gr = go + oy * g.Wo;
+        for (int64_t ox = 0; ox < g.Wo; ++ox) dst[ox * s] += wv * gr[ox];
       }
-      if (gw) gw[ky * k + kx] += tap;
     }
 }
 
 // One task per input channel plane q, looping over the batch inside: the weight gradient of every
-// (candidate, channel) pair is then owned by one thread and needs no atomics.
-template <typename scalar_t>
+// (candidate, channel) pair is then owned by one thread and needs no atomics (partial sums per plane in
+// T, summed over planes in double).
+template <typename T>
 void backward_kernel(const at::Tensor& grad, const at::Tensor& x, const std::vector<at::Tensor>& ws,
                      const DepthwiseGeometry& g, at::Tensor* grad_x, std::vector<at::Tensor>* grad_ws) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const Padded pd(g);
-  const int64_t Cin = g.in_channels();
+  const int64_t Cin = g.in_channels(), plane_in = g.H * g.W, plane_out = g.Ho * g.Wo;
+  // The input plane, phased by the stride, for the weight gradient.
+  const PhasedPlane pp(g.H, g.W, g.max_pad, g.stride, kBlock<T>);
+  std::vector<Taps> taps;
+  for (int64_t j = 0; j < g.J; ++j) taps.push_back(candidate_taps(g, pp, j));
+  // Stride 1: the input gradient is the convolution of the output gradient (zero-padded like the input)
+  // with the flipped kernels. Other strides scatter into a padded plane.
+  const bool gather = g.stride == 1;
+  const PhasedPlane gp_plane(g.Ho, g.Wo, g.max_pad, 1, kBlock<T>);
+  std::vector<Taps> flipped;
+  for (int64_t j = 0; gather && j < g.J; ++j) flipped.push_back(candidate_taps(g, gp_plane, j));
+  const int64_t Wp = g.W + 2 * g.max_pad, scatter_size = (g.H + 2 * g.max_pad) * Wp;
+  std::vector<int64_t> w_at;
+  const std::vector<T> w = gather_weights<T>(ws, g, gather, &w_at);
   int64_t kmax = 0;
   for (int64_t k : g.kernel) kmax = std::max(kmax, k);
   std::vector<double> gw(grad_ws ? g.J * g.C * kmax * kmax : 0, 0.0);
-  const scalar_t* xp = x.const_data_ptr<scalar_t>();
-  const scalar_t* gp = grad.const_data_ptr<scalar_t>();
+  const T* xp = x.const_data_ptr<T>();
+  const T* gp = grad.const_data_ptr<T>();
   at::parallel_for(0, Cin, 1, [&](int64_t q0, int64_t q1) {
-    std::vector<acc_t> buf(pd.size()), gbuf(pd.size());
+    std::vector<T> buf(grad_ws ? pp.size() : 0);
+    std::vector<T> gbuf(grad_x ? (gather ? gp_plane.size() : scatter_size) : 0);
     for (int64_t q = q0; q < q1; ++q) {
       const auto [j0, j1] = consumers(g, q);
       const int64_t c = q % g.C;
       for (int64_t n = 0; n < g.N; ++n) {
         const int64_t plane = n * Cin + q;
-        if (grad_ws) load_padded(xp + plane * g.H * g.W, g, pd, buf.data());
-        if (grad_x) std::fill(gbuf.begin(), gbuf.end(), acc_t(0));
+        T* gx = grad_x ? grad_x->data_ptr<T>() + plane * plane_in : nullptr;
+        if (grad_ws) load_phased(xp + plane * plane_in, g.H, g.W, g.max_pad, pp, buf.data());
+        if (grad_x && !gather) std::fill(gbuf.begin(), gbuf.end(), T(0));
         for (int64_t j = j0; j < j1; ++j) {
-          const int64_t k = g.kernel[j];
-          conv_plane_backward(gp + ((n * g.J + j) * g.C + c) * g.Ho * g.Wo, buf.data(),
-                              ws[j].const_data_ptr<scalar_t>() + c * k * k, g, pd, j,
-                              grad_x ? gbuf.data() : nullptr,
-                              grad_ws ? gw.data() + (j * g.C + c) * kmax * kmax : nullptr);
-        }
-        if (grad_x) {
-          scalar_t* dst = grad_x->data_ptr<scalar_t>() + plane * g.H * g.W;
-          for (int64_t y = 0; y < g.H; ++y) {
-            const acc_t* src = gbuf.data() + (y + g.max_pad) * pd.Wp + g.max_pad;
-            for (int64_t xx = 0; xx < g.W; ++xx) dst[y * g.W + xx] = static_cast<scalar_t>(src[xx]);
+          const T* gj = gp + ((n * g.J + j) * g.C + c) * plane_out;
+          const T* wj = w.data() + w_at[j] + c * g.kernel[j] * g.kernel[j];
+          if (grad_ws)
+            weight_grad_plane(buf.data(), gj, taps[j], g.Ho, g.Wo, gw.data() + (j * g.C + c) * kmax * kmax);
+          if (!grad_x) continue;
+          if (gather) {
+            load_phased(gj, g.Ho, g.Wo, g.max_pad, gp_plane, gbuf.data());
+            conv_plane(gbuf.data(), wj, flipped[j], g.H, g.W, gx, g.W, j != j0);
+          } else {
+            scatter_input_grad(gj, wj, g, j, Wp, gbuf.data());
           }
+        }
+        if (grad_x && !gather) {
+          for (int64_t y = 0; y < g.H; ++y)
+            std::copy_n(gbuf.data() + (y + g.max_pad) * Wp + g.max_pad, g.W, gx + y * g.W);
         }
       }
     }
@@ -174,10 +299,9 @@ void backward_kernel(const at::Tensor& grad, const at::Tensor& x, const std::vec
     for (int64_t j = 0; j < g.J; ++j) {
       const int64_t k = g.kernel[j];
       at::Tensor t = at::empty({g.C, 1, k, k}, x.options());
-      scalar_t* tp = t.data_ptr<scalar_t>();
+      T* tp = t.data_ptr<T>();
       for (int64_t c = 0; c < g.C; ++c)
-        for (int64_t t2 = 0; t2 < k * k; ++t2)
-          tp[c * k * k + t2] = static_cast<scalar_t>(gw[(j * g.C + c) * kmax * kmax + t2]);
+        for (int64_t t2 = 0; t2 < k * k; ++t2) tp[c * k * k + t2] = static_cast<T>(gw[(j * g.C + c) * kmax * kmax + t2]);
       grad_ws->push_back(t);
     }
   }
