@@ -32,6 +32,14 @@ TORCH_LIBRARY(mednns_fast, m) {
       "multi_depthwise_conv2d_backward(Tensor grad, Tensor x, Tensor[] weights, int[] dilations, int stride, "
       "bool shared_input, bool x_needs_grad, bool weights_need_grad) -> (Tensor, Tensor[])");
 
+  // The DARTS edge's two pools in one pass: out [N, 2C, Ho, Wo] holds the 3x3 max pool (channels [0, C)) and
+  // the 3x3 average pool over each window's valid inputs (channels [C, 2C)) of x [N, C, H, W], padding 1,
+  // Ho = (H - 1) / stride + 1; argmax [N, C, Ho, Wo] (uint8) is the max's tap in its window, ky * 3 + kx
+  // (ATen's choice: the first largest value, or the last NaN).
+  m.def("max_avg_pool3x3(Tensor x, int stride) -> (Tensor, Tensor)");
+  // grad_x [input_size] from grad [N, 2C, Ho, Wo] (both pools' output gradients) and the forward's argmax.
+  m.def("max_avg_pool3x3_backward(Tensor grad, Tensor argmax, SymInt[] input_size, int stride) -> Tensor");
+
   // ---- FID statistics and Frechet distances -----------------------------------------------
   // Folds a batch features [n, d] into running statistics of `count` rows: mean [d] and m2 [d, d]
   // (the sum of centred outer products), both float64 (or both float32), updated in place. The batch's

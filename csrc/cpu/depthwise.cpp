@@ -1,11 +1,9 @@
 // CPU kernels of multi_depthwise_conv2d. Each input plane is zero-padded once into a buffer that stays in
 // cache while every candidate's kernel slides over it, so J depthwise convolutions cost one read of x.
 //
-// The padded plane is stored as `stride` column phases (phase p holds padded columns p, p + s, ...), so
-// every tap of a strided convolution reads consecutive memory. Output rows are computed in blocks of one
-// 64-byte vector of accumulators that stay in registers across all k*k taps (one load and one FMA per tap
-// and block, no stores until the block is done); the buffers carry a vector of zero slack at the end of
-// each row so a block may read past the row's last column (those lanes are never stored).
+// The padded plane is phased by the stride (cpu/plane.h), so every tap of a strided convolution reads
+// consecutive memory. Output rows are computed in blocks of vectors of accumulators that stay in registers
+// across all k*k taps (one load and one FMA per tap and vector, no stores until the block is done).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -17,64 +15,11 @@
 
 #include "depthwise_common.h"
 #include "cpu/huge_pages.h"
+#include "cpu/plane.h"
 #include "cpu/vectorize.h"
 
 namespace mednns_fast {
 namespace {
-
-// GCC/Clang vector of 32 bytes. The kernels compute rows in blocks of kVecs such vectors (64 bytes) so the
-// accumulators stay in registers across all taps. Loads and stores go through memcpy: rows are not aligned.
-template <typename T>
-struct Vec32 {
-  typedef T type __attribute__((vector_size(32)));
-};
-template <typename T>
-using vec_t = typename Vec32<T>::type;
-constexpr int64_t kVecs = 2;
-template <typename T>
-constexpr int64_t kLanes = 32 / static_cast<int64_t>(sizeof(T));
-template <typename T>
-constexpr int64_t kBlock = kVecs * kLanes<T>;
-
-template <typename T>
-inline vec_t<T> load(const T* p) {
-  vec_t<T> v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-
-template <typename T>
-inline void store(T* p, const vec_t<T>& v) { std::memcpy(p, &v, sizeof(v)); }
-
-// A zero-padded plane (padding `pad` on every side) split into `s` column phases of `rows` x `width`; each
-// phase row ends with a block of zero slack.
-struct PhasedPlane {
-  int64_t rows, width, phases;
-  PhasedPlane(int64_t H, int64_t W, int64_t pad, int64_t s, int64_t block)
-      : rows(H + 2 * pad), width((W + 2 * pad + s - 1) / s + block), phases(s) {}
-  int64_t size() const { return phases * rows * width; }
-  // Offset of padded (row, col).
-  int64_t at(int64_t row, int64_t col) const { return ((col % phases) * rows + row) * width + col / phases; }
-};
-
-template <typename T>
-void load_phased(const T* plane, int64_t H, int64_t W, int64_t pad, const PhasedPlane& pp, T* buf) {
-  std::fill(buf, buf + pp.size(), T(0));
-  const int64_t s = pp.phases;
-  for (int64_t p = 0; p < s; ++p) {
-    // Phase p holds the input columns x with (x + pad) % s == p, at (x + pad) / s (divisions once per phase).
-    const int64_t x0 = ((p - pad) % s + s) % s;
-    T* dst = buf + pp.at(pad, x0 + pad);
-    for (int64_t y = 0; y < H; ++y, dst += pp.width) {
-      const T* src = plane + y * W + x0;
-      if (s == 1) {
-        std::copy_n(src, W, dst);
-      } else {
-        for (int64_t i = 0, x = x0; x < W; ++i, x += s) dst[i] = src[i * s];
-      }
-    }
-  }
-}
 
 // Where each tap of candidate j starts reading for output (0, 0), and how far one output row moves.
 struct Taps {
@@ -213,7 +158,7 @@ void forward_kernel(const at::Tensor& x, const std::vector<at::Tensor>& ws, cons
     std::vector<T> buf(pp.size());
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t n = i / Cin, q = i % Cin, c = q % g.C;
-      load_phased(xp + i * g.H * g.W, g.H, g.W, g.max_pad, pp, buf.data());
+      load_phased(xp + i * g.H * g.W, g.H, g.W, g.max_pad, T(0), pp, buf.data());
       const auto [j0, j1] = consumers(g, q);
       for (int64_t j = j0; j < j1; ++j)
         conv_plane(buf.data(), w.data() + w_at[j] + c * g.kernel[j] * g.kernel[j], taps[j], g.Ho, g.Wo,
@@ -273,7 +218,7 @@ void backward_kernel(const at::Tensor& grad, const at::Tensor& x, const std::vec
       for (int64_t n = 0; n < g.N; ++n) {
         const int64_t plane = n * Cin + q;
         T* gx = grad_x ? grad_x->data_ptr<T>() + plane * plane_in : nullptr;
-        if (grad_ws) load_phased(xp + plane * plane_in, g.H, g.W, g.max_pad, pp, buf.data());
+        if (grad_ws) load_phased(xp + plane * plane_in, g.H, g.W, g.max_pad, T(0), pp, buf.data());
         if (grad_x && !gather) std::fill(gbuf.begin(), gbuf.end(), T(0));
         for (int64_t j = j0; j < j1; ++j) {
           const T* gj = gp + ((n * g.J + j) * g.C + c) * plane_out;
@@ -282,7 +227,7 @@ void backward_kernel(const at::Tensor& grad, const at::Tensor& x, const std::vec
             weight_grad_plane(buf.data(), gj, taps[j], g.Ho, g.Wo, gw.data() + (j * g.C + c) * kmax * kmax);
           if (!grad_x) continue;
           if (gather) {
-            load_phased(gj, g.Ho, g.Wo, g.max_pad, gp_plane, gbuf.data());
+            load_phased(gj, g.Ho, g.Wo, g.max_pad, T(0), gp_plane, gbuf.data());
             conv_plane(gbuf.data(), wj, flipped[j], g.H, g.W, gx, g.W, j != j0);
           } else {
             scatter_input_grad(gj, wj, g, j, Wp, gbuf.data());

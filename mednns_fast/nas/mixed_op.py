@@ -2,10 +2,11 @@
 
 The fused forward computes what `forward_naive` computes (``sum_k w[k] * candidates[k](x)``) while the
 candidates share their work: the input's ReLU once, every sep/dil conv's first depthwise stage from one
-read of it (`multi_depthwise_conv2d`), their pointwise convs as one grouped conv, their BatchNorms as one
-call, the second sep-conv stages likewise, and the weighted sum in one pass (`mixed_sum`, reading the
+read of it (`multi_depthwise_conv2d`), their pointwise convs as one batched matmul, their BatchNorms as one
+call, the second sep-conv stages likewise, both pools from one read of x (`max_avg_pool3x3`, one BatchNorm
+call), and the weighted sum in one pass (`mixed_sum`, reading the
 candidates' channel slices in place). With ``recompute=True`` (memory mode) an edge keeps for backward only its
-input, weights, depthwise and pool outputs, and recomputes the cheap rest (ReLUs, pointwise convs, BatchNorms,
+input, weights, depthwise and pool outputs (the max pool's argmax as one byte), and recomputes the cheap rest (ReLUs, pointwise convs, BatchNorms,
 the weighted sum) there.
 Candidates masked by `set_active` (the pruner) are never run; the forward reads no
 value to the host, so it compiles to one graph (`torch.compile(fullgraph=True)`) and CUDA graphs capture it.
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _pair
 
-from ..ops import mixed_sum, multi_depthwise_conv2d
+from ..ops import max_avg_pool3x3, mixed_sum, multi_depthwise_conv2d
 from ..ops.opaque import max_pool2d_3x3
 from .batchnorm import grouped_batch_norm
 from .operations import OPS, DilConv, FactorizedReduce, PoolBN, SepConv, Zero
@@ -143,6 +144,11 @@ class MixedOp(nn.Module):
         convs.sort(key=lambda k: not isinstance(self.candidates[k], SepConv))
         if convs:
             outputs.update(self._conv_candidates(relu, convs, tape))
+        pools = self._pool_pair(kept, x)
+        if pools:  # both pools from one read of x, their BatchNorms as one call
+            pooled = tape.pool_pair(x, self.stride)
+            bns = [self.candidates[k].bn for k in pools]
+            outputs.update(zip(pools, grouped_batch_norm(pooled, bns).split(self.C, dim=1)))
         for k in kept:
             if k in outputs:
                 continue
@@ -156,6 +162,25 @@ class MixedOp(nn.Module):
         # unbind + stack: a gather by constant positions, no index tensor built (and copied) per call
         w = weights.unbind(0)
         return mixed_sum([outputs[k] for k in kept], torch.stack([w[k] for k in kept]))
+
+    def _pool_pair(self, kept: tuple[int, ...], x: torch.Tensor) -> tuple[int, int] | None:
+        """(max, avg): the kept 3x3 max and average pool candidates when `max_avg_pool3x3` computes exactly what
+        they do (padding 1, this edge's stride, BatchNorms alike, a dtype its kernels take), else None."""
+        if x.dtype not in (torch.float32, torch.float64):
+            return None
+        found = {}
+        for k in kept:
+            op = self.candidates[k]
+            if isinstance(op, PoolBN) and isinstance(op.bn, nn.BatchNorm2d):
+                kind = _pool_kind(op.pool, self.stride)
+                if kind is not None:
+                    found.setdefault(kind, []).append(k)
+        if len(found.get("max", ())) != 1 or len(found.get("avg", ())) != 1:
+            return None
+        pair = (found["max"][0], found["avg"][0])
+        bn_max, bn_avg = (self.candidates[k].bn for k in pair)
+        same = [(b.eps, b.momentum, b.affine, b.track_running_stats, b.training) for b in (bn_max, bn_avg)]
+        return pair if same[0] == same[1] else None
 
     def _uses_relu(self, k: int) -> bool:
         return isinstance(self.candidates[k], (SepConv, DilConv, FactorizedReduce))
@@ -175,6 +200,19 @@ class MixedOp(nn.Module):
             z = _dil_conv_stage(F.relu(pieces[0]), second, 1, False, tape)
             outputs.update(zip(seps, z.split(C, dim=1)))
         return outputs
+
+
+def _pool_kind(pool: nn.Module, stride: int) -> str | None:
+    """"max" or "avg" for a 3x3 pool with padding 1 and this stride that `max_avg_pool3x3` reproduces."""
+    if isinstance(pool, (nn.MaxPool2d, nn.AvgPool2d)):
+        shape = (_pair(pool.kernel_size), _pair(pool.stride or pool.kernel_size), _pair(pool.padding), pool.ceil_mode)
+        if shape != ((3, 3), (stride, stride), (1, 1), False):
+            return None
+    if isinstance(pool, nn.MaxPool2d):
+        return "max" if _pair(pool.dilation) == (1, 1) and not pool.return_indices else None
+    if isinstance(pool, nn.AvgPool2d):
+        return "avg" if not pool.count_include_pad and pool.divisor_override is None else None
+    return None
 
 
 def _reload_kept(module: MixedOp, incompatible_keys) -> None:
@@ -213,6 +251,15 @@ class _Tape:
         out = multi_depthwise_conv2d(relu, weights, dilations, stride, shared_input)
         if self.record:
             self.saved.append(out)
+        return out
+
+    def pool_pair(self, x: torch.Tensor, stride: int) -> torch.Tensor:
+        if self._replay is not None:
+            out, argmax = next(self._replay), next(self._replay)
+            return _CachedPoolPair.apply(out, argmax, x, stride)
+        out, argmax = max_avg_pool3x3(x, stride)
+        if self.record:
+            self.saved += [out, argmax]
         return out
 
     def pool(self, pool: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -308,6 +355,24 @@ class _CachedPool(torch.autograd.Function):
             grad_x = torch.ops.aten.avg_pool2d_backward(grad, x, kernel, stride, _pair(p.padding), p.ceil_mode,
                                                         p.count_include_pad, p.divisor_override)
         return None, None, None, grad_x
+
+
+class _CachedPoolPair(torch.autograd.Function):
+    """`max_avg_pool3x3` whose output and argmax the forward saved: returns the output, differentiates like the
+    op (its backward needs only the argmax and x's shape)."""
+
+    @staticmethod
+    def forward(ctx, cached: torch.Tensor, argmax: torch.Tensor, x: torch.Tensor, stride: int):
+        ctx.save_for_backward(argmax)
+        ctx.input_size, ctx.stride = list(x.shape), stride
+        return cached.detach()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (argmax,) = ctx.saved_tensors
+        grad_x = torch.ops.mednns_fast.max_avg_pool3x3_backward(grad.contiguous(), argmax, ctx.input_size,
+                                                                 ctx.stride)
+        return None, None, grad_x, None
 
 
 @contextmanager

@@ -7,6 +7,7 @@ from .depthwise import multi_depthwise_conv2d
 from .fid import FeatureStats, GaussianStats, fid_from_features, fid_matrix, frechet_distance
 from .jsd import js_divergence, js_pairwise, js_stability
 from .mixed import mixed_sum
+from .pool import max_avg_pool3x3
 
 __all__ = [
     "backend_for",
@@ -17,6 +18,7 @@ __all__ = [
     "set_debug_checks",
     "mixed_sum",
     "multi_depthwise_conv2d",
+    "max_avg_pool3x3",
     "FeatureStats",
     "GaussianStats",
     "frechet_distance",

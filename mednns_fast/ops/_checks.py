@@ -214,6 +214,14 @@ def check_depthwise_args(x: torch.Tensor, weights: Sequence[torch.Tensor], dilat
                          f"hold {plane} elements (at most 2^31); padding is {max_pad}")
 
 
+def check_pool_args(x: torch.Tensor, stride: int) -> None:
+    op = "max_avg_pool3x3"
+    check_floating(x, f"{op}: x")
+    if x.dim() != 4:
+        raise ValueError(f"{op}: x must be [N, C, H, W], got shape {tuple(x.shape)}")
+    check_int(stride, f"{op}: stride", minimum=1)
+
+
 # ---- FID statistics and Frechet distances ----------------------------------------------------------
 # A covariance may be off symmetric or PSD by rounding (float32 storage: about 6e-8 relative per entry);
 # beyond these tolerances it is refused as a mistake rather than silently repaired.

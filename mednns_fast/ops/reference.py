@@ -21,6 +21,7 @@ from ._checks import (
     check_js_pair,
     check_js_values,
     check_mixed_sum_args,
+    check_pool_args,
     check_psd_eigenvalues,
     check_same_device,
     check_same_dtype,
@@ -65,6 +66,26 @@ def multi_depthwise_conv2d(x: torch.Tensor, weights: Sequence[torch.Tensor], dil
         pad = d * (w.shape[-1] - 1) // 2
         outs.append(torch.nn.functional.conv2d(xin, w, stride=stride, padding=pad, dilation=d, groups=C))
     return torch.cat(outs, dim=1)
+
+
+def max_avg_pool3x3(x: torch.Tensor, stride: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """3x3 max pool and 3x3 average pool over the window's valid inputs (padding 1) of x [N, C, H, W].
+
+    Returns (out [N, 2C, Ho, Wo]: max in channels [0, C), average in [C, 2C); argmax [N, C, Ho, Wo] uint8,
+    the max's tap ky * 3 + kx in its window), Ho = (H - 1) // stride + 1.
+    """
+    check_pool_args(x, stride)
+    N, C, H, W = x.shape
+    ho, wo = (H - 1) // stride + 1, (W - 1) // stride + 1
+    if H == 0 or W == 0:
+        return x.new_zeros(N, 2 * C, ho, wo), x.new_zeros(N, C, ho, wo, dtype=torch.uint8)
+    mx, flat = torch.nn.functional.max_pool2d(x, 3, stride, 1, return_indices=True)
+    avg = torch.nn.functional.avg_pool2d(x, 3, stride, 1, count_include_pad=False)
+    # flat index iy * W + ix -> tap (iy - (oy * stride - 1)) * 3 + (ix - (ox * stride - 1))
+    oy = (torch.arange(ho, device=x.device) * stride - 1).view(ho, 1)
+    ox = (torch.arange(wo, device=x.device) * stride - 1).view(1, wo)
+    tap = (flat.div(W, rounding_mode="floor") - oy) * 3 + (flat.remainder(W) - ox)
+    return torch.cat([mx, avg], dim=1), tap.to(torch.uint8)
 
 
 # ---- Jensen-Shannon divergence --------------------------------------------------------------------
