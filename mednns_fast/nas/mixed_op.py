@@ -3,11 +3,11 @@
 The fused forward computes what `forward_naive` computes (``sum_k w[k] * candidates[k](x)``) while the
 candidates share their work: the input's ReLU once, every sep/dil conv's first depthwise stage from one
 read of it (`multi_depthwise_conv2d`), their pointwise convs as one batched matmul, their BatchNorms as one
-call, the second sep-conv stages likewise, both pools from one read of x (`max_avg_pool3x3`, one BatchNorm
-call), and the weighted sum in one pass (`mixed_sum`, reading the
-candidates' channel slices in place). With ``recompute=True`` (memory mode) an edge keeps for backward only its
-input, weights, depthwise and pool outputs (the max pool's argmax as one byte), and recomputes the cheap rest (ReLUs, pointwise convs, BatchNorms,
-the weighted sum) there.
+call, the second sep-conv stages likewise, both pools from one read of x (`max_avg_pool3x3`, their
+BatchNorms as one call), and the weighted sum in one pass (`mixed_sum`, reading the candidates' channel
+slices in place). With ``recompute=True`` (memory mode) an edge keeps for backward only its input, weights,
+depthwise and pool outputs (the max pool's argmax as one byte), and recomputes the cheap rest (ReLUs,
+pointwise convs, BatchNorms, the weighted sum) there.
 Candidates masked by `set_active` (the pruner) are never run; the forward reads no
 value to the host, so it compiles to one graph (`torch.compile(fullgraph=True)`) and CUDA graphs capture it.
 """
