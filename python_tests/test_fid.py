@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from on_device import assert_on
 from outside_fid import gram_fid, load_pytorch_fid, textbook_fid
 
 import mednns_fast as mf
@@ -22,16 +23,16 @@ from mednns_fast.ops.fid import FeatureStats, GaussianStats
 F64 = torch.float64
 
 
-def features(n: int, d: int, seed: int, offset: float = 0.0, dtype=F64) -> torch.Tensor:
-    """Correlated rows with a non-trivial mean: x = z A + offset + shift."""
+def features(n: int, d: int, seed: int, offset: float = 0.0, dtype=F64, device="cpu") -> torch.Tensor:
+    """Correlated rows with a non-trivial mean: x = z A + offset + shift (drawn on the CPU, moved to `device`)."""
     g = torch.Generator().manual_seed(seed)
     mix = torch.randn(d, d, generator=g, dtype=F64) / d**0.5 + torch.eye(d, dtype=F64)
     shift = torch.randn(d, generator=g, dtype=F64)
-    return (torch.randn(n, d, generator=g, dtype=F64) @ mix + shift + offset).to(dtype)
+    return (torch.randn(n, d, generator=g, dtype=F64) @ mix + shift + offset).to(dtype).to(device)
 
 
 def numpy_moments(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    a = x.double().numpy()
+    a = x.double().cpu().numpy()
     return a.mean(0), np.atleast_2d(np.cov(a, rowvar=False))
 
 
@@ -45,97 +46,107 @@ def rel(a, b) -> float:
 
 @pytest.mark.parametrize("backend", ["cpp", "reference"])
 @pytest.mark.parametrize("dtype", [torch.float32, F64])
-def test_stats_match_numpy(backend, dtype):
-    x = features(301, 37, seed=1, dtype=dtype)
+def test_stats_match_numpy(backend, dtype, device):
+    x = features(301, 37, seed=1, dtype=dtype, device=device)
     with mf.ops.use_backend(backend):
-        stats = FeatureStats(37)
+        stats = FeatureStats(37, device=device)
         for batch in torch.split(x, [1, 100, 0, 57, 143]):  # odd sizes, an empty and a one-row batch
             stats.update(batch)
         g = stats.finalize()
     mu, sigma = numpy_moments(x)
+    assert_on(device, g.mu, g.sigma)
     assert g.n == 301 and g.mu.dtype == F64 and g.factor is None
-    assert rel(g.mu, mu) < 1e-13
-    assert rel(g.sigma, sigma) < 1e-12
+    assert rel(g.mu.cpu(), mu) < 1e-13
+    assert rel(g.sigma.cpu(), sigma) < 1e-12
     assert torch.equal(g.sigma, g.sigma.T)
 
 
-def test_update_op_large_batch_uses_upper_blocks():
+def test_update_op_large_batch_uses_upper_blocks(device):
     # >= 256 rows and d > 256: the kernel computes the block upper triangle and mirrors it.
-    x = features(700, 300, seed=2)
-    stats = FeatureStats(300).update(x)
+    x = features(700, 300, seed=2, device=device)
+    stats = FeatureStats(300, device=device).update(x)
     _, sigma = numpy_moments(x)
-    assert rel(stats.finalize().sigma, sigma) < 1e-12
+    got = stats.finalize().sigma
+    assert_on(device, got)
+    assert rel(got.cpu(), sigma) < 1e-12
 
 
-def test_update_op_matches_reference_op():
-    x = features(260, 270, seed=3, dtype=torch.float32)
+def test_update_op_matches_reference_op(device):
+    x = features(260, 270, seed=3, dtype=torch.float32, device=device)
     strided = torch.cat([x, x], dim=1)[:, :270]  # rows at a wider stride, read in place
     outs = []
     for fn in (torch.ops.mednns_fast.feature_stats_update_, reference.feature_stats_update_):
-        mean, m2 = torch.randn(270, dtype=F64), torch.randn(270, 270, dtype=F64)
+        mean, m2 = torch.randn(270, dtype=F64, device=device), torch.randn(270, 270, dtype=F64, device=device)
         fn(mean, m2, strided[:100], 0)  # count == 0 overwrites whatever was there
         fn(mean, m2, strided[100:], 100)
         outs.append((mean, m2))
+    assert_on(device, outs)
     torch.testing.assert_close(outs[0][0], outs[1][0], rtol=1e-13, atol=1e-13)
     torch.testing.assert_close(outs[0][1], outs[1][1], rtol=1e-12, atol=1e-10)
 
 
-def test_float32_large_offset_stays_accurate():
+def test_float32_large_offset_stays_accurate(device):
     # float32 features around 1e4: the covariance (of the float32 values) within 1e-6, as float64 would be.
-    x = features(4000, 16, seed=4, offset=1e4, dtype=torch.float32)
-    stats = FeatureStats(16)
+    x = features(4000, 16, seed=4, offset=1e4, dtype=torch.float32, device=device)
+    stats = FeatureStats(16, device=device)
     for batch in x.split(333):
         stats.update(batch)
     _, sigma = numpy_moments(x)
-    assert rel(stats.finalize().sigma, sigma) < 1e-6
+    got = stats.finalize().sigma
+    assert_on(device, got)
+    assert rel(got.cpu(), sigma) < 1e-6
     # The raw formula sum(x x^T) - n mu mu^T in float32 fails this bound: the test can fail.
     xf = x.clone()
     raw = (xf.T @ xf - len(xf) * torch.outer(xf.mean(0), xf.mean(0))) / (len(xf) - 1)
-    assert rel(raw, sigma) > 1e-3
+    assert rel(raw.cpu(), sigma) > 1e-3
 
 
-def test_float32_accumulator():
-    x = features(500, 20, seed=5, offset=1e3)
-    g = FeatureStats(20, dtype=torch.float32).update(x).finalize()
+def test_float32_accumulator(device):
+    x = features(500, 20, seed=5, offset=1e3, device=device)
+    g = FeatureStats(20, dtype=torch.float32, device=device).update(x).finalize()
+    assert_on(device, g.mu, g.sigma)
     assert g.sigma.dtype == torch.float32
-    assert rel(g.sigma, numpy_moments(x)[1]) < 1e-5
+    assert rel(g.sigma.cpu(), numpy_moments(x)[1]) < 1e-5
 
 
-def test_merge_equals_single_pass():
-    x = features(500, 23, seed=6, offset=50.0)
-    single = FeatureStats(23, keep_rows=False).update(x)
-    parts = [FeatureStats(23, keep_rows=False).update(p) for p in x.split([120, 1, 200, 179])]
-    merged = FeatureStats(23, keep_rows=False)
+def test_merge_equals_single_pass(device):
+    x = features(500, 23, seed=6, offset=50.0, device=device)
+    single = FeatureStats(23, keep_rows=False, device=device).update(x)
+    parts = [FeatureStats(23, keep_rows=False, device=device).update(p) for p in x.split([120, 1, 200, 179])]
+    merged = FeatureStats(23, keep_rows=False, device=device)
     for p in parts:
         merged.merge(p)
+    assert_on(device, merged.mean, merged.m2)
     assert merged.count == single.count
     torch.testing.assert_close(merged.mean, single.mean, rtol=1e-14, atol=1e-12)
     torch.testing.assert_close(merged.m2, single.m2, rtol=1e-12, atol=1e-9)
 
 
-def test_kept_rows_give_exact_factor():
-    x = features(30, 50, seed=7)
-    a = FeatureStats(50).update(x[:10])
-    g = a.merge(FeatureStats(50).update(x[10:])).finalize()
+def test_kept_rows_give_exact_factor(device):
+    x = features(30, 50, seed=7, device=device)
+    a = FeatureStats(50, device=device).update(x[:10])
+    g = a.merge(FeatureStats(50, device=device).update(x[10:])).finalize()
+    assert_on(device, g.mu, g.sigma, g.factor)
     assert g.factor.shape == (50, 29)
     torch.testing.assert_close(g.factor @ g.factor.T, g.sigma, rtol=1e-12, atol=1e-12)
     # One row more than dim: the rows are dropped, the covariance is (generically) full rank.
-    assert FeatureStats(50).update(features(51, 50, seed=8)).finalize().factor is None
+    assert FeatureStats(50, device=device).update(features(51, 50, seed=8, device=device)).finalize().factor is None
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
 @pytest.mark.parametrize("n", [20, 80])  # with kept rows, without
-def test_save_load_roundtrip(tmp_path, suffix, n):
-    stats = FeatureStats(40).update(features(n, 40, seed=9))
+def test_save_load_roundtrip(tmp_path, suffix, n, device):
+    stats = FeatureStats(40, device=device).update(features(n, 40, seed=9, device=device))
     path = tmp_path / f"stats{suffix}"
     stats.save(path)
-    loaded = FeatureStats.load(path)
+    loaded = FeatureStats.load(path, device=device)
+    assert_on(device, loaded.mean, loaded.m2)
     assert loaded.count == n and torch.equal(loaded.mean, stats.mean) and torch.equal(loaded.m2, stats.m2)
     a, b = stats.finalize(), loaded.finalize()
     assert (a.factor is None) == (b.factor is None) == (n > 40)
     if a.factor is not None:
         assert torch.equal(a.factor, b.factor)
-    loaded.update(features(5, 40, seed=10))  # still usable as a running state
+    loaded.update(features(5, 40, seed=10, device=device))  # still usable as a running state
     assert loaded.count == n + 5
 
 
@@ -161,6 +172,7 @@ def _all_reduce_worker(rank: int, world: int, port: int, queue) -> None:
 
 
 def test_all_reduce_across_ranks():
+    # CPU only: two gloo ranks in spawned processes (gloo gathers CPU tensors; one GPU holds no two NCCL ranks).
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -182,97 +194,107 @@ def test_all_reduce_across_ranks():
             np.testing.assert_allclose(r_factor @ r_factor.T, r_sigma, rtol=1e-10, atol=1e-10)
 
 
-def test_stats_bad_inputs():
-    stats = FeatureStats(8)
+def test_stats_bad_inputs(device):
+    stats = FeatureStats(8, device=device)
     with pytest.raises(ValueError, match=r"features must be \[n, 8\]"):
-        stats.update(torch.randn(4, 9))
+        stats.update(torch.randn(4, 9, device=device))
     with pytest.raises(ValueError, match="2-D"):
-        stats.update(torch.randn(8))
+        stats.update(torch.randn(8, device=device))
     with pytest.raises(ValueError, match="floating-point"):
-        stats.update(torch.ones(3, 8, dtype=torch.int64))
-    bad = torch.randn(5, 8)
+        stats.update(torch.ones(3, 8, dtype=torch.int64, device=device))
+    bad = torch.randn(5, 8, device=device)
     bad[3, 2] = float("nan")
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(ValueError, match="finite"), mf.ops.debug_checks():  # immediate on GPUs too
         stats.update(bad)
     assert stats.count == 0  # a refused batch leaves the state as it was
     with pytest.raises(ValueError, match="at least 2 rows"):
-        stats.update(torch.randn(1, 8)).finalize()
+        stats.update(torch.randn(1, 8, device=device)).finalize()
     with pytest.raises(ValueError, match="dim=9"):
-        stats.merge(FeatureStats(9))
+        stats.merge(FeatureStats(9, device=device))
     with pytest.raises(ValueError, match="dtype"):
         FeatureStats(8, dtype=torch.float16)
 
 
-def test_update_op_bad_inputs():
+def test_update_op_bad_inputs(device):
     op = torch.ops.mednns_fast.feature_stats_update_
-    mean, m2 = torch.zeros(6, dtype=F64), torch.zeros(6, 6, dtype=F64)
+    mean, m2 = torch.zeros(6, dtype=F64, device=device), torch.zeros(6, 6, dtype=F64, device=device)
     with pytest.raises(ValueError, match=r"m2 must be \[6, 6\]"):
-        op(mean, torch.zeros(5, 5, dtype=F64), torch.randn(3, 6), 0)
+        op(mean, torch.zeros(5, 5, dtype=F64, device=device), torch.randn(3, 6, device=device), 0)
     with pytest.raises(ValueError, match="m2 has dtype"):
-        op(mean, m2.float(), torch.randn(3, 6), 0)
+        op(mean, m2.float(), torch.randn(3, 6, device=device), 0)
     with pytest.raises(ValueError, match="count must be >= 0"):
-        op(mean, m2, torch.randn(3, 6), -1)
-    x = torch.randn(3, 6)
+        op(mean, m2, torch.randn(3, 6, device=device), -1)
+    x = torch.randn(3, 6, device=device)
     x[0, 0] = float("inf")
     with pytest.raises(ValueError, match="finite"):
         op(mean, m2, x, 0)
 
 
-def test_update_op_opcheck():
-    mean, m2 = torch.zeros(9, dtype=F64), torch.zeros(9, 9, dtype=F64)
-    torch.library.opcheck(torch.ops.mednns_fast.feature_stats_update_, (mean, m2, torch.randn(7, 9), 3))
-    x64 = torch.randn(7, 9, dtype=F64)
+def test_update_op_opcheck(device):
+    mean, m2 = torch.zeros(9, dtype=F64, device=device), torch.zeros(9, 9, dtype=F64, device=device)
+    torch.library.opcheck(torch.ops.mednns_fast.feature_stats_update_,
+                          (mean, m2, torch.randn(7, 9, device=device), 3))
+    x64 = torch.randn(7, 9, dtype=F64, device=device)
     torch.library.opcheck(torch.ops.mednns_fast.feature_stats_update_, (mean, m2, x64, 0))
+    assert_on(device, mean, m2)
 
 
 # ---- frechet_distance -----------------------------------------------------------------------------
 
 
-def gaussian(n: int, d: int, seed: int, offset: float = 0.0):
-    """Features x [n, d] and their numpy mean and covariance as float64 tensors."""
-    x = features(n, d, seed, offset)
+def gaussian(n: int, d: int, seed: int, offset: float = 0.0, device="cpu"):
+    """Features x [n, d] and their numpy mean and covariance as float64 tensors, all on `device`."""
+    x = features(n, d, seed, offset, device=device)
     mu, sigma = numpy_moments(x)
-    return x, torch.from_numpy(mu), torch.from_numpy(sigma)
+    return x, torch.from_numpy(mu).to(device), torch.from_numpy(sigma).to(device)
 
 
 @pytest.mark.parametrize("d", [1, 7, 64, 200])
-def test_frechet_matches_scipy_textbook(d):
-    _, mu1, s1 = gaussian(4 * d + 20, d, seed=d)
-    _, mu2, s2 = gaussian(3 * d + 20, d, seed=d + 1, offset=0.3)
-    expected = textbook_fid(mu1.numpy(), s1.numpy(), mu2.numpy(), s2.numpy())
+def test_frechet_matches_scipy_textbook(d, device):
+    _, mu1, s1 = gaussian(4 * d + 20, d, seed=d, device=device)
+    _, mu2, s2 = gaussian(3 * d + 20, d, seed=d + 1, offset=0.3, device=device)
+    expected = textbook_fid(mu1.cpu().numpy(), s1.cpu().numpy(), mu2.cpu().numpy(), s2.cpu().numpy())
     got = mf.ops.frechet_distance(mu1, s1, mu2, s2)
+    assert_on(device, got)
     assert got.dtype == F64 and got.dim() == 0
     assert abs(float(got) - expected) <= 1e-8 * expected
     # Symmetric in its two arguments, float32 inputs computed in float64.
     assert abs(float(mf.ops.frechet_distance(mu2, s2, mu1, s1)) - expected) <= 1e-8 * expected
     got32 = mf.ops.frechet_distance(mu1.float(), s1.float(), mu2.float(), s2.float())
+    assert_on(device, got32)
     assert abs(float(got32) - expected) <= 1e-5 * expected
 
 
-def test_frechet_matches_pytorch_fid():
+def test_frechet_matches_pytorch_fid(device):
     calculate_frechet_distance = load_pytorch_fid()
     for seed, d in [(0, 16), (1, 100)]:
-        _, mu1, s1 = gaussian(500, d, seed=seed)
-        _, mu2, s2 = gaussian(400, d, seed=seed + 10, offset=0.1)
-        theirs = calculate_frechet_distance(mu1.numpy(), s1.numpy(), mu2.numpy(), s2.numpy())
-        ours = float(mf.ops.frechet_distance(mu1, s1, mu2, s2))
+        _, mu1, s1 = gaussian(500, d, seed=seed, device=device)
+        _, mu2, s2 = gaussian(400, d, seed=seed + 10, offset=0.1, device=device)
+        theirs = calculate_frechet_distance(mu1.cpu().numpy(), s1.cpu().numpy(), mu2.cpu().numpy(), s2.cpu().numpy())
+        got = mf.ops.frechet_distance(mu1, s1, mu2, s2)
+        assert_on(device, got)
+        ours = float(got)
         assert abs(ours - theirs) <= 1e-8 * theirs
 
 
-def test_frechet_of_identical_gaussians_is_zero():
-    _, mu, s = gaussian(100, 30, seed=3)
-    assert 0.0 <= float(mf.ops.frechet_distance(mu, s, mu, s)) < 1e-10 * float(s.trace())
+def test_frechet_of_identical_gaussians_is_zero(device):
+    _, mu, s = gaussian(100, 30, seed=3, device=device)
+    got = mf.ops.frechet_distance(mu, s, mu, s)
+    assert_on(device, got)
+    assert 0.0 <= float(got) < 1e-10 * float(s.trace())
 
 
-def test_frechet_singular_covariances():
+def test_frechet_singular_covariances(device):
     # n < d: both covariances singular (rank n - 1); the Gram form of the features is the exact value.
-    x, mu1, s1 = gaussian(20, 60, seed=4)
-    y, mu2, s2 = gaussian(35, 60, seed=5, offset=0.5)
-    expected = gram_fid(x.numpy(), y.numpy())
-    assert abs(float(mf.ops.frechet_distance(mu1, s1, mu2, s2)) - expected) <= 1e-9 * expected
+    x, mu1, s1 = gaussian(20, 60, seed=4, device=device)
+    y, mu2, s2 = gaussian(35, 60, seed=5, offset=0.5, device=device)
+    expected = gram_fid(x.cpu().numpy(), y.cpu().numpy())
+    got = mf.ops.frechet_distance(mu1, s1, mu2, s2)
+    assert_on(device, got)
+    assert abs(float(got) - expected) <= 1e-9 * expected
     # One singular, one full rank.
-    z, mu3, s3 = gaussian(300, 60, seed=6)
-    expected = gram_fid(x.numpy(), z.numpy())
+    z, mu3, s3 = gaussian(300, 60, seed=6, device=device)
+    expected = gram_fid(x.cpu().numpy(), z.cpu().numpy())
     assert abs(float(mf.ops.frechet_distance(mu1, s1, mu3, s3)) - expected) <= 1e-9 * expected
     # Exact zero rows and columns (dead features) in one covariance.
     s4 = s3.clone()
@@ -280,13 +302,14 @@ def test_frechet_singular_covariances():
     s4[:10, :] = 0
     z4 = z.clone()
     z4[:, :10] = 0
-    expected = gram_fid(z4.numpy(), z.numpy())
-    got = float(mf.ops.frechet_distance(mu3 * (s4.diagonal() > 0), s4, mu3, s3))
-    assert abs(got - expected) <= 1e-9 * expected
+    expected = gram_fid(z4.cpu().numpy(), z.cpu().numpy())
+    got = mf.ops.frechet_distance(mu3 * (s4.diagonal() > 0), s4, mu3, s3)
+    assert_on(device, got)
+    assert abs(float(got) - expected) <= 1e-9 * expected
 
 
 @pytest.mark.parametrize("d", [4, 6])
-def test_frechet_gradcheck(d):
+def test_frechet_gradcheck(d, device):
     # Well-separated spectra: distinct eigen- and singular values, no rank change under perturbation.
     g = torch.Generator().manual_seed(d)
     q1, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=F64))
@@ -294,23 +317,25 @@ def test_frechet_gradcheck(d):
     s1 = q1 @ torch.diag(torch.arange(1.0, d + 1, dtype=F64)) @ q1.T
     s2 = q2 @ torch.diag(torch.arange(1.0, d + 1, dtype=F64) * 1.7 + 0.5) @ q2.T
     mu1, mu2 = torch.randn(d, generator=g, dtype=F64), torch.randn(d, generator=g, dtype=F64)
-    inputs = [t.clone().requires_grad_() for t in (mu1, s1, mu2, s2)]
+    inputs = [t.to(device, copy=True).requires_grad_() for t in (mu1, s1, mu2, s2)]
+    assert_on(device, torch.autograd.grad(mf.ops.frechet_distance(*inputs), inputs))
     assert torch.autograd.gradcheck(mf.ops.frechet_distance, inputs)
 
 
-def test_frechet_gradcheck_symmetric_route(monkeypatch):
+def test_frechet_gradcheck_symmetric_route(monkeypatch, device):
     # With the SVD route switched off the eigenvalue route is differentiated (C C^T, eigvalsh).
     monkeypatch.setattr(fid, "_SVD_MAX_RANK", 0)
-    x = features(12, 5, seed=12).requires_grad_()
-    y = features(15, 5, seed=13).requires_grad_()
+    x = features(12, 5, seed=12, device=device).requires_grad_()
+    y = features(15, 5, seed=13, device=device).requires_grad_()
+    assert_on(device, torch.autograd.grad(mf.ops.fid_from_features(x, y), (x, y)))
     assert torch.autograd.gradcheck(mf.ops.fid_from_features, (x, y))
 
 
-def test_frechet_bad_inputs():
-    _, mu, s = gaussian(50, 6, seed=7)
+def test_frechet_bad_inputs(device):
+    _, mu, s = gaussian(50, 6, seed=7, device=device)
     with pytest.raises(ValueError, match="symmetric"):
-        mf.ops.frechet_distance(mu, s + torch.triu(torch.ones(6, 6, dtype=F64), 1), mu, s)
-    not_psd = s - 2 * float(torch.linalg.eigvalsh(s)[-1]) * torch.full((6, 6), 1 / 6, dtype=F64)
+        mf.ops.frechet_distance(mu, s + torch.triu(torch.ones(6, 6, dtype=F64, device=device), 1), mu, s)
+    not_psd = s - 2 * float(torch.linalg.eigvalsh(s)[-1]) * torch.full((6, 6), 1 / 6, dtype=F64, device=device)
     with pytest.raises(ValueError, match="sigma2 must be positive semi-definite"):
         mf.ops.frechet_distance(mu, s, mu, not_psd)
     with pytest.raises(ValueError, match="sigma1 must be positive semi-definite"):
@@ -335,68 +360,74 @@ def test_frechet_bad_inputs():
 
 
 @pytest.mark.parametrize("n1,n2,d", [(10, 13, 40), (30, 200, 40), (300, 250, 40), (2, 2, 3)])
-def test_fid_from_features_matches_gram(n1, n2, d):
-    x = features(n1, d, seed=n1, dtype=torch.float32)
-    y = features(n2, d, seed=n2 + 1, offset=0.2, dtype=torch.float32)
-    expected = gram_fid(x.numpy(), y.numpy())
-    assert abs(float(mf.ops.fid_from_features(x, y)) - expected) <= 1e-9 * expected
+def test_fid_from_features_matches_gram(n1, n2, d, device):
+    x = features(n1, d, seed=n1, dtype=torch.float32, device=device)
+    y = features(n2, d, seed=n2 + 1, offset=0.2, dtype=torch.float32, device=device)
+    expected = gram_fid(x.cpu().numpy(), y.cpu().numpy())
+    got = mf.ops.fid_from_features(x, y)
+    assert_on(device, got)
+    assert abs(float(got) - expected) <= 1e-9 * expected
     with mf.ops.use_backend("reference"):
         assert abs(float(mf.ops.fid_from_features(x, y)) - expected) <= 1e-6 * expected
 
 
-def test_fid_from_features_duplicate_rows_fall_back_to_svd(monkeypatch):
+def test_fid_from_features_duplicate_rows_fall_back_to_svd(monkeypatch, device):
     # Repeated rows make the pair matrix rank deficient: the eigenvalue route's error bound rejects it.
     monkeypatch.setattr(fid, "_SVD_MAX_RANK", 0)
-    x = features(20, 50, seed=14).repeat(2, 1)
-    y = features(25, 50, seed=15)
-    expected = gram_fid(x.numpy(), y.numpy())
-    assert abs(float(mf.ops.fid_from_features(x, y)) - expected) <= 1e-9 * expected
+    x = features(20, 50, seed=14, device=device).repeat(2, 1)
+    y = features(25, 50, seed=15, device=device)
+    expected = gram_fid(x.cpu().numpy(), y.cpu().numpy())
+    got = mf.ops.fid_from_features(x, y)
+    assert_on(device, got)
+    assert abs(float(got) - expected) <= 1e-9 * expected
 
 
-def test_fid_from_features_bad_inputs():
+def test_fid_from_features_bad_inputs(device):
     with pytest.raises(ValueError, match="one feature dim"):
-        mf.ops.fid_from_features(torch.randn(5, 3), torch.randn(5, 4))
+        mf.ops.fid_from_features(torch.randn(5, 3, device=device), torch.randn(5, 4, device=device))
     with pytest.raises(ValueError, match="n >= 2"):
-        mf.ops.fid_from_features(torch.randn(1, 3), torch.randn(5, 3))
-    y = torch.randn(5, 3)
+        mf.ops.fid_from_features(torch.randn(1, 3, device=device), torch.randn(5, 3, device=device))
+    y = torch.randn(5, 3, device=device)
     y[2, 1] = float("nan")
-    with pytest.raises(ValueError, match="y must be finite"):
-        mf.ops.fid_from_features(torch.randn(5, 3), y)
+    with pytest.raises(ValueError, match="y must be finite"), mf.ops.debug_checks():  # immediate on GPUs too
+        mf.ops.fid_from_features(torch.randn(5, 3, device=device), y)
 
 
 # ---- fid_matrix -------------------------------------------------------------------------------------
 
 
-def mixed_suite(d: int = 48) -> tuple[list[torch.Tensor], list[GaussianStats]]:
-    """Datasets of every kind: full rank, rank n - 1 with kept rows, singular without a factor, and an
-    exactly duplicated dataset (a zero distance off the diagonal)."""
+def mixed_suite(d: int = 48, device="cpu") -> tuple[list[torch.Tensor], list[GaussianStats]]:
+    """Datasets of every kind on `device`: full rank, rank n - 1 with kept rows, singular without a factor,
+    and an exactly duplicated dataset (a zero distance off the diagonal)."""
     sizes = [200, 150, 20, 35, 300, 20]
-    xs = [features(n, d, seed=20 + i, offset=0.1 * i) for i, n in enumerate(sizes)]
+    xs = [features(n, d, seed=20 + i, offset=0.1 * i, device=device) for i, n in enumerate(sizes)]
     xs.append(xs[1].clone())
-    stats = [FeatureStats(d).update(x).finalize() for x in xs]
+    stats = [FeatureStats(d, device=device).update(x).finalize() for x in xs]
     stats[5] = stats[5]._replace(factor=None)  # singular sigma: factored by the rank-revealing eigh
     return xs, stats
 
 
 @pytest.mark.parametrize("svd_max_rank", [0, 128, 10**6])  # eigenvalue route first / the default / SVD only
-def test_fid_matrix_matches_gram(monkeypatch, svd_max_rank):
+def test_fid_matrix_matches_gram(monkeypatch, svd_max_rank, device):
     monkeypatch.setattr(fid, "_SVD_MAX_RANK", svd_max_rank)
-    xs, stats = mixed_suite()
+    xs, stats = mixed_suite(device=device)
     got = mf.ops.fid_matrix(stats)
+    assert_on(device, got)
     n = len(xs)
-    expected = np.array([[0.0 if i == j else gram_fid(xs[i].numpy(), xs[j].numpy()) for j in range(n)]
+    expected = np.array([[0.0 if i == j else gram_fid(xs[i].cpu().numpy(), xs[j].cpu().numpy()) for j in range(n)]
                          for i in range(n)])
     assert got.shape == (n, n) and got.dtype == F64
     assert torch.equal(got, got.T) and torch.all(got.diagonal() == 0)
-    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-9, atol=1e-9 * expected.max())
+    np.testing.assert_allclose(got.cpu().numpy(), expected, rtol=1e-9, atol=1e-9 * expected.max())
     assert float(got[1, 6]) < 1e-9 * expected.max()  # identical datasets
 
 
-def test_fid_matrix_matches_pairwise_frechet_and_reference():
-    _, stats = mixed_suite(20)
+def test_fid_matrix_matches_pairwise_frechet_and_reference(device):
+    _, stats = mixed_suite(20, device)
     got = mf.ops.fid_matrix(stats)
     with mf.ops.use_backend("reference"):
         ref = mf.ops.fid_matrix(stats)
+    assert_on(device, got, ref)
     for i in range(len(stats)):
         for j in range(len(stats)):
             if i != j:
@@ -406,13 +437,15 @@ def test_fid_matrix_matches_pairwise_frechet_and_reference():
     torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6 * float(got.max()))
 
 
-def test_fid_matrix_one_dataset():
-    _, stats = mixed_suite(10)
-    assert torch.equal(mf.ops.fid_matrix(stats[:1]), torch.zeros(1, 1, dtype=F64))
+def test_fid_matrix_one_dataset(device):
+    _, stats = mixed_suite(10, device)
+    got = mf.ops.fid_matrix(stats[:1])
+    assert_on(device, got)
+    assert torch.equal(got, torch.zeros(1, 1, dtype=F64, device=device))
 
 
-def test_pair_op_matches_reference_and_opcheck():
-    _, stats = mixed_suite(48)
+def test_pair_op_matches_reference_and_opcheck(device):
+    _, stats = mixed_suite(48, device)
     op = torch.ops.mednns_fast.fid_trace_sqrt_pairs
     fs = [fid.Factor(s.factor) if s.factor is not None else fid._psd_factor(s.sigma, "s") for s in stats]
     assert fs[0].lower and fs[0].sigma is not None and not fs[5].lower  # Cholesky and eigh factors
@@ -421,6 +454,7 @@ def test_pair_op_matches_reference_and_opcheck():
     for svd_max_rank in (0, 10**6):  # symmetric routes (congruence with sigmas, C C^T) / SVD only
         for given in (sigmas, [None] * len(fs)):
             got = op(factors, lower, given, svd_max_rank, 1e-10)
+            assert_on(device, got)
             torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-8)
     torch.library.opcheck(op, (factors[:3], lower[:3], sigmas[:3], 2, 1e-10))
     with pytest.raises(ValueError, match="all factors need one dim d"):
@@ -435,84 +469,91 @@ def test_pair_op_matches_reference_and_opcheck():
         op(factors[:2], lower[:2], [None, sigmas[0][:5]], 2, 1e-10)
 
 
-def test_ops_under_torch_compile():
+def test_ops_under_torch_compile(device):
     @torch.compile(fullgraph=True, backend="aot_eager")
     def step(mean, m2, x, a, b):
         torch.ops.mednns_fast.feature_stats_update_(mean, m2, x, 0)
         return torch.ops.mednns_fast.fid_trace_sqrt_pairs([a, b], [False, False], [None, None], 2, 1e-10) * 2
 
-    mean, m2 = torch.zeros(6, dtype=F64), torch.zeros(6, 6, dtype=F64)
-    x = torch.randn(10, 6, dtype=F64)
-    a, b = torch.randn(6, 3, dtype=F64), torch.randn(6, 4, dtype=F64)
+    mean, m2 = torch.zeros(6, dtype=F64, device=device), torch.zeros(6, 6, dtype=F64, device=device)
+    x = torch.randn(10, 6, dtype=F64, device=device)
+    a, b = torch.randn(6, 3, dtype=F64, device=device), torch.randn(6, 4, dtype=F64, device=device)
     t = step(mean, m2, x, a, b)
+    assert_on(device, t, mean, m2)
     expected = torch.ops.mednns_fast.fid_trace_sqrt_pairs([a, b], [False, False], [None, None], 2, 1e-10)
     torch.testing.assert_close(t, 2 * expected)
     torch.testing.assert_close(m2, (x - x.mean(0)).T @ (x - x.mean(0)))
 
 
-def test_fid_matrix_bad_inputs():
-    _, stats = mixed_suite(8)
+def test_fid_matrix_bad_inputs(device):
+    _, stats = mixed_suite(8, device)
     with pytest.raises(ValueError, match="at least one"):
         mf.ops.fid_matrix([])
     with pytest.raises(ValueError, match="has dim 7"):
         mf.ops.fid_matrix([stats[0], GaussianStats(stats[1].mu[:7], stats[1].sigma[:7, :7], 5)])
     with pytest.raises(ValueError, match="must be a GaussianStats"):
         mf.ops.fid_matrix([stats[0], (stats[1].mu, stats[1].sigma)])
-    nan_factor = torch.randn(8, 3, dtype=F64)
+    nan_factor = torch.randn(8, 3, dtype=F64, device=device)
     nan_factor[1, 1] = float("nan")
     with pytest.raises(ValueError, match=r"stats\[1\].factor must be finite"):
         mf.ops.fid_matrix([stats[0], stats[1]._replace(factor=nan_factor)])
     with pytest.raises(ValueError, match=r"factor must be \[d, r\]"):
-        mf.ops.fid_matrix([stats[0], stats[1]._replace(factor=torch.randn(3, 2, dtype=F64))])
+        mf.ops.fid_matrix([stats[0], stats[1]._replace(factor=torch.randn(3, 2, dtype=F64, device=device))])
     bad = stats[0].sigma.clone()
     bad[0, 1] += 1.0
     with pytest.raises(ValueError, match=r"stats\[1\].sigma must be symmetric"):
         mf.ops.fid_matrix([stats[0], stats[0]._replace(sigma=bad)])
-    neg = stats[0].sigma - 2 * float(torch.linalg.eigvalsh(stats[0].sigma)[-1]) * torch.eye(8, dtype=F64)
+    neg = stats[0].sigma - 2 * float(torch.linalg.eigvalsh(stats[0].sigma)[-1]) * torch.eye(8, dtype=F64, device=device)
     with pytest.raises(ValueError, match=r"stats\[1\].sigma must be positive semi-definite"):
         mf.ops.fid_matrix([stats[0], stats[0]._replace(sigma=neg)])
 
 
-def test_covariance_defects_op():
+def test_covariance_defects_op(device):
     from mednns_fast.ops._checks import covariance_defects
 
-    s = features(100, 70, seed=30)
+    s = features(100, 70, seed=30, device=device)
     s = s.T @ s
     s[3, 60] += 0.5  # asymmetric entry
     s[10, 2] = float("nan")
     s[69, 69] = float("inf")
     got = torch.ops.mednns_fast.fid_covariance_defects(s)
+    assert_on(device, got)
     torch.testing.assert_close(got, covariance_defects(s))
     assert got[2] == 2 and got[0] >= 0.5
     s32 = s.float()
-    torch.testing.assert_close(torch.ops.mednns_fast.fid_covariance_defects(s32), covariance_defects(s32))
+    got32 = torch.ops.mednns_fast.fid_covariance_defects(s32)
+    assert_on(device, got32)
+    torch.testing.assert_close(got32, covariance_defects(s32))
     torch.library.opcheck(torch.ops.mednns_fast.fid_covariance_defects, (s,))
     with pytest.raises(ValueError, match="square"):
         torch.ops.mednns_fast.fid_covariance_defects(s[:5])
 
 
-def test_fid_matrix_with_factor_does_not_read_sigma():
-    _, stats = mixed_suite(48)
+def test_fid_matrix_with_factor_does_not_read_sigma(device):
+    _, stats = mixed_suite(48, device)
     poisoned = stats[2]._replace(sigma=torch.full_like(stats[2].sigma, float("nan")))
     want = mf.ops.fid_matrix(stats[:3:2])
-    torch.testing.assert_close(mf.ops.fid_matrix([stats[0], poisoned]), want)
+    got = mf.ops.fid_matrix([stats[0], poisoned])
+    assert_on(device, want, got)
+    torch.testing.assert_close(got, want)
     with mf.ops.use_backend("reference"):  # the reference honours the factor too (sigma = L L^T)
         torch.testing.assert_close(mf.ops.fid_matrix([stats[0], poisoned]), want, rtol=1e-7, atol=0)
 
 
-def test_fid_matrix_large_ranks():
+def test_fid_matrix_large_ranks(device):
     # Ranks above 256: the symmetric route forms only the upper block triangle of C C^T.
     from outside_fid import symmetric_fid
 
-    xs = [features(n, 300, seed=40 + n, offset=0.05 * k) for k, n in enumerate([400, 500, 280, 290])]
-    stats = [FeatureStats(300).update(x).finalize() for x in xs]
+    xs = [features(n, 300, seed=40 + n, offset=0.05 * k, device=device) for k, n in enumerate([400, 500, 280, 290])]
+    stats = [FeatureStats(300, device=device).update(x).finalize() for x in xs]
     assert stats[2].factor.shape == (300, 279) and stats[0].factor is None
     got = mf.ops.fid_matrix(stats)
+    assert_on(device, got)
     for i, j in [(0, 1), (0, 2), (2, 3), (1, 3)]:
         if stats[i].factor is None and stats[j].factor is None:
-            expected = symmetric_fid(stats[i].mu, stats[i].sigma, stats[j].mu, stats[j].sigma)
+            expected = symmetric_fid(stats[i].mu.cpu(), stats[i].sigma.cpu(), stats[j].mu.cpu(), stats[j].sigma.cpu())
         else:
-            expected = gram_fid(xs[i].numpy(), xs[j].numpy())
+            expected = gram_fid(xs[i].cpu().numpy(), xs[j].cpu().numpy())
         assert abs(float(got[i, j]) - expected) <= 1e-9 * expected
 
 

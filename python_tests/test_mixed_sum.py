@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from on_device import assert_on
 
 import mednns_fast as mf
 from mednns_fast.ops import reference
@@ -11,10 +12,10 @@ DTYPES = [torch.float32, torch.float64, torch.bfloat16]
 TOL = {torch.float32: 1e-5, torch.float64: 1e-12, torch.bfloat16: 1e-2}
 
 
-def _inputs(shape, K, dtype, per_row=False, requires_grad=False):
-    xs = [torch.randn(shape, dtype=dtype, requires_grad=requires_grad) for _ in range(K)]
+def _inputs(shape, K, dtype, device, per_row=False, requires_grad=False):
+    xs = [torch.randn(shape, dtype=dtype, device=device, requires_grad=requires_grad) for _ in range(K)]
     wshape = (shape[0], K) if per_row else (K,)
-    w = torch.randn(wshape, dtype=torch.float64 if dtype == torch.float64 else torch.float32,
+    w = torch.randn(wshape, dtype=torch.float64 if dtype == torch.float64 else torch.float32, device=device,
                     requires_grad=requires_grad)
     return xs, w
 
@@ -23,82 +24,95 @@ def _inputs(shape, K, dtype, per_row=False, requires_grad=False):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("per_row", [False, True])
 @pytest.mark.parametrize("K", [1, 4, 8])
-def test_forward_matches_reference(shape, dtype, per_row, K):
-    xs, w = _inputs(shape, K, dtype, per_row)
+def test_forward_matches_reference(shape, dtype, per_row, K, device):
+    xs, w = _inputs(shape, K, dtype, device, per_row)
     out = mf.ops.mixed_sum(xs, w)
+    assert_on(device, out)
     assert out.dtype == dtype and out.shape == shape and out.is_contiguous()
     torch.testing.assert_close(out, reference.mixed_sum(xs, w), rtol=TOL[dtype], atol=TOL[dtype])
 
 
-def test_matches_eager_expression_on_large_input():
-    xs, w = _inputs((300_001,), 8, torch.float32)  # several chunks, a ragged last block
+def test_matches_eager_expression_on_large_input(device):
+    xs, w = _inputs((300_001,), 8, torch.float32, device)  # several chunks, a ragged last block
     expected = sum(w[k] * xs[k] for k in range(8))
-    torch.testing.assert_close(mf.ops.mixed_sum(xs, w), expected, rtol=1e-5, atol=1e-5)
+    out = mf.ops.mixed_sum(xs, w)
+    assert_on(device, out)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_non_contiguous_inputs():
-    wide = torch.randn(4, 24, 9, 5)
+def test_non_contiguous_inputs(device):
+    wide = torch.randn(4, 24, 9, 5, device=device)
     slices = [wide[:, 6 * j:6 * (j + 1)] for j in range(4)]  # channel slices: strided rows, read in place
-    transposed = [torch.randn(9, 4, 6).transpose(0, 2) for _ in range(4)]  # general strides: copied
-    stepped = [torch.randn(10, 7)[::2] for _ in range(4)]
+    transposed = [torch.randn(9, 4, 6, device=device).transpose(0, 2) for _ in range(4)]  # general strides: copied
+    stepped = [torch.randn(10, 7, device=device)[::2] for _ in range(4)]
     for xs in (slices, transposed, stepped):
-        for w in (torch.randn(4), torch.randn(xs[0].shape[0], 4)):
-            torch.testing.assert_close(mf.ops.mixed_sum(xs, w), reference.mixed_sum(xs, w))
+        for w in (torch.randn(4, device=device), torch.randn(xs[0].shape[0], 4, device=device)):
+            out = mf.ops.mixed_sum(xs, w)
+            assert_on(device, out)
+            torch.testing.assert_close(out, reference.mixed_sum(xs, w))
 
 
-def test_zero_weights_are_skipped_even_with_nan_inputs():
-    xs, w = _inputs((5, 6), 3, torch.float32)
-    xs[1] = torch.full((5, 6), float("nan"))  # never read when its weight is exactly zero
+def test_zero_weights_are_skipped_even_with_nan_inputs(device):
+    xs, w = _inputs((5, 6), 3, torch.float32, device)
+    xs[1] = torch.full((5, 6), float("nan"), device=device)  # never read when its weight is exactly zero
     w[1] = 0.0
     out = mf.ops.mixed_sum(xs, w)
+    assert_on(device, out)
     torch.testing.assert_close(out, w[0] * xs[0] + w[2] * xs[2])
-    assert torch.equal(mf.ops.mixed_sum(xs[:1], torch.zeros(1)), torch.zeros(5, 6))
+    assert torch.equal(mf.ops.mixed_sum(xs[:1], torch.zeros(1, device=device)), torch.zeros(5, 6, device=device))
 
 
 @pytest.mark.parametrize("per_row", [False, True])
-def test_backward_matches_reference(per_row):
-    xs, w = _inputs((3, 4, 11), 5, torch.float32, per_row, requires_grad=True)
-    g = torch.randn(3, 4, 11)
+def test_backward_matches_reference(per_row, device):
+    xs, w = _inputs((3, 4, 11), 5, torch.float32, device, per_row, requires_grad=True)
+    g = torch.randn(3, 4, 11, device=device)
     got = torch.autograd.grad(mf.ops.mixed_sum(xs, w), [*xs, w], g)
+    assert_on(device, got)
     want = torch.autograd.grad(reference.mixed_sum(xs, w), [*xs, w], g)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("per_row", [False, True])
-def test_gradcheck_float64(per_row):
-    xs, w = _inputs((3, 2, 5), 4, torch.float64, per_row, requires_grad=True)
+def test_gradcheck_float64(per_row, device):
+    xs, w = _inputs((3, 2, 5), 4, torch.float64, device, per_row, requires_grad=True)
+    assert_on(device, mf.ops.mixed_sum(xs, w))
     assert torch.autograd.gradcheck(lambda w, *xs: mf.ops.mixed_sum(xs, w), (w, *xs))
 
 
-def test_partial_requires_grad():
-    xs, w = _inputs((4, 9), 3, torch.float32)
+def test_partial_requires_grad(device):
+    xs, w = _inputs((4, 9), 3, torch.float32, device)
     xs[2].requires_grad_()
     (gx,) = torch.autograd.grad(mf.ops.mixed_sum(xs, w).sum(), [xs[2]])
-    torch.testing.assert_close(gx, torch.full((4, 9), float(w[2])))
+    assert_on(device, gx)
+    torch.testing.assert_close(gx, torch.full((4, 9), float(w[2]), device=device))
     w.requires_grad_()
     (gw,) = torch.autograd.grad(mf.ops.mixed_sum(xs, w).sum(), [w])
+    assert_on(device, gw)
     torch.testing.assert_close(gw, torch.stack([x.sum() for x in xs]))
 
 
 @pytest.mark.parametrize("per_row", [False, True])
-def test_opcheck(per_row):
-    xs, w = _inputs((3, 5), 4, torch.float32, per_row, requires_grad=True)
+def test_opcheck(per_row, device):
+    xs, w = _inputs((3, 5), 4, torch.float32, device, per_row, requires_grad=True)
     torch.library.opcheck(torch.ops.mednns_fast.mixed_sum.default, (xs, w))
-    g = torch.randn(3, 5)
+    g = torch.randn(3, 5, device=device)
     torch.library.opcheck(torch.ops.mednns_fast.mixed_sum_backward.default,
                           (g, [x.detach() for x in xs], w.detach(), [True, False, True, True], True))
 
 
-def test_torch_compile_fullgraph():
+def test_torch_compile_fullgraph(device):
     def edge(xs, w):
         return torch.relu(mf.ops.mixed_sum(xs, torch.softmax(w, 0))) * 2
 
-    xs, w = _inputs((4, 6), 3, torch.float32, requires_grad=True)
+    xs, w = _inputs((4, 6), 3, torch.float32, device, requires_grad=True)
     compiled = torch.compile(edge, fullgraph=True)
-    torch.testing.assert_close(compiled(xs, w), edge(xs, w))
-    g = torch.randn(4, 6)
+    out = compiled(xs, w)
+    assert_on(device, out)
+    torch.testing.assert_close(out, edge(xs, w))
+    g = torch.randn(4, 6, device=device)
     got = torch.autograd.grad(compiled(xs, w), [*xs, w], g)  # the backward is traced too
+    assert_on(device, got)
     want = torch.autograd.grad(edge(xs, w), [*xs, w], g)
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b)
@@ -108,26 +122,34 @@ def test_torch_compile_fullgraph():
 @pytest.mark.parametrize(
     "make, match",
     [
-        (lambda: ([torch.randn(3)] * 2, torch.randn(3)), "K mismatch"),
-        (lambda: ([torch.randn(3), torch.randn(4)], torch.randn(2)), r"xs\[1\] has shape"),
-        (lambda: ([torch.randn(3), torch.randn(3).double()], torch.randn(2)), r"xs\[1\] has dtype"),
-        (lambda: ([torch.randn(3)] * 2, torch.tensor([1.0, float("nan")])), "weights must be finite"),
-        (lambda: ([torch.randn(3)] * 2, torch.ones(2, dtype=torch.int64)), "weights must be a floating"),
-        (lambda: ([torch.ones(3, dtype=torch.int32)] * 2, torch.ones(2)), r"xs\[0\] must be a floating"),
-        (lambda: ([torch.randn(3, 2)] * 2, torch.randn(4, 2)), "B=4"),
-        (lambda: ([torch.randn(3)] * 2, torch.randn(1, 1, 2)), r"weights must be \[K\] or \[B, K\]"),
-        (lambda: ([], torch.randn(0)), "at least one tensor"),
-        (lambda: ([torch.randn(3)] * 2, torch.randn(2, device="meta")), "meta"),
+        (lambda d: ([torch.randn(3, device=d)] * 2, torch.randn(3, device=d)), "K mismatch"),
+        (lambda d: ([torch.randn(3, device=d), torch.randn(4, device=d)], torch.randn(2, device=d)),
+         r"xs\[1\] has shape"),
+        (lambda d: ([torch.randn(3, device=d), torch.randn(3, device=d).double()], torch.randn(2, device=d)),
+         r"xs\[1\] has dtype"),
+        (lambda d: ([torch.randn(3, device=d)] * 2, torch.tensor([1.0, float("nan")], device=d)),
+         "weights must be finite"),
+        (lambda d: ([torch.randn(3, device=d)] * 2, torch.ones(2, dtype=torch.int64, device=d)),
+         "weights must be a floating"),
+        (lambda d: ([torch.ones(3, dtype=torch.int32, device=d)] * 2, torch.ones(2, device=d)),
+         r"xs\[0\] must be a floating"),
+        (lambda d: ([torch.randn(3, 2, device=d)] * 2, torch.randn(4, 2, device=d)), "B=4"),
+        (lambda d: ([torch.randn(3, device=d)] * 2, torch.randn(1, 1, 2, device=d)),
+         r"weights must be \[K\] or \[B, K\]"),
+        (lambda d: ([], torch.randn(0, device=d)), "at least one tensor"),
+        (lambda d: ([torch.randn(3, device=d)] * 2, torch.randn(2, device="meta")), "meta"),
     ],
 )
-def test_bad_input_raises_clear_error(backend, make, match):
-    xs, w = make()
-    with mf.ops.use_backend(backend), pytest.raises(ValueError, match=match):
+def test_bad_input_raises_clear_error(backend, make, match, device):
+    xs, w = make(device)
+    # debug_checks: the finiteness check is immediate on GPUs too (else an asynchronous device assert)
+    with mf.ops.use_backend(backend), pytest.raises(ValueError, match=match), mf.ops.debug_checks():
         mf.ops.mixed_sum(xs, w)
 
 
 def test_backend_switch():
-    xs, w = _inputs((5,), 2, torch.float32)
+    # CPU only: it checks the warned fallback of CPU tensors, which have no Triton kernel without the interpreter.
+    xs, w = _inputs((5,), 2, torch.float32, "cpu")
     with mf.ops.use_backend("reference"):
         assert mf.ops.get_backend() == "reference"
         torch.testing.assert_close(mf.ops.mixed_sum(xs, w), reference.mixed_sum(xs, w))
