@@ -1,6 +1,6 @@
-"""mixed_sum and the fused MixedOp against what PyTorch users run, in one run: the eager expression, the
-in-place formulation, and the same expression / naive module compiled by Inductor (`torch.compile`), the
-baseline of every group here.
+"""mixed_sum, the fused MixedOp and its shared stages against what PyTorch users run, in one run: the eager
+expression, the in-place formulation, and the same expression / naive module / per-candidate calls compiled
+by Inductor (`torch.compile`), the baseline of every group here.
 
 Run: `make demo` or `python -m pytest benchmarks/bench_mixed.py`. The summary prints each entry's speed-up
 over its group's baseline and, for mixed_sum, the fraction of the machine's measured copy bandwidth (both
@@ -155,3 +155,48 @@ def test_mixed_op_forward_backward(benchmark, C, H, N, impl):
     if impl == "naive_compiled":
         mark_baseline(benchmark)
     benchmark.pedantic(lambda: forward().sum().backward(), rounds=5, warmup_rounds=1)
+
+
+KERNELS, DILATIONS = (3, 5, 3, 5), (1, 1, 2, 2)  # the DARTS sep/dil convs' first stages
+
+
+def _depthwise_eager(x, ws, stride):
+    """What DARTS code runs: one depthwise conv2d per candidate (oneDNN on CPU)."""
+    return torch.cat([torch.nn.functional.conv2d(x, w, None, stride, d * (w.shape[-1] - 1) // 2, d, x.shape[1])
+                      for w, d in zip(ws, DILATIONS, strict=True)], 1)
+
+
+def _pools_eager(x, stride):
+    """What DARTS code runs: its max pool and average pool candidates."""
+    return torch.cat([torch.nn.functional.max_pool2d(x, 3, stride, 1),
+                      torch.nn.functional.avg_pool2d(x, 3, stride, 1, count_include_pad=False)], 1)
+
+
+STAGES = {
+    "depthwise": {"eager": _depthwise_eager,
+                  "ours": lambda x, ws, s: mf.ops.multi_depthwise_conv2d(x, ws, DILATIONS, s)},
+    "pools": {"eager": lambda x, ws, s: _pools_eager(x, s),
+              "ours": lambda x, ws, s: mf.ops.max_avg_pool3x3(x, s)[0]},
+}
+
+
+@pytest.mark.parametrize("C, H, N, stride", [(16, 32, 32, 1), (16, 32, 32, 2), (32, 16, 32, 1), (64, 8, 32, 1)],
+                         ids=lambda v: str(v))
+@pytest.mark.parametrize("stage", sorted(STAGES))
+@pytest.mark.parametrize("impl", ["compiled", "eager", "ours"])
+def test_edge_stage_forward_backward(benchmark, stage, C, H, N, stride, impl):
+    """The fused edge's two shared stages against the per-candidate calls they replace, forward + backward:
+    the four sep/dil first-stage depthwise convs (`multi_depthwise_conv2d`) and the max + avg pools
+    (`max_avg_pool3x3`). Baseline: the per-candidate calls compiled by Inductor; also eager."""
+    torch.manual_seed(0)
+    x = torch.randn(N, C, H, H, requires_grad=True)
+    ws = [torch.randn(C, 1, k, k, requires_grad=True) for k in KERNELS]
+    eager_fn = STAGES[stage]["eager"]
+    fn = {"eager": eager_fn, "compiled": torch.compile(eager_fn), "ours": STAGES[stage]["ours"]}[impl]
+    benchmark.group = f"edge stage {stage} forward+backward C={C} {H}x{H} N={N} stride={stride}"
+    if impl != "eager":  # compiles outside the timing; says whether the result was right
+        benchmark.extra_info["grads_match_eager"] = _grads_match(lambda: fn(x, ws, stride),
+                                                                 lambda: eager_fn(x, ws, stride), [x, *ws])
+    if impl == "compiled":
+        mark_baseline(benchmark)
+    benchmark.pedantic(lambda: fn(x, ws, stride).sum().backward(), rounds=5, warmup_rounds=1)

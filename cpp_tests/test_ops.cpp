@@ -52,6 +52,13 @@ int main(int argc, char** argv) {
   at::Tensor want = torch::cat({torch::conv2d(x, ws[0], {}, 1, 1, 1, 4), torch::conv2d(x, ws[1], {}, 1, 4, 2, 4)}, 1);
   check(torch::allclose(got, want, 1e-4, 1e-5), "multi_depthwise_conv2d vs conv2d");
 
+  auto pools = c10::Dispatcher::singleton()
+                   .findSchemaOrThrow("mednns_fast::max_avg_pool3x3", "")
+                   .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, int64_t)>();
+  at::Tensor pooled = std::get<0>(pools.call(x, 2));
+  at::Tensor pooled_want = torch::cat({torch::max_pool2d(x, 3, 2, 1), torch::avg_pool2d(x, 3, 2, 1, false, false)}, 1);
+  check(torch::equal(pooled, pooled_want), "max_avg_pool3x3 vs max_pool2d and avg_pool2d");
+
   auto js = c10::Dispatcher::singleton()
                 .findSchemaOrThrow("mednns_fast::js_divergence", "")
                 .typed<at::Tensor(const at::Tensor&, const at::Tensor&, bool)>();
