@@ -6,7 +6,6 @@
 // across all k*k taps (one load and one FMA per tap and vector, no stores until the block is done).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 

@@ -33,9 +33,9 @@ at::Tensor max_avg_pool3x3_backward_cuda(const at::Tensor& grad, const at::Tenso
                                          at::IntArrayRef input_size, int64_t stride) {
   const PoolGeometry g = pool_backward_geometry(grad, argmax, input_size, stride);
   const c10::cuda::CUDAGuard guard(grad.device());
+  if (g.Ho == 0 || g.Wo == 0) return at::zeros(input_size, grad.options());
   // ATen's backward kernels read only the input's shape and layout from `self`.
   const at::Tensor like = at::empty(input_size, grad.options());
-  if (g.Ho == 0 || g.Wo == 0) return at::zeros(input_size, grad.options());
   const at::Tensor tap = argmax.to(at::kLong);
   const at::Tensor oy = window_origin(g.Ho, stride, grad.options()).view({g.Ho, 1});
   const at::Tensor ox = window_origin(g.Wo, stride, grad.options()).view({1, g.Wo});

@@ -17,17 +17,21 @@ def _cat_or_none(tensors: list[torch.Tensor | None]) -> torch.Tensor | None:
     return None if any(t is None for t in tensors) else torch.cat(tensors)
 
 
+def can_group(bns: Sequence[nn.BatchNorm2d]) -> bool:
+    """Whether `grouped_batch_norm` can run these modules as one call: they share eps, momentum, affine,
+    track_running_stats and training mode."""
+    settings = {(b.eps, b.momentum, b.affine, b.track_running_stats, b.training) for b in bns}
+    return len(settings) <= 1
+
+
 def grouped_batch_norm(y: torch.Tensor, bns: Sequence[nn.BatchNorm2d]) -> torch.Tensor:
     """Apply ``bns[j]`` to channels ``[j*C, (j+1)*C)`` of ``y`` [N, J*C, H, W] in one call.
 
-    All modules must share eps, momentum, affine, track_running_stats and training mode.
+    All modules must share eps, momentum, affine, track_running_stats and training mode (`can_group`).
     """
+    if not can_group(bns):
+        raise ValueError("grouped_batch_norm: all BatchNorm modules must share their settings and mode")
     first = bns[0]
-    for b in bns[1:]:
-        same = (b.eps, b.momentum, b.affine, b.track_running_stats, b.training) == (
-            first.eps, first.momentum, first.affine, first.track_running_stats, first.training)
-        if not same:
-            raise ValueError("grouped_batch_norm: all BatchNorm modules must share their settings and mode")
     track = first.track_running_stats
     use_batch_stats = first.training or not track
     running_mean = _cat_or_none([b.running_mean for b in bns]) if track else None

@@ -24,7 +24,7 @@ from torch.nn.modules.utils import _pair
 
 from ..ops import max_avg_pool3x3, mixed_sum, multi_depthwise_conv2d
 from ..ops.opaque import max_pool2d_3x3
-from .batchnorm import grouped_batch_norm
+from .batchnorm import can_group, grouped_batch_norm
 from .operations import OPS, DilConv, FactorizedReduce, PoolBN, SepConv, Zero
 
 
@@ -178,9 +178,7 @@ class MixedOp(nn.Module):
         if len(found.get("max", ())) != 1 or len(found.get("avg", ())) != 1:
             return None
         pair = (found["max"][0], found["avg"][0])
-        bn_max, bn_avg = (self.candidates[k].bn for k in pair)
-        same = [(b.eps, b.momentum, b.affine, b.track_running_stats, b.training) for b in (bn_max, bn_avg)]
-        return pair if same[0] == same[1] else None
+        return pair if can_group([self.candidates[k].bn for k in pair]) else None
 
     def _uses_relu(self, k: int) -> bool:
         return isinstance(self.candidates[k], (SepConv, DilConv, FactorizedReduce))
