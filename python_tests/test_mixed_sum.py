@@ -8,8 +8,8 @@ import mednns_fast as mf
 from mednns_fast.ops import reference
 
 SHAPES = [(7,), (3, 5, 7), (2, 3, 33, 17), (1, 1)]
-DTYPES = [torch.float32, torch.float64, torch.bfloat16]
-TOL = {torch.float32: 1e-5, torch.float64: 1e-12, torch.bfloat16: 1e-2}
+DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
+TOL = {torch.float32: 1e-5, torch.float64: 1e-12, torch.bfloat16: 1e-2, torch.float16: 2e-3}
 
 
 def _inputs(shape, K, dtype, device, per_row=False, requires_grad=False):
@@ -38,6 +38,21 @@ def test_matches_eager_expression_on_large_input(device):
     out = mf.ops.mixed_sum(xs, w)
     assert_on(device, out)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("weight", [1.0, 0.3, -3.7, 1e-3, 2.0**-20, 300.0])
+def test_reduced_precision_rounds_as_torch(dtype, weight, device):
+    """Every bit pattern of the input type (NaN, infinities, subnormals included) times one weight: the kernel
+    widens to float, multiplies, and narrows back exactly as torch's conversions do (round to nearest even,
+    overflow to infinity), in its vector body and its scalar tail alike (65536 + 7 elements)."""
+    bits = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16)
+    x = torch.cat([bits.view(dtype), bits[:7].view(dtype)]).to(device)
+    out = mf.ops.mixed_sum([x], torch.tensor([weight], device=device))
+    expected = (x.float() * torch.tensor(weight, dtype=torch.float32)).to(dtype)
+    nan = expected.isnan()
+    assert torch.equal(out.isnan(), nan)
+    assert torch.equal(out[~nan].view(torch.int16), expected[~nan].view(torch.int16))
 
 
 def test_non_contiguous_inputs(device):

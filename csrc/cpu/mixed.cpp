@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cpu/huge_pages.h"
+#include "cpu/vec32.h"
 #include "cpu/vectorize.h"
 #include "mixed_common.h"
 
@@ -19,10 +20,12 @@ namespace {
 // Work is split into chunks that never cross a row, so each chunk has one weight row. Chunks are a
 // fixed size, which keeps the weight-gradient reduction order (and result) independent of threads.
 constexpr int64_t kChunk = 1 << 15;
-// Inner blocks stay in L1 while every input streams through them.
-constexpr int64_t kBlock = 1024;
+// Inner blocks stay in L1 while every input streams through them (backward).
+constexpr int64_t kGradBlock = 1024;
+// Forward: vectors of accumulators that stay in registers across all candidates.
+constexpr int64_t kTileVecs = 4;
 // Independent partial sums let the compiler vectorise the dot product without reassociating.
-constexpr int64_t kLanes = 16;
+constexpr int64_t kDotLanes = 16;
 
 struct ChunkGrid {
   int64_t rows, inner, per_row;
@@ -50,14 +53,26 @@ std::vector<const scalar_t*> input_pointers(const MixedSumLayout& l) {
   return ptrs;
 }
 
-// acc[i] (=|+=) w * x[i] over one block: the hot loop, compiled per x86-64 level.
+// out[i] = sum_k w[k] * x[k][i] over n elements, k = 0, 1, ... for every element as in the reference: the
+// hot loop, compiled per x86-64 level. A tile of kTileVecs vectors of accumulators stays in registers while
+// all K inputs are read side by side, so K memory streams are in flight at once (reading one input after
+// the other leaves one stream, whose prefetch restarts at every page).
 template <typename scalar_t, typename acc_t>
-MEDNNS_FAST_MULTIVERSION void scaled_add(acc_t* __restrict__ acc, const scalar_t* __restrict__ x, acc_t w,
-                                         int64_t n, bool first) {
-  if (first) {
-    for (int64_t i = 0; i < n; ++i) acc[i] = w * static_cast<acc_t>(x[i]);
-  } else {
-    for (int64_t i = 0; i < n; ++i) acc[i] += w * static_cast<acc_t>(x[i]);
+MEDNNS_FAST_MULTIVERSION void weighted_sum(scalar_t* __restrict__ out, const scalar_t* const* x, const acc_t* w,
+                                           int64_t K, int64_t n) {
+  constexpr int64_t L = kLanes<acc_t>, tile = kTileVecs * L;
+  int64_t i = 0;
+  for (; i + tile <= n; i += tile) {
+    vec_t<acc_t> acc[kTileVecs];
+    for (int64_t v = 0; v < kTileVecs; ++v) acc[v] = w[0] * load_wide(x[0] + i + v * L);
+    for (int64_t k = 1; k < K; ++k)
+      for (int64_t v = 0; v < kTileVecs; ++v) acc[v] += w[k] * load_wide(x[k] + i + v * L);
+    for (int64_t v = 0; v < kTileVecs; ++v) store_narrow(out + i + v * L, acc[v]);
+  }
+  for (; i < n; ++i) {
+    acc_t a = w[0] * static_cast<acc_t>(x[0][i]);
+    for (int64_t k = 1; k < K; ++k) a += w[k] * static_cast<acc_t>(x[k][i]);
+    out[i] = static_cast<scalar_t>(a);
   }
 }
 
@@ -70,25 +85,23 @@ void forward_kernel(const MixedSumLayout& l, const at::Tensor& weights, at::Tens
   const ChunkGrid grid(l);
   const int64_t K = l.K;
   at::parallel_for(0, grid.count(), 1, [&](int64_t c0, int64_t c1) {
-    acc_t acc[kBlock];
+    // The candidates of the current row with a nonzero weight (a pruned candidate is never read).
+    std::vector<const scalar_t*> x(K);
+    std::vector<acc_t> wa(K);
     for (int64_t c = c0; c < c1; ++c) {
-      const int64_t r = grid.row(c);
+      const int64_t r = grid.row(c), b = grid.begin(c), n = grid.end(c) - b;
       const acc_t* wr = w.data() + (l.per_row_weights ? r * K : 0);
-      for (int64_t b = grid.begin(c); b < grid.end(c); b += kBlock) {
-        const int64_t n = std::min(kBlock, grid.end(c) - b);
-        bool first = true;
-        for (int64_t k = 0; k < K; ++k) {
-          const acc_t wk = wr[k];
-          if (wk == acc_t(0)) continue;  // pruned candidate: never read
-          scaled_add(acc, xp[k] + r * l.row_stride[k] + b, wk, n, first);
-          first = false;
-        }
-        scalar_t* o = op + r * l.inner + b;
-        if (first) {
-          std::fill(o, o + n, scalar_t(0));
-        } else {
-          for (int64_t i = 0; i < n; ++i) o[i] = static_cast<scalar_t>(acc[i]);
-        }
+      int64_t active = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        if (wr[k] == acc_t(0)) continue;
+        x[active] = xp[k] + r * l.row_stride[k] + b;
+        wa[active++] = wr[k];
+      }
+      scalar_t* o = op + r * l.inner + b;
+      if (active == 0) {
+        std::fill(o, o + n, scalar_t(0));
+      } else {
+        weighted_sum(o, x.data(), wa.data(), active, n);
       }
     }
   });
@@ -111,8 +124,8 @@ void backward_kernel(const at::Tensor& grad, const MixedSumLayout& l, const at::
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t r = grid.row(c);
       const acc_t* wr = w.data() + (l.per_row_weights ? r * K : 0);
-      for (int64_t b = grid.begin(c); b < grid.end(c); b += kBlock) {
-        const int64_t n = std::min(kBlock, grid.end(c) - b);
+      for (int64_t b = grid.begin(c); b < grid.end(c); b += kGradBlock) {
+        const int64_t n = std::min(kGradBlock, grid.end(c) - b);
         const scalar_t* g = gp + r * l.inner + b;
         for (int64_t k = 0; k < K; ++k) {
           if (gxp[k]) {
@@ -122,14 +135,14 @@ void backward_kernel(const at::Tensor& grad, const MixedSumLayout& l, const at::
           }
           if (grad_w) {
             const scalar_t* x = xp[k] + r * l.row_stride[k] + b;
-            acc_t lanes[kLanes] = {};
+            acc_t lanes[kDotLanes] = {};
             int64_t i = 0;
-            for (; i + kLanes <= n; i += kLanes)
-              for (int64_t j = 0; j < kLanes; ++j)
+            for (; i + kDotLanes <= n; i += kDotLanes)
+              for (int64_t j = 0; j < kDotLanes; ++j)
                 lanes[j] += static_cast<acc_t>(x[i + j]) * static_cast<acc_t>(g[i + j]);
             for (; i < n; ++i) lanes[0] += static_cast<acc_t>(x[i]) * static_cast<acc_t>(g[i]);
             double s = 0;
-            for (int64_t j = 0; j < kLanes; ++j) s += lanes[j];
+            for (int64_t j = 0; j < kDotLanes; ++j) s += lanes[j];
             partial[c * K + k] += s;
           }
         }

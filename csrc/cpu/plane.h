@@ -1,4 +1,4 @@
-// Padded input planes and 32-byte vectors shared by the CPU window kernels (depthwise convolutions, pools).
+// Padded input planes shared by the CPU window kernels (depthwise convolutions, pools); vectors: cpu/vec32.h.
 // Each plane is copied once into a padded buffer that stays in cache while every window slides over it.
 #pragma once
 
@@ -6,31 +6,15 @@
 #include <cstdint>
 #include <cstring>
 
+#include "cpu/vec32.h"
+
 namespace mednns_fast {
 
-// GCC/Clang vector of 32 bytes. The kernels compute rows in blocks of kVecs such vectors (64 bytes) so the
-// accumulators stay in registers across all taps. Loads and stores go through memcpy: rows are not aligned.
-template <typename T>
-struct Vec32 {
-  typedef T type __attribute__((vector_size(32)));
-};
-template <typename T>
-using vec_t = typename Vec32<T>::type;
+// The kernels compute rows in blocks of kVecs 32-byte vectors (64 bytes) so the accumulators stay in
+// registers across all taps.
 constexpr int64_t kVecs = 2;
 template <typename T>
-constexpr int64_t kLanes = 32 / static_cast<int64_t>(sizeof(T));
-template <typename T>
 constexpr int64_t kBlock = kVecs * kLanes<T>;
-
-template <typename T>
-inline vec_t<T> load(const T* p) {
-  vec_t<T> v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-
-template <typename T>
-inline void store(T* p, const vec_t<T>& v) { std::memcpy(p, &v, sizeof(v)); }
 
 // A padded plane (padding `pad` on every side) split into `s` column phases of `rows` x `width`: phase p
 // holds padded columns p, p + s, ..., so a kernel tap of a stride-s window reads consecutive memory along an
