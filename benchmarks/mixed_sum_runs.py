@@ -4,7 +4,7 @@ The same entries as bench_mixed.py's mixed_sum groups (its functions are importe
 run times every entry (median of `--rounds` calls) one after the other, so a run's ratios share the
 machine's state. For a loaded machine where the full pytest-benchmark file takes too long.
 
-Usage: PYTHONPATH=. python benchmarks/mixed_sum_runs.py [--runs 3] [--rounds 5] [--K 4 8]
+Usage: PYTHONPATH=. python benchmarks/mixed_sum_runs.py [--runs 3] [--rounds 5] [--K 4 8] [--dtype float32]
 """
 
 from __future__ import annotations
@@ -37,11 +37,11 @@ FORWARD = {"compiled": compiled_expression, "eager": eager, "in_place": in_place
 WITH_BACKWARD = ("compiled", "eager", "mixed_sum", "mixed_sum_no_thp")
 
 
-def run_K(K: int, runs: int, rounds: int) -> None:
-    src, dst = torch.randn(NUMEL), torch.empty(NUMEL)
-    xs, w = [torch.randn(NUMEL) for _ in range(K)], torch.softmax(torch.randn(K), 0)
+def run_K(K: int, runs: int, rounds: int, dtype: torch.dtype) -> None:
+    src, dst = torch.randn(NUMEL, dtype=dtype), torch.empty(NUMEL, dtype=dtype)
+    xs, w = [torch.randn(NUMEL, dtype=dtype) for _ in range(K)], torch.softmax(torch.randn(K), 0).to(dtype)
     xs_g, w_g = [x.clone().requires_grad_() for x in xs], w.clone().requires_grad_()
-    grad = torch.randn(NUMEL)
+    grad = torch.randn(NUMEL, dtype=dtype)
 
     def step(fn):
         return torch.autograd.grad(fn(xs_g, w_g), [*xs_g, w_g], grad)
@@ -56,9 +56,9 @@ def run_K(K: int, runs: int, rounds: int) -> None:
         t.update({f"fwd {n}": median_ms(lambda f=f: f(xs, w), rounds) for n, f in FORWARD.items()})
         t.update({f"fwd+bwd {n}": median_ms(lambda f=FORWARD[n]: step(f), rounds) for n in WITH_BACKWARD})
         ratios = {k: t[f"{k.split()[0]} compiled"] / v for k, v in t.items() if k.startswith("fwd")}
-        print(f"K={K} run {run}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in t.items()), flush=True)
-        print(f"K={K} run {run} speed-up over compiled: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()),
-              flush=True)
+        print(f"{dtype} K={K} run {run}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in t.items()), flush=True)
+        speed_ups = ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
+        print(f"{dtype} K={K} run {run} speed-up over compiled: {speed_ups}", flush=True)
 
 
 def main() -> None:
@@ -66,9 +66,11 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--K", type=int, nargs="+", default=[4, 8])
+    ap.add_argument("--dtype", choices=["float32", "float64", "bfloat16", "float16"], default="float32",
+                    help="inputs, weights and output (the weights' dtype: the expression promotes to it)")
     args = ap.parse_args()
     for K in args.K:
-        run_K(K, args.runs, args.rounds)
+        run_K(K, args.runs, args.rounds, getattr(torch, args.dtype))
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ constexpr int64_t kChunk = 1 << 15;
 constexpr int64_t kGradBlock = 1024;
 // Forward: vectors of accumulators that stay in registers across all candidates.
 constexpr int64_t kTileVecs = 4;
-// Independent partial sums let the compiler vectorise the dot product without reassociating.
-constexpr int64_t kDotLanes = 16;
+// Backward: independent vectors of partial sums in a weight's gradient (more FMA chains in flight).
+constexpr int64_t kDotVecs = 2;
 
 struct ChunkGrid {
   int64_t rows, inner, per_row;
@@ -107,6 +107,32 @@ void forward_kernel(const MixedSumLayout& l, const at::Tensor& weights, at::Tens
   });
 }
 
+// gx[i] = w * g[i] over n elements (an input's gradient).
+template <typename scalar_t, typename acc_t>
+MEDNNS_FAST_MULTIVERSION void scaled_copy(scalar_t* __restrict__ gx, const scalar_t* __restrict__ g, acc_t w,
+                                          int64_t n) {
+  constexpr int64_t L = kLanes<acc_t>;
+  int64_t i = 0;
+  for (; i + L <= n; i += L) store_narrow(gx + i, w * load_wide(g + i));
+  for (; i < n; ++i) gx[i] = static_cast<scalar_t>(w * static_cast<acc_t>(g[i]));
+}
+
+// sum_i x[i] * g[i] over n elements (a weight's gradient), accumulated in kDotVecs independent vectors of the
+// accumulation type, then in double. The order depends on n only, never on the thread count.
+template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+MEDNNS_FAST_MULTIVERSION double dot(const scalar_t* x, const scalar_t* g, int64_t n) {
+  constexpr int64_t L = kLanes<acc_t>;
+  vec_t<acc_t> acc[kDotVecs] = {};
+  int64_t i = 0;
+  for (; i + kDotVecs * L <= n; i += kDotVecs * L)
+    for (int64_t v = 0; v < kDotVecs; ++v) acc[v] += load_wide(x + i + v * L) * load_wide(g + i + v * L);
+  double s = 0;
+  for (; i < n; ++i) s += static_cast<acc_t>(x[i]) * static_cast<acc_t>(g[i]);
+  for (int64_t v = 0; v < kDotVecs; ++v)
+    for (int64_t j = 0; j < L; ++j) s += acc[v][j];
+  return s;
+}
+
 template <typename scalar_t>
 void backward_kernel(const at::Tensor& grad, const MixedSumLayout& l, const at::Tensor& weights,
                      const std::vector<at::Tensor>& grad_xs, at::Tensor* grad_w) {
@@ -128,23 +154,8 @@ void backward_kernel(const at::Tensor& grad, const MixedSumLayout& l, const at::
         const int64_t n = std::min(kGradBlock, grid.end(c) - b);
         const scalar_t* g = gp + r * l.inner + b;
         for (int64_t k = 0; k < K; ++k) {
-          if (gxp[k]) {
-            const acc_t wk = wr[k];
-            scalar_t* gx = gxp[k] + r * l.inner + b;
-            for (int64_t i = 0; i < n; ++i) gx[i] = static_cast<scalar_t>(wk * static_cast<acc_t>(g[i]));
-          }
-          if (grad_w) {
-            const scalar_t* x = xp[k] + r * l.row_stride[k] + b;
-            acc_t lanes[kDotLanes] = {};
-            int64_t i = 0;
-            for (; i + kDotLanes <= n; i += kDotLanes)
-              for (int64_t j = 0; j < kDotLanes; ++j)
-                lanes[j] += static_cast<acc_t>(x[i + j]) * static_cast<acc_t>(g[i + j]);
-            for (; i < n; ++i) lanes[0] += static_cast<acc_t>(x[i]) * static_cast<acc_t>(g[i]);
-            double s = 0;
-            for (int64_t j = 0; j < kDotLanes; ++j) s += lanes[j];
-            partial[c * K + k] += s;
-          }
+          if (gxp[k]) scaled_copy(gxp[k] + r * l.inner + b, g, wr[k], n);
+          if (grad_w) partial[c * K + k] += dot(xp[k] + r * l.row_stride[k] + b, g, n);
         }
       }
     }
