@@ -18,7 +18,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_mixed import NUMEL, compiled_expression, eager, in_place, mixed_sum_no_thp  # noqa: E402
+from bench_mixed import (  # noqa: E402
+    NUMEL,
+    allocation_policy,
+    compiled_expression,
+    eager,
+    in_place,
+    mixed_sum_no_thp,
+)
 
 import mednns_fast as mf  # noqa: E402
 
@@ -43,18 +50,19 @@ def run_K(K: int, runs: int, rounds: int, dtype: torch.dtype) -> None:
     xs_g, w_g = [x.clone().requires_grad_() for x in xs], w.clone().requires_grad_()
     grad = torch.randn(NUMEL, dtype=dtype)
 
-    def step(fn):
-        return torch.autograd.grad(fn(xs_g, w_g), [*xs_g, w_g], grad)
+    def step(name):
+        with allocation_policy(name):
+            return torch.autograd.grad(FORWARD[name](xs_g, w_g), [*xs_g, w_g], grad)
 
     for name, fn in FORWARD.items():  # compile and warm up outside the timing
         fn(xs, w)
         if name in WITH_BACKWARD:
-            step(fn)
+            step(name)
     for run in range(1, runs + 1):
         t = {"copy": median_ms(lambda: dst.copy_(src), rounds),
              "fresh copy": median_ms(lambda: torch.clone(src), rounds)}
         t.update({f"fwd {n}": median_ms(lambda f=f: f(xs, w), rounds) for n, f in FORWARD.items()})
-        t.update({f"fwd+bwd {n}": median_ms(lambda f=FORWARD[n]: step(f), rounds) for n in WITH_BACKWARD})
+        t.update({f"fwd+bwd {n}": median_ms(lambda n=n: step(n), rounds) for n in WITH_BACKWARD})
         ratios = {k: t[f"{k.split()[0]} compiled"] / v for k, v in t.items() if k.startswith("fwd")}
         print(f"{dtype} K={K} run {run}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in t.items()), flush=True)
         speed_ups = ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
