@@ -20,10 +20,12 @@ namespace {
 // Work is split into chunks that never cross a row, so each chunk has one weight row. Chunks are a
 // fixed size, which keeps the weight-gradient reduction order (and result) independent of threads.
 constexpr int64_t kChunk = 1 << 15;
-// Backward: weight-gradient partial sums leave float for double every block.
+// Inner blocks stay in L1 while every input streams through them (backward).
 constexpr int64_t kGradBlock = 1024;
 // Forward: vectors of accumulators that stay in registers across all candidates.
 constexpr int64_t kTileVecs = 4;
+// Backward: independent vectors of partial sums in a weight's gradient (more FMA chains in flight).
+constexpr int64_t kDotVecs = 2;
 
 struct ChunkGrid {
   int64_t rows, inner, per_row;
@@ -105,32 +107,30 @@ void forward_kernel(const MixedSumLayout& l, const at::Tensor& weights, at::Tens
   });
 }
 
-// One block of the backward, in one pass over grad: gx[j][i] = w[j] * g[i] for the G requested input
-// gradients, and dots[k] += sum_i x[k][i] * g[i] for the D inputs of the weights' gradient. Every stream
-// advances together, as in the forward. Dot products accumulate in vectors of the accumulation type within
-// the block (`acc`: D x kLanes scratch), then in double; the order depends on n only, never on threads.
+// gx[i] = w * g[i] over n elements (an input's gradient).
 template <typename scalar_t, typename acc_t>
-MEDNNS_FAST_MULTIVERSION void gradients(const scalar_t* __restrict__ g, int64_t n, scalar_t* const* gx,
-                                        const acc_t* w, int64_t G, const scalar_t* const* x, int64_t D,
-                                        acc_t* __restrict__ acc, double* dots) {
+MEDNNS_FAST_MULTIVERSION void scaled_copy(scalar_t* __restrict__ gx, const scalar_t* __restrict__ g, acc_t w,
+                                          int64_t n) {
   constexpr int64_t L = kLanes<acc_t>;
-  std::fill(acc, acc + D * L, acc_t(0));
   int64_t i = 0;
-  for (; i + L <= n; i += L) {
-    const vec_t<acc_t> gv = load_wide(g + i);
-    for (int64_t j = 0; j < G; ++j) store_narrow(gx[j] + i, w[j] * gv);
-    for (int64_t k = 0; k < D; ++k) store(acc + k * L, load(acc + k * L) + load_wide(x[k] + i) * gv);
-  }
-  for (int64_t k = 0; k < D; ++k) {
-    double s = 0;
-    for (int64_t t = i; t < n; ++t) s += static_cast<acc_t>(x[k][t]) * static_cast<acc_t>(g[t]);
-    for (int64_t j = 0; j < L; ++j) s += acc[k * L + j];
-    dots[k] += s;
-  }
-  for (; i < n; ++i) {
-    const acc_t gi = static_cast<acc_t>(g[i]);
-    for (int64_t j = 0; j < G; ++j) gx[j][i] = static_cast<scalar_t>(w[j] * gi);
-  }
+  for (; i + L <= n; i += L) store_narrow(gx + i, w * load_wide(g + i));
+  for (; i < n; ++i) gx[i] = static_cast<scalar_t>(w * static_cast<acc_t>(g[i]));
+}
+
+// sum_i x[i] * g[i] over n elements (a weight's gradient), accumulated in kDotVecs independent vectors of the
+// accumulation type, then in double. The order depends on n only, never on the thread count.
+template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+MEDNNS_FAST_MULTIVERSION double dot(const scalar_t* x, const scalar_t* g, int64_t n) {
+  constexpr int64_t L = kLanes<acc_t>;
+  vec_t<acc_t> acc[kDotVecs] = {};
+  int64_t i = 0;
+  for (; i + kDotVecs * L <= n; i += kDotVecs * L)
+    for (int64_t v = 0; v < kDotVecs; ++v) acc[v] += load_wide(x + i + v * L) * load_wide(g + i + v * L);
+  double s = 0;
+  for (; i < n; ++i) s += static_cast<acc_t>(x[i]) * static_cast<acc_t>(g[i]);
+  for (int64_t v = 0; v < kDotVecs; ++v)
+    for (int64_t j = 0; j < L; ++j) s += acc[v][j];
+  return s;
 }
 
 template <typename scalar_t>
@@ -147,25 +147,16 @@ void backward_kernel(const at::Tensor& grad, const MixedSumLayout& l, const at::
   // Per-chunk partial dot products, reduced in a fixed order afterwards.
   std::vector<double> partial(grad_w ? grid.count() * K : 0, 0.0);
   at::parallel_for(0, grid.count(), 1, [&](int64_t c0, int64_t c1) {
-    std::vector<scalar_t*> gx(K);
-    std::vector<acc_t> wg(K);
-    std::vector<const scalar_t*> x(K);
-    std::vector<acc_t> scratch(K * kLanes<acc_t>);
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t r = grid.row(c);
       const acc_t* wr = w.data() + (l.per_row_weights ? r * K : 0);
       for (int64_t b = grid.begin(c); b < grid.end(c); b += kGradBlock) {
         const int64_t n = std::min(kGradBlock, grid.end(c) - b);
-        int64_t G = 0;
+        const scalar_t* g = gp + r * l.inner + b;
         for (int64_t k = 0; k < K; ++k) {
-          if (!gxp[k]) continue;
-          gx[G] = gxp[k] + r * l.inner + b;
-          wg[G++] = wr[k];
+          if (gxp[k]) scaled_copy(gxp[k] + r * l.inner + b, g, wr[k], n);
+          if (grad_w) partial[c * K + k] += dot(xp[k] + r * l.row_stride[k] + b, g, n);
         }
-        const int64_t D = grad_w ? K : 0;
-        for (int64_t k = 0; k < D; ++k) x[k] = xp[k] + r * l.row_stride[k] + b;
-        gradients(gp + r * l.inner + b, n, gx.data(), wg.data(), G, x.data(), D, scratch.data(),
-                  partial.data() + c * K);
       }
     }
   });
