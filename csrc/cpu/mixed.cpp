@@ -133,6 +133,32 @@ MEDNNS_FAST_MULTIVERSION double dot(const scalar_t* x, const scalar_t* g, int64_
   return s;
 }
 
+// Four candidates of one block at once: their input gradients gx[j][i] = w[j] * g[i] written and their dot
+// products with g accumulated in registers, so five memory streams advance together (g stays in L1).
+template <typename scalar_t, typename acc_t>
+MEDNNS_FAST_MULTIVERSION void gradients4(const scalar_t* __restrict__ g, int64_t n, scalar_t* const* gx,
+                                         const acc_t* w, const scalar_t* const* x, double* dots) {
+  constexpr int64_t L = kLanes<acc_t>;
+  vec_t<acc_t> acc[4] = {};
+  int64_t i = 0;
+  for (; i + L <= n; i += L) {
+    const vec_t<acc_t> gv = load_wide(g + i);
+    for (int64_t j = 0; j < 4; ++j) {
+      store_narrow(gx[j] + i, w[j] * gv);
+      acc[j] += load_wide(x[j] + i) * gv;
+    }
+  }
+  for (int64_t j = 0; j < 4; ++j) {
+    double s = 0;
+    for (int64_t t = i; t < n; ++t) {
+      gx[j][t] = static_cast<scalar_t>(w[j] * static_cast<acc_t>(g[t]));
+      s += static_cast<acc_t>(x[j][t]) * static_cast<acc_t>(g[t]);
+    }
+    for (int64_t l = 0; l < L; ++l) s += acc[j][l];
+    dots[j] += s;
+  }
+}
+
 template <typename scalar_t>
 void backward_kernel(const at::Tensor& grad, const MixedSumLayout& l, const at::Tensor& weights,
                      const std::vector<at::Tensor>& grad_xs, at::Tensor* grad_w) {
@@ -144,6 +170,8 @@ void backward_kernel(const at::Tensor& grad, const MixedSumLayout& l, const at::
   const scalar_t* gp = grad.const_data_ptr<scalar_t>();
   const ChunkGrid grid(l);
   const int64_t K = l.K;
+  // Every input's gradient and the weights' requested (DARTS search): candidates go four at a time.
+  const bool every_gradient = grad_w && std::all_of(gxp.begin(), gxp.end(), [](scalar_t* p) { return p; });
   // Per-chunk partial dot products, reduced in a fixed order afterwards.
   std::vector<double> partial(grad_w ? grid.count() * K : 0, 0.0);
   at::parallel_for(0, grid.count(), 1, [&](int64_t c0, int64_t c1) {
@@ -153,7 +181,17 @@ void backward_kernel(const at::Tensor& grad, const MixedSumLayout& l, const at::
       for (int64_t b = grid.begin(c); b < grid.end(c); b += kGradBlock) {
         const int64_t n = std::min(kGradBlock, grid.end(c) - b);
         const scalar_t* g = gp + r * l.inner + b;
-        for (int64_t k = 0; k < K; ++k) {
+        int64_t k = 0;
+        for (; every_gradient && k + 4 <= K; k += 4) {
+          scalar_t* gx[4];
+          const scalar_t* x[4];
+          for (int64_t j = 0; j < 4; ++j) {
+            gx[j] = gxp[k + j] + r * l.inner + b;
+            x[j] = xp[k + j] + r * l.row_stride[k + j] + b;
+          }
+          gradients4(g, n, gx, wr + k, x, partial.data() + c * K + k);
+        }
+        for (; k < K; ++k) {
           if (gxp[k]) scaled_copy(gxp[k] + r * l.inner + b, g, wr[k], n);
           if (grad_w) partial[c * K + k] += dot(xp[k] + r * l.row_stride[k] + b, g, n);
         }
