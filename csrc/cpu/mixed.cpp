@@ -20,7 +20,7 @@ namespace {
 // Work is split into chunks that never cross a row, so each chunk has one weight row. Chunks are a
 // fixed size, which keeps the weight-gradient reduction order (and result) independent of threads.
 constexpr int64_t kChunk = 1 << 15;
-// Inner blocks stay in L1 while every input streams through them (backward).
+// Backward: a block of grad stays in L1 while the candidates' inputs and gradients stream past it.
 constexpr int64_t kGradBlock = 1024;
 // Forward: vectors of accumulators that stay in registers across all candidates.
 constexpr int64_t kTileVecs = 4;
@@ -134,7 +134,8 @@ MEDNNS_FAST_MULTIVERSION double dot(const scalar_t* x, const scalar_t* g, int64_
 }
 
 // Four candidates of one block at once: their input gradients gx[j][i] = w[j] * g[i] written and their dot
-// products with g accumulated in registers, so five memory streams advance together (g stays in L1).
+// products with g accumulated in registers: eight memory streams (four gradients written, four inputs read)
+// advance together while the block of g stays in L1.
 template <typename scalar_t, typename acc_t>
 MEDNNS_FAST_MULTIVERSION void gradients4(const scalar_t* __restrict__ g, int64_t n, scalar_t* const* gx,
                                          const acc_t* w, const scalar_t* const* x, double* dots) {
