@@ -9,6 +9,7 @@ nor duplicates records. One `add` call is one transaction.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -76,9 +77,19 @@ _records = sa.Table(
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer; commits are durable and atomic
-    cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=60000")  # other writers (ranks, jobs) wait instead of failing
+    # Readers never block the writer; commits are durable and atomic. Switching a new file to WAL needs an
+    # exclusive lock, and when two processes open it at the same moment SQLite refuses one of them at once
+    # (no busy wait, to avoid a deadlock): try again until one has switched it (the mode is stored in the file).
+    for attempt in range(100):
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 99:
+                raise
+            time.sleep(0.05)
+    cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
 
 
