@@ -29,17 +29,14 @@ from bench_mixed import (  # noqa: E402
 
 import mednns_fast as mf  # noqa: E402
 
-TAILS: dict[str, tuple[float, float]] = {}  # entry -> (mean, max) in ms of the last run's calls
 
-
-def median_ms(fn, rounds: int, name: str = "") -> float:
+def call_times_ms(fn, rounds: int) -> list[float]:
     times = []
     for _ in range(rounds):
         t0 = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
-    TAILS[name] = (statistics.mean(times), max(times))
-    return statistics.median(times)
+    return times
 
 
 FORWARD = {"compiled": compiled_expression, "eager": eager, "in_place": in_place, "mixed_sum": mf.ops.mixed_sum,
@@ -62,15 +59,17 @@ def run_K(K: int, runs: int, rounds: int, dtype: torch.dtype) -> None:
         if name in WITH_BACKWARD:
             step(name)
     for run in range(1, runs + 1):
-        t = {"copy": median_ms(lambda: dst.copy_(src), rounds),
-             "fresh copy": median_ms(lambda: torch.clone(src), rounds)}
-        t.update({f"fwd {n}": median_ms(lambda f=f: f(xs, w), rounds, f"fwd {n}") for n, f in FORWARD.items()})
-        t.update({f"fwd+bwd {n}": median_ms(lambda n=n: step(n), rounds, f"fwd+bwd {n}") for n in WITH_BACKWARD})
+        calls = {"copy": call_times_ms(lambda: dst.copy_(src), rounds),
+                 "fresh copy": call_times_ms(lambda: torch.clone(src), rounds)}
+        calls.update({f"fwd {n}": call_times_ms(lambda f=f: f(xs, w), rounds) for n, f in FORWARD.items()})
+        calls.update({f"fwd+bwd {n}": call_times_ms(lambda n=n: step(n), rounds) for n in WITH_BACKWARD})
+        t = {k: statistics.median(v) for k, v in calls.items()}
         ratios = {k: t[f"{k.split()[0]} compiled"] / v for k, v in t.items() if k.startswith("fwd")}
         print(f"{dtype} K={K} run {run}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in t.items()), flush=True)
         speed_ups = ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
         print(f"{dtype} K={K} run {run} speed-up over compiled: {speed_ups}", flush=True)
-        tails = ", ".join(f"{k} {mean:.1f} / {top:.1f} ms" for k, (mean, top) in TAILS.items() if k.startswith("fwd"))
+        tails = ", ".join(f"{k} {statistics.mean(v):.1f} / {max(v):.1f} ms" for k, v in calls.items()
+                          if k.startswith("fwd"))
         print(f"{dtype} K={K} run {run} mean / max of the {rounds} calls: {tails}", flush=True)
 
 
