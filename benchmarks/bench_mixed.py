@@ -6,10 +6,12 @@ Run: `make demo` or `python -m pytest benchmarks/bench_mixed.py`. The summary pr
 over its group's baseline and, for mixed_sum, the fraction of the machine's measured copy bandwidth (both
 into a preallocated buffer, and into a fresh one as every op here writes).
 
-Allocation policy: our CPU kernels ask Linux for transparent huge pages on large fresh outputs (a hint,
-csrc/cpu/huge_pages.h); Inductor's and eager outputs do not. Every mixed_sum entry is therefore timed twice,
-with the hint (`mixed_sum`) and without it (`mixed_sum_no_thp`, MEDNNS_FAST_HUGE_PAGES=0), so that the
-comparison on the baselines' allocation conditions is in the same run.
+Fresh-page policies (csrc/cpu/fresh_pages.h): our CPU kernels ask Linux for transparent huge pages on large
+fresh outputs (a hint that changes the page size: allocation conditions Inductor's and eager outputs do not
+get), and fault in each chunk of a fresh output with one call before writing it (the same 4 KiB pages, no
+trap per page). Every mixed_sum entry is therefore timed three ways in the same run: `mixed_sum` (the
+default: both), `mixed_sum_no_thp` (the baselines' allocation conditions, MEDNNS_FAST_HUGE_PAGES=0) and
+`mixed_sum_no_thp_no_prefault` (neither, MEDNNS_FAST_PREFAULT=0 too: what the prefault is worth).
 """
 
 import contextlib
@@ -41,33 +43,44 @@ def eager(xs, w):
 compiled_expression = torch.compile(eager)
 
 
+# Entry name -> (huge-page hint, prefault) for our kernels' fresh outputs.
+FRESH_PAGE_POLICIES = {"mixed_sum": (True, True), "mixed_sum_no_thp": (False, True),
+                       "mixed_sum_no_thp_no_prefault": (False, False)}
+
+
 @contextlib.contextmanager
-def huge_page_hint(enabled: bool):
-    """Our kernels' huge-page hint on or off for the calls inside (the C++ side reads the variable per call)."""
-    old = os.environ.get("MEDNNS_FAST_HUGE_PAGES")
-    os.environ["MEDNNS_FAST_HUGE_PAGES"] = "1" if enabled else "0"
+def _environment(**values: str):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        if old is None:
-            del os.environ["MEDNNS_FAST_HUGE_PAGES"]
-        else:
-            os.environ["MEDNNS_FAST_HUGE_PAGES"] = old
-
-
-def mixed_sum_no_thp(xs, w):
-    with huge_page_hint(False):
-        return mf.ops.mixed_sum(xs, w)
+        for k, v in old.items():
+            if v is None:
+                del os.environ[k]
+            else:
+                os.environ[k] = v
 
 
 def allocation_policy(impl: str):
-    """The huge-page hint for a whole forward+backward step of entry `impl`: off for `mixed_sum_no_thp` (its
-    backward allocates the input gradients too), the default otherwise."""
-    return huge_page_hint(impl != "mixed_sum_no_thp")
+    """Entry `impl`'s fresh-page policy for the calls inside, a whole forward+backward step included (the
+    backward allocates the input gradients); the default for entries that are not ours. The C++ side reads
+    the variables at every call."""
+    huge_pages, prefault = FRESH_PAGE_POLICIES.get(impl, (True, True))
+    return _environment(MEDNNS_FAST_HUGE_PAGES=str(int(huge_pages)), MEDNNS_FAST_PREFAULT=str(int(prefault)))
 
 
-IMPLS = {"eager": eager, "compiled": compiled_expression, "mixed_sum": mf.ops.mixed_sum,
-         "mixed_sum_no_thp": mixed_sum_no_thp}
+def _mixed_sum_under(policy: str):
+    def call(xs, w):
+        with allocation_policy(policy):
+            return mf.ops.mixed_sum(xs, w)
+
+    call.__name__ = policy
+    return call
+
+
+IMPLS = {"eager": eager, "compiled": compiled_expression,
+         **{name: _mixed_sum_under(name) for name in FRESH_PAGE_POLICIES}}
 
 
 def in_place(xs, w):
@@ -92,7 +105,7 @@ def test_copy_bandwidth(benchmark, dst):
         benchmark(torch.clone, src)
 
 
-@pytest.mark.parametrize("impl", ["compiled", "eager", "in_place", "mixed_sum", "mixed_sum_no_thp"])
+@pytest.mark.parametrize("impl", ["compiled", "eager", "in_place", *FRESH_PAGE_POLICIES])
 def test_mixed_sum_forward(benchmark, candidates, impl):
     xs, w = candidates
     benchmark.group = f"mixed_sum forward K={len(xs)} ({NUMEL} elements)"
@@ -105,7 +118,7 @@ def test_mixed_sum_forward(benchmark, candidates, impl):
     torch.testing.assert_close(out, eager(xs, w), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("impl", ["compiled", "eager", "mixed_sum", "mixed_sum_no_thp"])
+@pytest.mark.parametrize("impl", ["compiled", "eager", *FRESH_PAGE_POLICIES])
 def test_mixed_sum_forward_backward(benchmark, candidates, impl):
     xs, w = candidates
     xs = [x.clone().requires_grad_() for x in xs]

@@ -18,16 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_mixed import (  # noqa: E402
-    NUMEL,
-    allocation_policy,
-    compiled_expression,
-    eager,
-    in_place,
-    mixed_sum_no_thp,
-)
-
-import mednns_fast as mf  # noqa: E402
+from bench_mixed import IMPLS, NUMEL, allocation_policy, in_place  # noqa: E402
 
 
 def call_times_ms(fn, rounds: int) -> list[float]:
@@ -39,9 +30,8 @@ def call_times_ms(fn, rounds: int) -> list[float]:
     return times
 
 
-FORWARD = {"compiled": compiled_expression, "eager": eager, "in_place": in_place, "mixed_sum": mf.ops.mixed_sum,
-           "mixed_sum_no_thp": mixed_sum_no_thp}
-WITH_BACKWARD = ("compiled", "eager", "mixed_sum", "mixed_sum_no_thp")
+FORWARD = {**IMPLS, "in_place": in_place}
+WITH_BACKWARD = tuple(IMPLS)
 
 
 def run_K(K: int, runs: int, rounds: int, dtype: torch.dtype) -> None:

@@ -40,6 +40,34 @@ def test_matches_eager_expression_on_large_input(device):
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("huge_pages", ["1", "0"])
+@pytest.mark.parametrize("prefault", ["1", "0"])
+def test_fresh_page_policies_leave_results_unchanged(huge_pages, prefault, monkeypatch):
+    """The CPU kernels' fresh-output policies (csrc/cpu/fresh_pages.h) act on outputs of 1 MiB and more: on
+    3 rows of 100003 float32 (rows and chunks that start mid-page) with per-row weights, the forward and every
+    gradient match the float64 reference and are bitwise those of the default policy."""
+    xs, w = _inputs((3, 100_003), 5, torch.float32, "cpu", per_row=True, requires_grad=True)
+    g = torch.randn(3, 100_003)
+
+    def run():
+        out = mf.ops.mixed_sum(xs, w)
+        return [out.detach(), *torch.autograd.grad(out, [*xs, w], g)]
+
+    default = run()
+    monkeypatch.setenv("MEDNNS_FAST_HUGE_PAGES", huge_pages)
+    monkeypatch.setenv("MEDNNS_FAST_PREFAULT", prefault)
+    got = run()
+    assert default[0].nbytes >= 2**20
+    for a, b in zip(got, default, strict=True):
+        assert torch.equal(a, b)
+    xs64 = [x.detach().double().requires_grad_() for x in xs]
+    w64 = w.detach().double().requires_grad_()
+    out64 = reference.mixed_sum(xs64, w64)
+    want = [out64.detach(), *torch.autograd.grad(out64, [*xs64, w64], g.double())]
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a.double(), b, rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("weight", [1.0, 0.3, -3.7, 1e-3, 2.0**-20, 300.0])
 def test_reduced_precision_rounds_as_torch(dtype, weight, device):

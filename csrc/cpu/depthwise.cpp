@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "depthwise_common.h"
-#include "cpu/huge_pages.h"
+#include "cpu/fresh_pages.h"
 #include "cpu/plane.h"
 #include "cpu/vectorize.h"
 

@@ -9,7 +9,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "cpu/huge_pages.h"
+#include "cpu/fresh_pages.h"
 #include "cpu/vec32.h"
 #include "cpu/vectorize.h"
 #include "mixed_common.h"
@@ -84,6 +84,7 @@ void forward_kernel(const MixedSumLayout& l, const at::Tensor& weights, at::Tens
   scalar_t* op = out.data_ptr<scalar_t>();
   const ChunkGrid grid(l);
   const int64_t K = l.K;
+  const bool prefault = should_prefault(out);
   at::parallel_for(0, grid.count(), 1, [&](int64_t c0, int64_t c1) {
     // The candidates of the current row with a nonzero weight (a pruned candidate is never read).
     std::vector<const scalar_t*> x(K);
@@ -98,6 +99,7 @@ void forward_kernel(const MixedSumLayout& l, const at::Tensor& weights, at::Tens
         wa[active++] = wr[k];
       }
       scalar_t* o = op + r * l.inner + b;
+      if (prefault) prefault_for_write(o, n * sizeof(scalar_t));
       if (active == 0) {
         std::fill(o, o + n, scalar_t(0));
       } else {
@@ -175,9 +177,12 @@ void backward_kernel(const at::Tensor& grad, const MixedSumLayout& l, const at::
   const bool every_gradient = grad_w && std::all_of(gxp.begin(), gxp.end(), [](scalar_t* p) { return p; });
   // Per-chunk partial dot products, reduced in a fixed order afterwards.
   std::vector<double> partial(grad_w ? grid.count() * K : 0, 0.0);
+  const bool prefault = should_prefault(grad);  // every input gradient has grad's size
   at::parallel_for(0, grid.count(), 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
-      const int64_t r = grid.row(c);
+      const int64_t r = grid.row(c), chunk_bytes = (grid.end(c) - grid.begin(c)) * sizeof(scalar_t);
+      for (int64_t k = 0; prefault && k < K; ++k)
+        if (gxp[k]) prefault_for_write(gxp[k] + r * l.inner + grid.begin(c), chunk_bytes);
       const acc_t* wr = w.data() + (l.per_row_weights ? r * K : 0);
       for (int64_t b = grid.begin(c); b < grid.end(c); b += kGradBlock) {
         const int64_t n = std::min(kGradBlock, grid.end(c) - b);

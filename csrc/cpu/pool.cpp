@@ -9,7 +9,7 @@
 #include <limits>
 #include <vector>
 
-#include "cpu/huge_pages.h"
+#include "cpu/fresh_pages.h"
 #include "cpu/plane.h"
 #include "cpu/vectorize.h"
 #include "pool_common.h"

@@ -1,0 +1,71 @@
+// Fresh outputs: a memory-bound op that returns a new multi-megabyte tensor spends much of its time faulting
+// the output's pages in. Two remedies, each switched off by an environment variable read at every call (so a
+// benchmark can time every combination in one run):
+// - advise_huge_pages: ask Linux for transparent huge pages on the 2 MiB-aligned interior of the buffer before
+//   its first touch (one fault per 2 MiB). A hint: where THP is off nothing changes. It changes the page
+//   size, i.e. allocation conditions the baselines do not get. MEDNNS_FAST_HUGE_PAGES=0 turns it off.
+// - prefault_for_write: fault in the pages a thread is about to write with one call (MADV_POPULATE_WRITE,
+//   Linux 5.14), instead of one trap per 4 KiB page inside the write loop; the same pages, the same zeroing
+//   by the kernel. Where the call is unsupported it fails and the write loop faults as before.
+//   MEDNNS_FAST_PREFAULT=0 turns it off.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
+
+namespace mednns_fast {
+
+namespace detail {
+inline bool switched_on(const char* variable) {
+  const char* v = std::getenv(variable);
+  return v == nullptr || std::strcmp(v, "0") != 0;
+}
+}  // namespace detail
+
+inline void advise_huge_pages(const at::Tensor& fresh) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(fresh.data_ptr());
+  const uintptr_t end = begin + fresh.nbytes();
+  const uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1), last = end & ~(kHuge - 1);
+  if (last > first + kHuge && detail::switched_on("MEDNNS_FAST_HUGE_PAGES"))
+    madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+#else
+  (void)fresh;
+#endif
+}
+
+// Whether a kernel should prefault the parts of `fresh` it writes: only outputs large enough to have come
+// from a fresh mapping (smaller ones are usually reused heap memory, already resident).
+inline bool should_prefault(const at::Tensor& fresh) {
+  constexpr size_t kMinBytes = size_t(1) << 20;
+  return fresh.nbytes() >= kMinBytes && detail::switched_on("MEDNNS_FAST_PREFAULT");
+}
+
+// Fault in, writable, every page that [p, p + bytes) touches. Called per chunk right before the chunk is
+// written, so the zeroed pages are still in cache when the kernel's stores arrive. The range is rounded out
+// to whole pages; those pages hold bytes of the same allocation, so they are mapped.
+inline void prefault_for_write(const void* p, size_t bytes) {
+#if defined(__linux__)
+#ifndef MADV_POPULATE_WRITE
+  constexpr int MADV_POPULATE_WRITE = 23;  // Linux 5.14 value, for older C library headers
+#endif
+  static const uintptr_t kPage = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(p) & ~(kPage - 1);
+  const uintptr_t end = reinterpret_cast<uintptr_t>(p) + bytes;
+  if (bytes > 0) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_WRITE);
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
+}  // namespace mednns_fast
