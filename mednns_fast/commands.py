@@ -307,7 +307,7 @@ def iac_search(run: RunDir, cfg: dict, progress: bool = True, modes: tuple[str, 
     import mednns_fast as mf
 
     from .experiments.iac_lth import ExperimentConfig, run_one
-    from .report.iac_results import read_json, write_json
+    from .report.run_dir import atomic_write_json, read_json
     from .search import seg_data
 
     ic = cfg["iac"]
@@ -327,7 +327,7 @@ def iac_search(run: RunDir, cfg: dict, progress: bool = True, modes: tuple[str, 
     row = read_json(path)
     if row is None:
         row = run_one(ecfg, task_name, ic["backbone"], cfg["seed"], train, test, out_dir, progress, modes)
-        write_json(row, path)
+        atomic_write_json(path, row)
     row.pop("trajectories", None)
     summary = {"task": task_name, "backbone": ic["backbone"], "seed": cfg["seed"],
                "baseline_dice": row["baseline"]["mean_dice"]}

@@ -11,6 +11,8 @@ import torch
 
 import mednns_fast as mf
 from mednns_fast.nas import DARTS_PRIMITIVES, MixedOp
+from mednns_fast.report.pruner_figures import plot_pruner_trajectory
+from mednns_fast.report.run_dir import atomic_write_json
 from mednns_fast.search import ProgressivePruner
 from mednns_fast.search.synthetic import converging_logits, oscillating_logits
 
@@ -193,15 +195,14 @@ def test_trajectory_json_and_plot(tmp_path):
     names = [["a", "b", "c", "d"]] * 3
     pruner = ProgressivePruner(alphas, names=names)
     feed(pruner, alphas, logits, range(60))
-    pruner.save_json(tmp_path / "traj.json")
+    atomic_write_json(tmp_path / "traj.json", pruner.trajectory())
     data = json.loads((tmp_path / "traj.json").read_text())
     assert data["epochs"] == pruner.epochs and data["names"] == names and data["done"] == pruner.done
     assert len(data["distributions"]) == len(pruner.epochs)
     assert data["divergences"][0] == [None] * 3  # +inf (no window yet) is written as null
     assert any(d is not None and d >= 0 for row in data["divergences"] for d in row)
     assert [ev["edge"] for ev in data["events"]] == [ev.edge for ev in pruner.events]
-    pruner.plot(tmp_path / "traj.png")
-    assert (tmp_path / "traj.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot_pruner_trajectory(data, tmp_path / "traj.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_bad_arguments():

@@ -31,7 +31,8 @@ import torch
 import mednns_fast as mf
 from mednns_fast.nas import IACConfig, implant, make_backbone
 from mednns_fast.report.iac_figures import plot_search_pair
-from mednns_fast.report.iac_results import read_json, summary_table, write_json
+from mednns_fast.report.iac_results import summary_table
+from mednns_fast.report.run_dir import atomic_write_json, read_json
 from mednns_fast.search import SearchConfig, darts_search, evaluate, seg_data, train_derived, train_segmenter
 
 SEG_TASKS = ("brain_extraction", "brain_tissue_seg", "itk_tissue_seg", "nuclei_seg")
@@ -151,7 +152,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: bool = True
                 row = read_json(path)
                 if row is None:
                     row = run_one(cfg, task, backbone_name, seed, train, test, out, progress)
-                    write_json(row, path)
+                    atomic_write_json(path, row)
                 runs.append(row)
                 print(f"[{time.perf_counter() - started:7.1f}s] {task:17s} {backbone_name:8s} seed {seed}: "
                       f"baseline {row['baseline']['mean_dice']:.3f}  full {row['full']['test']['mean_dice']:.3f} "
@@ -161,7 +162,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: bool = True
     summary = summarise(runs)
     summary["config"] = asdict(cfg)
     summary["total_seconds"] = time.perf_counter() - started
-    write_json(summary, out / "summary.json")
+    atomic_write_json(out / "summary.json", summary)
     (out / "summary.md").write_text(summary_table(summary) + "\n")
     return summary
 

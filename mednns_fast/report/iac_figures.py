@@ -8,10 +8,11 @@ import os
 from pathlib import Path
 
 from ..search.darts import SearchResult
+from .figure_io import save_figure
 
 
 def plot_search_pair(full: SearchResult, lth: SearchResult, path: str | os.PathLike, title: str = "",
-                     max_cols: int = 5) -> None:
+                     max_cols: int = 5) -> Path:
     """PNG at `path`: one panel per edge (full search solid, IAC-LTH dashed, prune events as vertical
     lines, the edge's decision epoch thicker) and a last panel of the LTH search's JS divergences per edge
     with the threshold. Needs matplotlib."""
@@ -56,6 +57,4 @@ def plot_search_pair(full: SearchResult, lth: SearchResult, path: str | os.PathL
         axes[i // cols][i % cols].axis("off")
     fig.suptitle(f"{title}  (solid: full search, {full.epochs_run} ep; dashed: IAC-LTH, {lth.epochs_run} ep)",
                  fontsize=9)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    return save_figure(fig, path, dpi=90)

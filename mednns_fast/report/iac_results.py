@@ -1,24 +1,6 @@
-"""JSON results and the summary table of the IAC / IAC-LTH experiment."""
+"""The summary table of the IAC / IAC-LTH experiment."""
 
 from __future__ import annotations
-
-import json
-import os
-from pathlib import Path
-
-
-def write_json(obj: dict, path: str | os.PathLike) -> None:
-    """Write `obj` as indented JSON, atomically (a killed run never leaves half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
-
-def read_json(path: str | os.PathLike) -> dict | None:
-    path = Path(path)
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def summary_table(summary: dict) -> str:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -11,26 +10,22 @@ from pathlib import Path
 import numpy as np
 
 from .figure_io import pyplot, save_figure
+from .run_dir import atomic_write_json
 
 
-def _jsonable(value):
+def _nan_as_null(value):
     if isinstance(value, float):
         return None if math.isnan(value) or math.isinf(value) else value
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): _nan_as_null(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [_nan_as_null(v) for v in value]
     return value
 
 
 def write_json(results: dict, path: str | os.PathLike) -> Path:
-    """Atomic JSON write (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(results), indent=1, sort_keys=False))
-    os.replace(tmp, path)
-    return path
+    """Atomic JSON write, NaN and infinities as null (strict JSON for other tools)."""
+    return atomic_write_json(path, _nan_as_null(results))
 
 
 def _curves(results: dict, name: str) -> np.ndarray | None:

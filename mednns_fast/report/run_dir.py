@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunDir", "atomic_write_bytes", "atomic_write_json"]
+__all__ = ["RunDir", "atomic_write_bytes", "atomic_write_json", "read_json"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -37,6 +37,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n").encode())
+
+
+def read_json(path: str | os.PathLike) -> Any | None:
+    """The JSON at `path`, or None where there is no file (a step not run yet)."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _jsonable(value: Any) -> Any:
@@ -79,7 +85,7 @@ class RunDir:
     def save_config(self, command: str, config: dict[str, Any]) -> None:
         """Record the resolved config of `command` (other commands' entries are kept)."""
         path = self.path / "config.json"
-        configs = json.loads(path.read_text()) if path.exists() else {}
+        configs = read_json(path) or {}
         configs[command] = config
         atomic_write_json(path, configs)
 
@@ -87,8 +93,7 @@ class RunDir:
         return atomic_write_json(self.metrics / f"{name}.json", obj)
 
     def read_metrics(self, name: str) -> Any | None:
-        path = self.metrics / f"{name}.json"
-        return json.loads(path.read_text()) if path.exists() else None
+        return read_json(self.metrics / f"{name}.json")
 
     def has_metrics(self, name: str) -> bool:
         return (self.metrics / f"{name}.json").exists()

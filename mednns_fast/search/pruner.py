@@ -39,9 +39,7 @@ for other searches.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -97,7 +95,7 @@ class ProgressivePruner:
         min_ops: candidates an edge keeps at least (1: the search picks one operation per edge).
         prune_fraction: share of the active candidates masked by one prune (at least one, never below
             `min_ops`); 1.0 goes straight to `min_ops`.
-        names: optional candidate names per edge, for the JSON trajectory and the plot.
+        names: optional candidate names per edge, for the trajectory and its figure.
 
     Use::
 
@@ -107,7 +105,7 @@ class ProgressivePruner:
             pruner.step(epoch)
             if pruner.done:
                 break
-        pruner.save_json("trajectory.json"); pruner.plot("trajectory.png")
+        trajectory = pruner.trajectory()                 # JSON-ready; report.pruner_figures draws it
     """
 
     def __init__(self, alphas: torch.Tensor | Sequence[torch.Tensor], window: int = 10,
@@ -272,7 +270,7 @@ class ProgressivePruner:
 
     def state_dict(self) -> dict:
         """Everything `step` depends on (plain Python values: torch.save and json both take it, except
-        -inf logits, which JSON has no literal for; use `save_json` for a JSON file)."""
+        -inf logits, which JSON has no literal for; `trajectory()` is the JSON-ready record)."""
         return {
             "version": _STATE_VERSION,
             "config": dict(self.config),
@@ -347,45 +345,3 @@ class ProgressivePruner:
             "masks": [m.tolist() for m in self._masks],
             "done": self.done,
         }
-
-    def save_json(self, path: str | os.PathLike) -> None:
-        with open(path, "w") as f:
-            json.dump(self.trajectory(), f, indent=1)
-
-    def plot(self, path: str | os.PathLike, max_cols: int = 4) -> None:
-        """PNG: per edge its candidates' weights over the epochs with prune events marked, and one panel of
-        every edge's divergence against the threshold. Needs matplotlib."""
-        try:
-            from matplotlib.figure import Figure  # no pyplot: no global backend or state touched
-        except ImportError as exc:
-            raise ImportError("ProgressivePruner.plot needs matplotlib (pip install matplotlib)") from exc
-        E = self.num_edges
-        cols = min(max_cols, E + 1)
-        rows = math.ceil((E + 1) / cols)
-        fig = Figure(figsize=(3.2 * cols, 2.4 * rows))
-        axes = fig.subplots(rows, cols, squeeze=False)
-        dists = self.distributions()
-        for e in range(E):
-            ax = axes[e // cols][e % cols]
-            for k in range(self.num_candidates[e]):
-                label = self.names[e][k] if self.names else f"op {k}"
-                ax.plot(self.epochs, [d[e][k] for d in dists], lw=1, label=label)
-            for ev in self.events:
-                if ev.edge == e:
-                    ax.axvline(ev.epoch, color="k", ls="--", lw=0.8)
-            ax.set_title(f"edge {e}", fontsize=8)
-            ax.set_ylim(0, 1)
-            ax.tick_params(labelsize=6)
-        if self.names:
-            axes[0][0].legend(fontsize=5)
-        ax = axes[E // cols][E % cols]
-        for e in range(E):
-            ax.semilogy(self.epochs, [d if math.isfinite(d) else float("nan") for d in
-                                      (r[e] for r in self.divergences)], lw=0.8)
-        ax.axhline(self.config["threshold"], color="r", ls=":", lw=1)
-        ax.set_title("JS stability (threshold dotted)", fontsize=8)
-        ax.tick_params(labelsize=6)
-        for i in range(E + 1, rows * cols):
-            axes[i // cols][i % cols].axis("off")
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
