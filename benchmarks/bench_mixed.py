@@ -6,12 +6,12 @@ Run: `make demo` or `python -m pytest benchmarks/bench_mixed.py`. The summary pr
 over its group's baseline and, for mixed_sum, the fraction of the machine's measured copy bandwidth (both
 into a preallocated buffer, and into a fresh one as every op here writes).
 
-Fresh-page policies (csrc/cpu/fresh_pages.h): our CPU kernels ask Linux for transparent huge pages on large
-fresh outputs (a hint that changes the page size: allocation conditions Inductor's and eager outputs do not
-get), and fault in each chunk of a fresh output with one call before writing it (the same 4 KiB pages, no
-trap per page). Every mixed_sum entry is therefore timed three ways in the same run: `mixed_sum` (the
-default: both), `mixed_sum_no_thp` (the baselines' allocation conditions, MEDNNS_FAST_HUGE_PAGES=0) and
-`mixed_sum_no_thp_no_prefault` (neither, MEDNNS_FAST_PREFAULT=0 too: what the prefault is worth).
+Fresh-page policies (csrc/cpu/fresh_pages.h): by default our CPU kernels fault in each chunk of a large
+fresh output with one call before writing it (the same 4 KiB pages as the baselines', no trap per page).
+Opt-in, they ask Linux for transparent huge pages on it (MEDNNS_FAST_HUGE_PAGES=1: a different page size, an
+allocation condition Inductor's and eager outputs do not get). Every mixed_sum entry is timed three ways in
+the same run: `mixed_sum` (the default), `mixed_sum_huge_pages` (the opt-in hint) and `mixed_sum_no_prefault`
+(neither, MEDNNS_FAST_PREFAULT=0: what the prefault is worth).
 """
 
 import contextlib
@@ -44,8 +44,8 @@ compiled_expression = torch.compile(eager)
 
 
 # Entry name -> (huge-page hint, prefault) for our kernels' fresh outputs.
-FRESH_PAGE_POLICIES = {"mixed_sum": (True, True), "mixed_sum_no_thp": (False, True),
-                       "mixed_sum_no_thp_no_prefault": (False, False)}
+FRESH_PAGE_POLICIES = {"mixed_sum": (False, True), "mixed_sum_huge_pages": (True, True),
+                       "mixed_sum_no_prefault": (False, False)}
 
 
 @contextlib.contextmanager
@@ -66,7 +66,7 @@ def allocation_policy(impl: str):
     """Entry `impl`'s fresh-page policy for the calls inside, a whole forward+backward step included (the
     backward allocates the input gradients); the default for entries that are not ours. The C++ side reads
     the variables at every call."""
-    huge_pages, prefault = FRESH_PAGE_POLICIES.get(impl, (True, True))
+    huge_pages, prefault = FRESH_PAGE_POLICIES.get(impl, FRESH_PAGE_POLICIES["mixed_sum"])
     return _environment(MEDNNS_FAST_HUGE_PAGES=str(int(huge_pages)), MEDNNS_FAST_PREFAULT=str(int(prefault)))
 
 

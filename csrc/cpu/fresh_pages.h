@@ -1,13 +1,14 @@
 // Fresh outputs: a memory-bound op that returns a new multi-megabyte tensor spends much of its time faulting
-// the output's pages in. Two remedies, each switched off by an environment variable read at every call (so a
-// benchmark can time every combination in one run):
-// - advise_huge_pages: ask Linux for transparent huge pages on the 2 MiB-aligned interior of the buffer before
-//   its first touch (one fault per 2 MiB). A hint: where THP is off nothing changes. It changes the page
-//   size, i.e. allocation conditions the baselines do not get. MEDNNS_FAST_HUGE_PAGES=0 turns it off.
-// - prefault_for_write: fault in the pages a thread is about to write with one call (MADV_POPULATE_WRITE,
-//   Linux 5.14), instead of one trap per 4 KiB page inside the write loop; the same pages, the same zeroing
-//   by the kernel. Where the call is unsupported it fails and the write loop faults as before.
-//   MEDNNS_FAST_PREFAULT=0 turns it off.
+// the output's pages in. Two remedies, each set by an environment variable read at every call (so a benchmark
+// can time every combination in one run):
+// - prefault_for_write (on by default; MEDNNS_FAST_PREFAULT=0 turns it off): fault in the pages a thread is
+//   about to write with one call (MADV_POPULATE_WRITE, Linux 5.14) instead of one trap per 4 KiB page inside
+//   the write loop; the same pages, the same zeroing by the kernel. Where the call is unsupported it fails
+//   and the write loop faults as before.
+// - advise_huge_pages (off by default; MEDNNS_FAST_HUGE_PAGES=1 turns it on): ask Linux for transparent huge
+//   pages on the 2 MiB-aligned interior of the buffer before its first touch (one fault per 2 MiB). It
+//   changes the page size, an allocation condition other code does not get, and with THP defrag=madvise a
+//   hinted fault may compact memory synchronously: faster by the median, with stalls (docs/architecture.md).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -24,9 +25,10 @@
 namespace mednns_fast {
 
 namespace detail {
-inline bool switched_on(const char* variable) {
+// "0" is off, any other value on, unset is `fallback`.
+inline bool switched_on(const char* variable, bool fallback) {
   const char* v = std::getenv(variable);
-  return v == nullptr || std::strcmp(v, "0") != 0;
+  return v == nullptr ? fallback : std::strcmp(v, "0") != 0;
 }
 }  // namespace detail
 
@@ -36,7 +38,7 @@ inline void advise_huge_pages(const at::Tensor& fresh) {
   const uintptr_t begin = reinterpret_cast<uintptr_t>(fresh.data_ptr());
   const uintptr_t end = begin + fresh.nbytes();
   const uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1), last = end & ~(kHuge - 1);
-  if (last > first + kHuge && detail::switched_on("MEDNNS_FAST_HUGE_PAGES"))
+  if (last > first + kHuge && detail::switched_on("MEDNNS_FAST_HUGE_PAGES", false))
     madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
 #else
   (void)fresh;
@@ -47,7 +49,7 @@ inline void advise_huge_pages(const at::Tensor& fresh) {
 // from a fresh mapping (smaller ones are usually reused heap memory, already resident).
 inline bool should_prefault(const at::Tensor& fresh) {
   constexpr size_t kMinBytes = size_t(1) << 20;
-  return fresh.nbytes() >= kMinBytes && detail::switched_on("MEDNNS_FAST_PREFAULT");
+  return fresh.nbytes() >= kMinBytes && detail::switched_on("MEDNNS_FAST_PREFAULT", true);
 }
 
 // Fault in, writable, every page that [p, p + bytes) touches. Called per chunk right before the chunk is
