@@ -13,6 +13,7 @@ import torch
 from . import reference
 from ._backend import kernel
 from ._checks import check_depthwise_args
+from ._geometry import strided_side
 from ._spec import OpSpec, define
 
 
@@ -61,7 +62,7 @@ def _backward_with(ops):
 
 def _output_shape(x, weights, stride, shared_input):
     J, C = len(weights), weights[0].shape[0]
-    return (x.shape[0], J * C, (x.shape[2] - 1) // stride + 1, (x.shape[3] - 1) // stride + 1)
+    return (x.shape[0], J * C, strided_side(x.shape[2], stride), strided_side(x.shape[3], stride))
 
 
 def _fake(x, weights, dilations, stride, shared_input):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ._geometry import strided_side
+
 
 @torch.library.custom_op("mednns_fast_opaque::max_pool2d_3x3", mutates_args=())
 def _max_pool(x: torch.Tensor, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -23,7 +25,7 @@ def _max_pool(x: torch.Tensor, stride: int) -> tuple[torch.Tensor, torch.Tensor]
 @_max_pool.register_fake
 def _max_pool_fake(x, stride):
     H, W = x.shape[-2:]
-    shape = (*x.shape[:-2], (H - 1) // stride + 1, (W - 1) // stride + 1)
+    shape = (*x.shape[:-2], strided_side(H, stride), strided_side(W, stride))
     return x.new_empty(shape), x.new_empty(shape, dtype=torch.int64)
 
 

@@ -11,6 +11,7 @@ import torch
 from . import reference
 from ._backend import kernel
 from ._checks import check_pool_args
+from ._geometry import strided_side
 from ._spec import OpSpec, define
 
 
@@ -45,14 +46,10 @@ def _backward_with(ops):
     return backward
 
 
-def _output_side(n, stride):
-    return (n - 1) // stride + 1
-
-
 def _fake(x, stride):
     check_pool_args(x, stride)
     N, C, H, W = x.shape
-    ho, wo = _output_side(H, stride), _output_side(W, stride)
+    ho, wo = strided_side(H, stride), strided_side(W, stride)
     return x.new_empty(N, 2 * C, ho, wo), x.new_empty(N, C, ho, wo, dtype=torch.uint8)
 
 

@@ -27,6 +27,7 @@ from ._checks import (
     check_same_dtype,
     check_stats_update_args,
 )
+from ._geometry import strided_side
 from ._moments import chan_merge_
 
 
@@ -58,7 +59,7 @@ def multi_depthwise_conv2d(x: torch.Tensor, weights: Sequence[torch.Tensor], dil
     check_depthwise_args(x, weights, dilations, stride, shared_input)
     C = weights[0].shape[0]
     if x.shape[2] == 0 or x.shape[3] == 0:
-        ho, wo = (x.shape[2] - 1) // stride + 1, (x.shape[3] - 1) // stride + 1
+        ho, wo = strided_side(x.shape[2], stride), strided_side(x.shape[3], stride)
         return x.new_zeros(x.shape[0], len(weights) * C, ho, wo)
     outs = []
     for j, (w, d) in enumerate(zip(weights, dilations)):
@@ -76,7 +77,7 @@ def max_avg_pool3x3(x: torch.Tensor, stride: int = 1) -> tuple[torch.Tensor, tor
     """
     check_pool_args(x, stride)
     N, C, H, W = x.shape
-    ho, wo = (H - 1) // stride + 1, (W - 1) // stride + 1
+    ho, wo = strided_side(H, stride), strided_side(W, stride)
     if H == 0 or W == 0:
         return x.new_zeros(N, 2 * C, ho, wo), x.new_zeros(N, C, ho, wo, dtype=torch.uint8)
     mx, flat = torch.nn.functional.max_pool2d(x, 3, stride, 1, return_indices=True)
