@@ -7,8 +7,8 @@
 //   and the write loop faults as before.
 // - advise_huge_pages (off by default; MEDNNS_FAST_HUGE_PAGES=1 turns it on): ask Linux for transparent huge
 //   pages on the 2 MiB-aligned interior of the buffer before its first touch (one fault per 2 MiB). It
-//   changes the page size, an allocation condition other code does not get, and with THP defrag=madvise a
-//   hinted fault may compact memory synchronously: faster by the median, with stalls (docs/architecture.md).
+//   changes the page size, an allocation condition other code does not get; faster by the median, with
+//   stalls of 3-10x on the benchmark VM (docs/architecture.md says what we know of their cause).
 #pragma once
 
 #include <ATen/ATen.h>
