@@ -22,10 +22,9 @@ namespace {
 constexpr int64_t kChunk = 1 << 15;
 // Backward: a block of grad stays in L1 while the candidates' inputs and gradients stream past it.
 constexpr int64_t kGradBlock = 1024;
-// Forward: vectors of accumulators that stay in registers across all candidates.
+// Forward: vectors of accumulators that stay in registers across all candidates (an even number: loads and
+// stores go two vectors at a time).
 constexpr int64_t kTileVecs = 4;
-// Backward: independent vectors of partial sums in a weight's gradient (more FMA chains in flight).
-constexpr int64_t kDotVecs = 2;
 
 struct ChunkGrid {
   int64_t rows, inner, per_row;
@@ -63,11 +62,19 @@ MEDNNS_FAST_MULTIVERSION void weighted_sum(scalar_t* __restrict__ out, const sca
   constexpr int64_t L = kLanes<acc_t>, tile = kTileVecs * L;
   int64_t i = 0;
   for (; i + tile <= n; i += tile) {
-    vec_t<acc_t> acc[kTileVecs];
-    for (int64_t v = 0; v < kTileVecs; ++v) acc[v] = w[0] * load_wide(x[0] + i + v * L);
+    vec_t<acc_t> acc[kTileVecs], t[2];
+    for (int64_t v = 0; v < kTileVecs; v += 2) {
+      load_wide2(x[0] + i + v * L, t[0], t[1]);
+      acc[v] = w[0] * t[0];
+      acc[v + 1] = w[0] * t[1];
+    }
     for (int64_t k = 1; k < K; ++k)
-      for (int64_t v = 0; v < kTileVecs; ++v) acc[v] += w[k] * load_wide(x[k] + i + v * L);
-    for (int64_t v = 0; v < kTileVecs; ++v) store_narrow(out + i + v * L, acc[v]);
+      for (int64_t v = 0; v < kTileVecs; v += 2) {
+        load_wide2(x[k] + i + v * L, t[0], t[1]);
+        acc[v] += w[k] * t[0];
+        acc[v + 1] += w[k] * t[1];
+      }
+    for (int64_t v = 0; v < kTileVecs; v += 2) store_narrow2(out + i + v * L, acc[v], acc[v + 1]);
   }
   for (; i < n; ++i) {
     acc_t a = w[0] * static_cast<acc_t>(x[0][i]);
@@ -115,22 +122,31 @@ MEDNNS_FAST_MULTIVERSION void scaled_copy(scalar_t* __restrict__ gx, const scala
                                           int64_t n) {
   constexpr int64_t L = kLanes<acc_t>;
   int64_t i = 0;
-  for (; i + L <= n; i += L) store_narrow(gx + i, w * load_wide(g + i));
+  for (; i + 2 * L <= n; i += 2 * L) {
+    vec_t<acc_t> a, b;
+    load_wide2(g + i, a, b);
+    store_narrow2(gx + i, w * a, w * b);
+  }
   for (; i < n; ++i) gx[i] = static_cast<scalar_t>(w * static_cast<acc_t>(g[i]));
 }
 
-// sum_i x[i] * g[i] over n elements (a weight's gradient), accumulated in kDotVecs independent vectors of the
-// accumulation type, then in double. The order depends on n only, never on the thread count.
+// sum_i x[i] * g[i] over n elements (a weight's gradient), accumulated in two independent vectors of the
+// accumulation type (more FMA chains in flight), then in double. The order depends on n only, never on the
+// thread count.
 template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 MEDNNS_FAST_MULTIVERSION double dot(const scalar_t* x, const scalar_t* g, int64_t n) {
   constexpr int64_t L = kLanes<acc_t>;
-  vec_t<acc_t> acc[kDotVecs] = {};
+  vec_t<acc_t> acc[2] = {}, xv[2], gv[2];
   int64_t i = 0;
-  for (; i + kDotVecs * L <= n; i += kDotVecs * L)
-    for (int64_t v = 0; v < kDotVecs; ++v) acc[v] += load_wide(x + i + v * L) * load_wide(g + i + v * L);
+  for (; i + 2 * L <= n; i += 2 * L) {
+    load_wide2(x + i, xv[0], xv[1]);
+    load_wide2(g + i, gv[0], gv[1]);
+    acc[0] += xv[0] * gv[0];
+    acc[1] += xv[1] * gv[1];
+  }
   double s = 0;
   for (; i < n; ++i) s += static_cast<acc_t>(x[i]) * static_cast<acc_t>(g[i]);
-  for (int64_t v = 0; v < kDotVecs; ++v)
+  for (int64_t v = 0; v < 2; ++v)
     for (int64_t j = 0; j < L; ++j) s += acc[v][j];
   return s;
 }
@@ -142,13 +158,15 @@ template <typename scalar_t, typename acc_t>
 MEDNNS_FAST_MULTIVERSION void gradients4(const scalar_t* __restrict__ g, int64_t n, scalar_t* const* gx,
                                          const acc_t* w, const scalar_t* const* x, double* dots) {
   constexpr int64_t L = kLanes<acc_t>;
-  vec_t<acc_t> acc[4] = {};
+  vec_t<acc_t> acc[4] = {}, ga, gb, xa, xb;
   int64_t i = 0;
-  for (; i + L <= n; i += L) {
-    const vec_t<acc_t> gv = load_wide(g + i);
+  for (; i + 2 * L <= n; i += 2 * L) {
+    load_wide2(g + i, ga, gb);
     for (int64_t j = 0; j < 4; ++j) {
-      store_narrow(gx[j] + i, w[j] * gv);
-      acc[j] += load_wide(x[j] + i) * gv;
+      store_narrow2(gx[j] + i, w[j] * ga, w[j] * gb);
+      load_wide2(x[j] + i, xa, xb);
+      acc[j] += xa * ga;
+      acc[j] += xb * gb;
     }
   }
   for (int64_t j = 0; j < 4; ++j) {

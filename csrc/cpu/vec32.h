@@ -1,6 +1,7 @@
 // 32-byte GCC/Clang vectors shared by the CPU kernels, with loads that widen bfloat16 and half inputs to the
-// accumulation type (float) and stores that narrow back, rounding as c10 does. Loads and
-// stores go through memcpy: rows need not be aligned.
+// accumulation type (float) and stores that narrow back, rounding as c10 does; load_wide2/store_narrow2 move
+// two vectors' worth at once, for elementwise loops. Loads and stores go through memcpy: rows need not be
+// aligned.
 #pragma once
 
 #include <ATen/OpMathType.h>
@@ -73,6 +74,12 @@ inline u32x8 float_to_half(vec_t<float> f) {
   const u32x8 magnitude = ((bits >> 13) & 0x7C00u) + (bits & 0x0FFFu);
   return (sign >> 16) | select((u32x8)(twice > 0xFF000000u), u32x8{} + 0x7E00u, magnitude);
 }
+// The bfloat16 nearest to each float (ties to even; NaN to the quiet NaN 0x7FC0, c10::BFloat16's rule), in the
+// high half of each lane.
+inline u32x8 bf16_high_bits(vec_t<float> v) {
+  const u32x8 u = (u32x8)v, nan = (u32x8)(v != v);  // all ones where NaN
+  return select(nan, u32x8{} + 0x7FC00000u, (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u);
+}
 }  // namespace detail
 
 template <typename T>
@@ -95,17 +102,43 @@ inline wide_t<T> load_wide(const T* p) {
 template <typename T>
 inline void store_narrow(T* p, const wide_t<T>& v) {
   if constexpr (std::is_same_v<T, c10::BFloat16>) {
-    // Round to nearest even; NaN becomes the quiet NaN 0x7FC0 (c10::BFloat16's rule).
-    const detail::u32x8 u = (detail::u32x8)v;
-    const detail::u32x8 nan = (detail::u32x8)(v != v);  // all ones where NaN
-    const detail::u32x8 r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-    const detail::u16x8 h = __builtin_convertvector((r & ~nan) | (0x7FC0u & nan), detail::u16x8);
+    const detail::u16x8 h = __builtin_convertvector(detail::bf16_high_bits(v) >> 16, detail::u16x8);
     std::memcpy(p, &h, sizeof(h));
   } else if constexpr (std::is_same_v<T, c10::Half>) {
     const detail::u16x8 h = __builtin_convertvector(detail::float_to_half(v), detail::u16x8);
     std::memcpy(p, &h, sizeof(h));
   } else {
     store(p, v);
+  }
+}
+
+// Two vectors of the accumulation type from 2 * kLanes<acc> elements, for loops whose work is elementwise (or a
+// sum over all elements), so that which element lands in which lane does not matter as long as loads and
+// stores agree. bfloat16: 32 bytes hold 16 values, element 2i in the low half of 32-bit lane i and 2i + 1 in
+// its high half; a bfloat16 is the high half of a float, so one shift and one mask widen all 16 (a = even
+// elements, b = odd), where load_wide takes a zero-extension and a shift per 8. Other types: a = the first
+// kLanes elements, b = the next.
+template <typename T>
+inline void load_wide2(const T* p, wide_t<T>& a, wide_t<T>& b) {
+  if constexpr (std::is_same_v<T, c10::BFloat16>) {
+    detail::u32x8 u;
+    std::memcpy(&u, p, sizeof(u));
+    a = (vec_t<float>)(u << 16);
+    b = (vec_t<float>)(u & 0xFFFF0000u);
+  } else {
+    a = load_wide(p);
+    b = load_wide(p + kLanes<at::opmath_type<T>>);
+  }
+}
+
+template <typename T>
+inline void store_narrow2(T* p, const wide_t<T>& a, const wide_t<T>& b) {
+  if constexpr (std::is_same_v<T, c10::BFloat16>) {
+    const detail::u32x8 u = (detail::bf16_high_bits(a) >> 16) | detail::bf16_high_bits(b);
+    std::memcpy(p, &u, sizeof(u));
+  } else {
+    store_narrow(p, a);
+    store_narrow(p + kLanes<at::opmath_type<T>>, b);
   }
 }
 
