@@ -8,23 +8,18 @@ import os
 from pathlib import Path
 
 from ..search.darts import SearchResult
-from .figure_io import save_figure
+from .figure_io import pyplot, save_figure
 
 
 def plot_search_pair(full: SearchResult, lth: SearchResult, path: str | os.PathLike, title: str = "",
                      max_cols: int = 5) -> Path:
     """PNG at `path`: one panel per edge (full search solid, IAC-LTH dashed, prune events as vertical
     lines, the edge's decision epoch thicker) and a last panel of the LTH search's JS divergences per edge
-    with the threshold. Needs matplotlib."""
-    try:
-        from matplotlib.figure import Figure  # no pyplot: no global state
-    except ImportError as exc:
-        raise ImportError("plot_search_pair needs matplotlib (pip install matplotlib)") from exc
+    with the threshold."""
     E, P = full.weights.shape[1], full.weights.shape[2]
     cols = min(max_cols, E + 1)
     rows = math.ceil((E + 1) / cols)
-    fig = Figure(figsize=(2.9 * cols, 2.2 * rows))
-    axes = fig.subplots(rows, cols, squeeze=False)
+    fig, axes = pyplot().subplots(rows, cols, figsize=(2.9 * cols, 2.2 * rows), squeeze=False)
     colors = [f"C{k}" for k in range(P)]
     ep_full = list(range(full.epochs_run))
     ep_lth = list(range(lth.epochs_run))
