@@ -509,7 +509,7 @@ def test_fid_matrix_bad_inputs(device):
 
 
 def test_covariance_defects_op(device):
-    from mednns_fast.ops._checks import covariance_defects
+    from mednns_fast.ops.reference import fid_covariance_defects as covariance_defects
 
     s = features(100, 70, seed=30, device=device)
     s = s.T @ s

@@ -19,11 +19,10 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from ._library import TRITON_INTERPRET
 from ._spec import CPP_NAMESPACE, SPECS, TRITON_NAMESPACE
 
 BACKENDS = ("auto", "cpp", "triton", "reference")
-# Triton kernels run on CPU tensors only under its interpreter (set before Triton is imported).
-TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def _validated(name: str) -> str:

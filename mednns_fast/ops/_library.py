@@ -6,9 +6,13 @@ Everything here is computed once at import: torch.compile reads these tables wit
 from __future__ import annotations
 
 import importlib
+import os
 import warnings
 
 import torch
+
+# Triton kernels run on CPU tensors only under its interpreter (set before Triton is imported).
+TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 LOAD_ERROR: Exception | None = None
 try:

@@ -3,9 +3,11 @@ family").
 
 An `OpSpec` names the op's schema (`torch.ops.mednns_fast.<name>`, declared in csrc/ops.cpp) and gives its
 pure-PyTorch reference, its fake kernel(s) and its autograd formula. `define(spec)` registers the fake
-kernels and the autograd formula on the C++ op; a Triton module that implements the same contract calls
-`attach_triton(name)` and gets the same autograd formula. A public wrapper calls `_backend.kernel(name, device)` and
-receives the implementation the backend choice picks for that op.
+kernels and the autograd formula on the C++ op. A Triton module implements the same contract by handing its
+functions to `spec.add_triton(forward, backward)`: they become `torch.ops.mednns_fast_triton.<name>` (and
+`<name>_backward`) with this spec's fake kernels, autograd formula and autocast policy, so every backend of
+an op shares one set of them. A public wrapper calls `_backend.kernel(name, device)` and receives the
+implementation the backend choice picks for that op.
 
 Nothing here imports the Triton package: Triton kernels plug themselves in (ops never depend on them).
 """
@@ -38,6 +40,7 @@ class OpSpec:
         inputs must agree in dtype while autocast leaves them mixed); None: autocast falls through.
     composite: a Python composition of other ops (no schema of its own; its inner ops choose their own
         backends): it runs its reference only where "reference" is chosen for it.
+    mutates: names of the arguments the op updates in place (the schema's ``(a!)`` annotations).
     """
 
     name: str
@@ -48,12 +51,34 @@ class OpSpec:
     backward_fake: Callable | None = None
     autocast: Callable | None = None
     composite: bool = False
-    # Filled at registration time: the backends that have a kernel for this op.
+    mutates: tuple[str, ...] = ()
+    # Set by `add_triton`: whether a Triton kernel implements this op.
     triton: bool = field(default=False, init=False)
 
     def cpp_on(self, device_type: str) -> bool:
         """Whether the C++ library has a kernel for this op on `device_type` ("cpu"/"cuda")."""
         return _library.CPP_KERNELS.get((self.name, device_type), False)
+
+    def add_triton(self, forward: Callable, backward: Callable | None = None) -> None:
+        """Register Python functions that launch Triton kernels as ``mednns_fast_triton::<name>`` and, when
+        given, ``<name>_backward`` (same signatures and type annotations as the C++ schemas), with this
+        spec's fake kernels, autograd formula and autocast policy. The op's backend choice may then pick
+        them. Called once, by the Triton module of the family.
+
+        On a GPU each function becomes a `torch.library.triton_op` (torch.compile traces into its kernels
+        through `wrap_triton`). Under Triton's interpreter (CPU tensors) `wrap_triton` hands back the
+        interpreted kernel unwrapped, so a fake-tensor trace of a `triton_op` would run the kernel on fake
+        tensors; there each function is an opaque `torch.library.custom_op` with the spec's fake kernel,
+        which torch.compile, opcheck and gradcheck accept.
+        """
+        if self.triton:
+            raise ValueError(f"op {self.name!r} already has a Triton kernel")
+        _register_triton_op(self.name, forward, self.fake, self.mutates)
+        if backward is not None:
+            _register_triton_op(f"{self.name}_backward", backward, self.backward_fake, ())
+        _register_autograd(self, TRITON_NAMESPACE)
+        _register_autocast(self, TRITON_NAMESPACE)
+        self.triton = True
 
 
 SPECS: dict[str, OpSpec] = {}
@@ -102,10 +127,14 @@ def define(spec: OpSpec) -> OpSpec:
     return spec
 
 
-def attach_triton(name: str) -> None:
-    """Called by a Triton module once it registered ``mednns_fast_triton::<name>`` (and its backward):
-    the op's backend choice may now pick it, and it shares the spec's autograd formula."""
-    spec = SPECS[name]
-    _register_autograd(spec, TRITON_NAMESPACE)
-    _register_autocast(spec, TRITON_NAMESPACE)
-    spec.triton = True
+def _register_triton_op(name: str, fn: Callable, fake: Callable | None, mutates: tuple[str, ...]) -> None:
+    """``mednns_fast_triton::<name>`` running `fn` (see `OpSpec.add_triton` for which kind of op)."""
+    qualname = f"{TRITON_NAMESPACE}::{name}"
+    if fake is None:
+        raise ValueError(f"{qualname} needs a fake kernel in its op spec")
+    triton_op = getattr(torch.library, "triton_op", None)  # torch >= 2.6
+    if triton_op is not None and not _library.TRITON_INTERPRET:
+        triton_op(qualname, fn, mutates_args=mutates)
+        return
+    op = torch.library.custom_op(qualname, fn, mutates_args=mutates)
+    op.register_fake(fake)

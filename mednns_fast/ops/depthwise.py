@@ -1,6 +1,8 @@
 """multi_depthwise_conv2d: several candidates' depthwise convolutions from one read of the input.
 
 It is the first stage of the fused DARTS MixedOp (sep_conv / dil_conv candidates share their ReLU'd input).
+The family's Python side: the public wrapper, its argument checks, the pure-PyTorch reference and the
+`OpSpec` (fake kernels and the autograd formula).
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ from collections.abc import Sequence
 
 import torch
 
-from . import reference
 from ._backend import kernel
-from ._checks import check_depthwise_args
+from ._checks import autocasting, check_floating, check_int, check_same_device, check_same_dtype
 from ._geometry import strided_side
 from ._spec import OpSpec, define
+
+__all__ = ["multi_depthwise_conv2d"]
 
 
 def multi_depthwise_conv2d(x: torch.Tensor, weights: Sequence[torch.Tensor], dilations: Sequence[int],
@@ -39,6 +42,64 @@ def multi_depthwise_conv2d(x: torch.Tensor, weights: Sequence[torch.Tensor], dil
     check_depthwise_args(x, weights, dilations, stride, shared_input)
     dilations = [int(d) for d in dilations]  # checked integers (numpy ints too) as the schema's int[]
     return kernel("multi_depthwise_conv2d", x.device)(x, weights, dilations, stride, shared_input)
+
+
+# The kernels zero-pad each input plane once; a larger padded plane (huge dilations) is refused
+# (csrc/depthwise_common.h checks the same).
+MAX_PADDED_PLANE = 2**31
+
+
+def check_depthwise_args(x: torch.Tensor, weights: Sequence[torch.Tensor], dilations: Sequence[int],
+                         stride: int, shared_input: bool) -> None:
+    op = "multi_depthwise_conv2d"
+    check_floating(x, f"{op}: x")
+    if x.dim() != 4:
+        raise ValueError(f"{op}: x must be [N, C, H, W], got shape {tuple(x.shape)}")
+    if len(weights) == 0:
+        raise ValueError(f"{op}: weights must hold at least one tensor")
+    if len(dilations) != len(weights):
+        raise ValueError(f"{op}: dilations has {len(dilations)} entries but weights holds {len(weights)}")
+    check_int(stride, f"{op}: stride", minimum=1)
+    check_floating(weights[0], f"{op}: weights[0]")
+    C, max_pad = weights[0].shape[0], 0
+    for j, (w, d) in enumerate(zip(weights, dilations, strict=True)):
+        name = f"{op}: weights[{j}]"
+        check_floating(w, name)
+        check_same_device(w, name, x, "x")
+        if not autocasting(x):  # under autocast the op's spec casts both to the wider dtype first
+            check_same_dtype(w, name, x, "x")
+        if w.dim() != 4 or w.shape[0] != C or w.shape[1] != 1 or w.shape[2] != w.shape[3] or w.shape[2] % 2 == 0:
+            raise ValueError(f"{name} must be [C, 1, k, k] with C={C} and k odd, got shape {tuple(w.shape)}")
+        check_int(d, f"{op}: dilations[{j}]", minimum=1, maximum=MAX_PADDED_PLANE)
+        max_pad = max(max_pad, d * (w.shape[2] - 1) // 2)
+    expected = C if shared_input else len(weights) * C
+    if x.shape[1] != expected:
+        raise ValueError(f"{op}: x has {x.shape[1]} channels, expected {expected}"
+                         + (" (C, shared by every candidate)" if shared_input else " (J*C, one C-slice per candidate)"))
+    plane = (x.shape[2] + 2 * max_pad) * (x.shape[3] + 2 * max_pad)
+    if plane > MAX_PADDED_PLANE:
+        raise ValueError(f"{op}: dilations too large for x of shape {tuple(x.shape)}: the zero-padded plane would "
+                         f"hold {plane} elements (at most 2^31); padding is {max_pad}")
+
+
+def reference_multi_depthwise_conv2d(x: torch.Tensor, weights: Sequence[torch.Tensor], dilations: Sequence[int],
+                                     stride: int = 1, shared_input: bool = True) -> torch.Tensor:
+    """J depthwise convolutions, "same" padding d*(k-1)/2, outputs concatenated candidate-major.
+
+    x: [N, C, H, W] (shared_input) or [N, J*C, H, W]; weights[j]: [C, 1, k_j, k_j]. Returns [N, J*C, Ho, Wo],
+    Ho = (H - 1) // stride + 1 (0 for an empty side, where conv2d itself would refuse the padding).
+    """
+    check_depthwise_args(x, weights, dilations, stride, shared_input)
+    C = weights[0].shape[0]
+    if x.shape[2] == 0 or x.shape[3] == 0:
+        ho, wo = strided_side(x.shape[2], stride), strided_side(x.shape[3], stride)
+        return x.new_zeros(x.shape[0], len(weights) * C, ho, wo)
+    outs = []
+    for j, (w, d) in enumerate(zip(weights, dilations)):
+        xin = x if shared_input else x[:, j * C:(j + 1) * C]
+        pad = d * (w.shape[-1] - 1) // 2
+        outs.append(torch.nn.functional.conv2d(xin, w, stride=stride, padding=pad, dilation=d, groups=C))
+    return torch.cat(outs, dim=1)
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -85,6 +146,8 @@ def _autocast(x, weights, dilations, stride, shared_input):
     return x.to(dtype), [w.to(dtype) for w in weights], dilations, stride, shared_input
 
 
-SPEC = define(OpSpec("multi_depthwise_conv2d", reference.multi_depthwise_conv2d, fake=_fake,
-                     backward_with=_backward_with, setup_context=_setup_context, backward_fake=_backward_fake,
-                     autocast=_autocast))
+SPECS = (
+    define(OpSpec("multi_depthwise_conv2d", reference_multi_depthwise_conv2d, fake=_fake,
+                  backward_with=_backward_with, setup_context=_setup_context, backward_fake=_backward_fake,
+                  autocast=_autocast)),
+)

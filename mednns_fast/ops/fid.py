@@ -15,33 +15,26 @@ eigenvalues of the symmetric C C^T (the `R_i S_j R_i` route, formed as L_i^T S_j
 Cholesky factors), kept only when their a-posteriori error bound is small (else the SVD decides).
 Everything is float64; frechet_distance and fid_from_features take a differentiable torch path when a
 gradient is needed, else the C++ pair op like fid_matrix.
+
+The family's whole Python side is here: public API, argument checks, pure-PyTorch references (the
+textbook formula through symmetric square roots) and each op's `OpSpec`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
-from . import reference
 from ._backend import choose, kernel
-from ._checks import (
-    check_finite,
-    check_floating,
-    check_gaussian,
-    check_gaussian_pair,
-    check_pair_factors,
-    check_psd_eigenvalues,
-    check_same_device,
-    check_square,
-    check_stats_update_args,
-    covariance_defects,
-)
+from ._checks import check_finite, check_floating, check_same_device, check_same_dtype, values_readable
 from ._moments import chan_merge_
 from ._spec import OpSpec, define
+
+__all__ = ["FeatureStats", "GaussianStats", "frechet_distance", "fid_matrix", "fid_from_features"]
 
 F64 = torch.float64
 # Smaller side of C = A^T B up to which the SVD route is taken (cheap there, and the most accurate).
@@ -64,6 +57,202 @@ class GaussianStats(NamedTuple):
     sigma: torch.Tensor
     n: int
     factor: torch.Tensor | None = None
+
+
+# ---- argument checks -------------------------------------------------------------------------------
+# A covariance may be off symmetric or PSD by rounding (float32 storage: about 6e-8 relative per entry);
+# beyond these tolerances it is refused as a mistake rather than silently repaired.
+SYMMETRY_RTOL = 1e-5  # max |S - S^T| <= SYMMETRY_RTOL * max |S|
+PSD_RTOL = 1e-6  # smallest eigenvalue >= -PSD_RTOL * ||S||_F
+
+
+def check_stats_update_args(mean: torch.Tensor, m2: torch.Tensor, features: torch.Tensor, count: int) -> None:
+    op = "feature_stats_update_"
+    check_floating(features, f"{op}: features")
+    if features.dim() != 2:
+        raise ValueError(f"{op}: features must be 2-D, got shape {tuple(features.shape)}")
+    if mean.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"{op}: mean must be a float64 or float32 tensor")
+    if mean.dim() != 1 or m2.dim() != 2:
+        raise ValueError(f"{op}: mean must be 1-D and m2 2-D, got shapes {tuple(mean.shape)} and "
+                         f"{tuple(m2.shape)}")
+    check_same_dtype(m2, f"{op}: m2", mean, "mean")
+    check_same_device(mean, f"{op}: mean", m2, "m2")
+    check_same_device(features, f"{op}: features", m2, "m2")
+    d = mean.shape[0]
+    if tuple(m2.shape) != (d, d):
+        raise ValueError(f"{op}: m2 must be [{d}, {d}] to match mean [{d}], got shape {tuple(m2.shape)}")
+    if features.shape[1] != d:
+        raise ValueError(f"{op}: features must be [n, {d}] (the statistics' dim), got shape "
+                         f"{tuple(features.shape)}")
+    if count < 0:
+        raise ValueError(f"{op}: count must be >= 0, got {count}")
+
+
+def check_pair_factors(factors: Sequence[torch.Tensor], lower: Sequence[bool],
+                       sigmas: Sequence[torch.Tensor | None], svd_max_rank: int, sym_rtol: float) -> None:
+    op = "fid_trace_sqrt_pairs"
+    if len(factors) == 0:
+        raise ValueError(f"{op}: factors must hold at least one tensor")
+    if len(lower) != len(factors) or len(sigmas) != len(factors):
+        raise ValueError(f"{op}: lower and sigmas need one entry per factor ({len(factors)}), got "
+                         f"{len(lower)} and {len(sigmas)}")
+    if svd_max_rank < 0 or sym_rtol < 0:
+        raise ValueError(f"{op}: svd_max_rank and sym_rtol must be >= 0, got {svd_max_rank}, {sym_rtol}")
+    for i, f in enumerate(factors):
+        check_floating(f, f"{op}: factors[{i}]")
+        if f.dim() != 2:
+            raise ValueError(f"{op}: factors[{i}] must be 2-D, got shape {tuple(f.shape)}")
+        check_same_device(f, f"{op}: factors[{i}]", factors[0], "factors[0]")
+        if f.shape[0] != factors[0].shape[0]:
+            raise ValueError(f"{op}: factors[{i}] is [{f.shape[0]}, r] but factors[0] is "
+                             f"[{factors[0].shape[0]}, r]; all factors need one dim d")
+        if lower[i] and f.shape[0] != f.shape[1]:
+            raise ValueError(f"{op}: factors[{i}] is marked lower-triangular so it must be square, got shape "
+                             f"{tuple(f.shape)}")
+        if sigmas[i] is not None:
+            check_floating(sigmas[i], f"{op}: sigmas[{i}]")
+            check_same_device(sigmas[i], f"{op}: sigmas[{i}]", factors[0], "factors[0]")
+            if tuple(sigmas[i].shape) != (f.shape[0], f.shape[0]):
+                raise ValueError(f"{op}: sigmas[{i}] must be [{f.shape[0]}, {f.shape[0]}], got shape "
+                                 f"{tuple(sigmas[i].shape)}")
+
+
+def reference_fid_covariance_defects(sigma: torch.Tensor) -> torch.Tensor:
+    """float64 [3]: (max |S_ij - S_ji|, max |S_ij|, number of non-finite entries), non-finite entries
+    counting as 0 in the maxima. The plain-PyTorch form of the C++ op fid_covariance_defects."""
+    finite = torch.isfinite(sigma)
+    s = torch.where(finite, sigma, 0).double()
+    return torch.stack([(s - s.T).abs().max(), s.abs().max(), (~finite).sum().double()])
+
+
+def check_square(sigma: torch.Tensor, name: str) -> None:
+    check_floating(sigma, name)
+    if sigma.dim() != 2 or sigma.shape[0] != sigma.shape[1]:
+        raise ValueError(f"{name} must be a square [d, d] matrix, got shape {tuple(sigma.shape)}")
+
+
+def check_gaussian(mu: torch.Tensor, sigma: torch.Tensor, mu_name: str, sigma_name: str,
+                   defects: Callable[[torch.Tensor], torch.Tensor] | None = reference_fid_covariance_defects) -> None:
+    """mu [d] and sigma [d, d]: floating, one device, finite, sigma symmetric within SYMMETRY_RTOL.
+    `defects` computes the covariance's defects (the fused C++ op where available; by default its plain
+    PyTorch form); None checks shapes only."""
+    check_floating(mu, mu_name)
+    check_floating(sigma, sigma_name)
+    check_same_device(sigma, sigma_name, mu, mu_name)
+    if mu.dim() != 1:
+        raise ValueError(f"{mu_name} must be a 1-D mean vector [d], got shape {tuple(mu.shape)}")
+    d = mu.shape[0]
+    if d == 0:
+        raise ValueError(f"{mu_name} is empty: the feature dim d must be >= 1")
+    if tuple(sigma.shape) != (d, d):
+        raise ValueError(f"{sigma_name} must be [{d}, {d}] to match {mu_name} [{d}], got shape "
+                         f"{tuple(sigma.shape)}")
+    check_finite(mu, mu_name)
+    if defects is None or not values_readable(sigma):
+        return
+    asym, top, bad = defects(sigma.detach()).tolist()
+    if bad:
+        raise ValueError(f"{sigma_name} must be finite but contains {int(bad)} NaN or infinite entries")
+    if asym > SYMMETRY_RTOL * top:
+        raise ValueError(f"{sigma_name} must be symmetric (a covariance): max |S - S^T| = {asym:.3g} "
+                         f"exceeds {SYMMETRY_RTOL:g} * max |S|")
+
+
+def check_gaussian_pair(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor, sigma2: torch.Tensor,
+                        defects: Callable[[torch.Tensor], torch.Tensor] = reference_fid_covariance_defects) -> None:
+    # Every device first: a meta tensor among real ones is refused before any value is read.
+    check_floating(mu1, "mu1")
+    for t, name in ((sigma1, "sigma1"), (mu2, "mu2"), (sigma2, "sigma2")):
+        check_floating(t, name)
+        check_same_device(t, name, mu1, "mu1")
+    check_gaussian(mu1, sigma1, "mu1", "sigma1", defects)
+    check_gaussian(mu2, sigma2, "mu2", "sigma2", defects)
+    check_same_device(mu2, "mu2", mu1, "mu1")
+    if mu1.shape != mu2.shape:
+        raise ValueError(f"mu1 and mu2 must have one dim d, got shapes {tuple(mu1.shape)} and "
+                         f"{tuple(mu2.shape)}")
+
+
+def check_psd_eigenvalues(w: torch.Tensor, sigma: torch.Tensor, name: str) -> None:
+    """Refuses sigma whose eigenvalues w go below -PSD_RTOL * ||sigma||_F (beyond rounding)."""
+    if not values_readable(w) or w.numel() == 0:
+        return
+    floor = -PSD_RTOL * float(torch.linalg.matrix_norm(sigma.detach()))
+    smallest = float(w.detach().min())
+    if smallest < floor:
+        raise ValueError(f"{name} must be positive semi-definite (a covariance): its smallest eigenvalue is "
+                         f"{smallest:.3g}, below the tolerance {floor:.3g} (= -{PSD_RTOL:g} * ||S||_F)")
+
+
+# ---- references ------------------------------------------------------------------------------------
+
+
+def reference_feature_stats_update_(mean: torch.Tensor, m2: torch.Tensor, features: torch.Tensor,
+                                    count: int) -> None:
+    """Folds features [n, d] into running statistics of `count` rows in place: mean [d] and m2 [d, d] (sum
+    of centred outer products). The batch's mean and centred products in float64 (two passes), then Chan's
+    merge. count == 0 overwrites mean and m2."""
+    check_stats_update_args(mean, m2, features, count)
+    x = features.to(torch.float64)
+    n_b = x.shape[0]
+    if n_b == 0:
+        return
+    check_finite(x, "feature_stats_update_: features")
+    mean_b = x.mean(0)
+    chan_merge_(mean, m2, count, mean_b, (x - mean_b).T @ (x - mean_b), n_b)
+
+
+def _sqrtm_psd(s: torch.Tensor, name: str) -> torch.Tensor:
+    """The symmetric square root of a PSD matrix by its eigendecomposition (rounding negatives clamped)."""
+    w, u = torch.linalg.eigh(s)
+    check_psd_eigenvalues(w, s, name)
+    return (u * w.clamp_min(0).sqrt()) @ u.T
+
+
+def _trace_sqrt_product(s1: torch.Tensor, s2: torch.Tensor, name: str = "sigma1") -> torch.Tensor:
+    """tr sqrt(S1 S2) = tr sqrt(R1 S2 R1), R1 = S1^(1/2): the symmetric form, never a complex sqrtm."""
+    r1 = _sqrtm_psd(s1, name)
+    m = r1 @ s2 @ r1
+    return torch.linalg.eigvalsh((m + m.T) / 2).clamp_min(0).sqrt().sum()
+
+
+def reference_frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor,
+                               sigma2: torch.Tensor) -> torch.Tensor:
+    """||mu1 - mu2||^2 + tr S1 + tr S2 - 2 tr sqrt(S1 S2) in float64 (a 0-d tensor), clamped at 0."""
+    check_gaussian_pair(mu1, sigma1, mu2, sigma2)
+    f64 = torch.float64
+    s1, s2 = sigma1.to(f64), sigma2.to(f64)
+    check_psd_eigenvalues(torch.linalg.eigvalsh(s2), s2, "sigma2")
+    diff = mu1.to(f64) - mu2.to(f64)
+    return (diff @ diff + s1.trace() + s2.trace() - 2 * _trace_sqrt_product(s1, s2)).clamp_min(0)
+
+
+def reference_fid_trace_sqrt_pairs(factors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """T[i, j] = tr sqrt(S_i S_j), S_i = factors[i] factors[i]^T; T[i, i] = tr S_i (factors[i]: [d, r_i])."""
+    sigmas = [f.to(torch.float64) @ f.to(torch.float64).T for f in factors]
+    n = len(sigmas)
+    out = torch.zeros(n, n, dtype=torch.float64, device=factors[0].device)
+    for i in range(n):
+        out[i, i] = sigmas[i].trace()
+        for j in range(i + 1, n):
+            out[i, j] = out[j, i] = _trace_sqrt_product(sigmas[i], sigmas[j], f"sigma[{i}]")
+    return out
+
+
+def reference_fid_matrix(stats: Sequence) -> torch.Tensor:
+    """D[i, j] = frechet_distance between stats[i] and stats[j] (anything with .mu and .sigma): [N, N].
+
+    A statistic's `factor` (when set) stands for its covariance, sigma = factor @ factor.T, as in the fast
+    path: its sigma is then not read."""
+    n = len(stats)
+    factors = [getattr(s, "factor", None) for s in stats]
+    sigmas = [s.sigma if f is None else f.to(torch.float64) @ f.to(torch.float64).T for s, f in zip(stats, factors)]
+    out = torch.zeros(n, n, dtype=torch.float64, device=stats[0].mu.device)
+    for i in range(n):
+        for j in range(i + 1, n):
+            out[i, j] = out[j, i] = reference_frechet_distance(stats[i].mu, sigmas[i], stats[j].mu, sigmas[j])
+    return out
 
 
 # ---- factors and the trace term -------------------------------------------------------------------
@@ -184,7 +373,7 @@ def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor,
         ValueError: on shape mismatch, non-finite values, a non-symmetric or non-PSD covariance.
     """
     if choose("frechet_distance", mu1.device) == "reference":
-        return reference.frechet_distance(mu1, sigma1, mu2, sigma2)
+        return reference_frechet_distance(mu1, sigma1, mu2, sigma2)
     check_gaussian_pair(mu1, sigma1, mu2, sigma2, defects=_covariance_defects)
     s1, s2 = _symmetrised(sigma1.to(F64)), _symmetrised(sigma2.to(F64))
     tr1, tr2 = s1.trace(), s2.trace()
@@ -213,7 +402,7 @@ def fid_from_features(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"x and y must have one feature dim, got shapes {tuple(x.shape)} and "
                          f"{tuple(y.shape)}")
     if choose("fid_from_features", x.device) == "reference":
-        return _fid_from_features_reference(x, y)
+        return reference_fid_from_features(x, y)
     mx, fx, trx = _feature_factor(x, "x")
     my, fy, try_ = _feature_factor(y, "y")
     return _assemble(mx - my, trx, try_, _trace_sqrt(fx, fy, trx + try_))
@@ -225,9 +414,9 @@ def _reference_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x.mean(0), c.T @ c / (x.shape[0] - 1)
 
 
-def _fid_from_features_reference(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def reference_fid_from_features(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     (mx, sx), (my, sy) = (_reference_moments(v) for v in (x, y))
-    return reference.frechet_distance(mx, sx, my, sy)
+    return reference_frechet_distance(mx, sx, my, sy)
 
 
 def _check_stats(stats: Sequence[GaussianStats]) -> None:
@@ -264,7 +453,7 @@ def fid_matrix(stats: Sequence[GaussianStats]) -> torch.Tensor:
     stats = list(stats)
     _check_stats(stats)
     if choose("fid_matrix", stats[0].mu.device) == "reference":
-        return reference.fid_matrix(stats)
+        return reference_fid_matrix(stats)
     with torch.no_grad():
         factors, traces = [], []
         for i, s in enumerate(stats):
@@ -506,15 +695,16 @@ def _fid_trace_sqrt_pairs_fake(factors, lower, sigmas, svd_max_rank, sym_rtol):
 
 
 def _fid_trace_sqrt_pairs_reference(factors, lower, sigmas, svd_max_rank, sym_rtol):
-    return reference.fid_trace_sqrt_pairs(factors)
+    return reference_fid_trace_sqrt_pairs(factors)
 
 
 SPECS = (
-    define(OpSpec("feature_stats_update_", reference.feature_stats_update_, fake=_feature_stats_update_fake)),
-    define(OpSpec("fid_covariance_defects", covariance_defects, fake=_fid_covariance_defects_fake)),
+    define(OpSpec("feature_stats_update_", reference_feature_stats_update_, fake=_feature_stats_update_fake,
+                  mutates=("mean", "m2"))),
+    define(OpSpec("fid_covariance_defects", reference_fid_covariance_defects, fake=_fid_covariance_defects_fake)),
     define(OpSpec("fid_trace_sqrt_pairs", _fid_trace_sqrt_pairs_reference, fake=_fid_trace_sqrt_pairs_fake)),
     # Compositions of the kernels above (their inner ops choose their own backends).
-    define(OpSpec("frechet_distance", reference.frechet_distance, composite=True)),
-    define(OpSpec("fid_from_features", _fid_from_features_reference, composite=True)),
-    define(OpSpec("fid_matrix", reference.fid_matrix, composite=True)),
+    define(OpSpec("frechet_distance", reference_frechet_distance, composite=True)),
+    define(OpSpec("fid_from_features", reference_fid_from_features, composite=True)),
+    define(OpSpec("fid_matrix", reference_fid_matrix, composite=True)),
 )

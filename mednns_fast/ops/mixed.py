@@ -1,7 +1,7 @@
 """mixed_sum: the weighted sum of a DARTS edge's candidate outputs, in one pass.
 
-Its `OpSpec` (fake kernels and the autograd formula shared by the C++ and Triton ops) sits beside the
-public wrapper.
+The whole Python side of the family: the public wrapper, its argument checks, the pure-PyTorch reference
+and the `OpSpec` (fake kernels and the autograd formula shared by the C++ and Triton ops).
 """
 
 from __future__ import annotations
@@ -11,10 +11,18 @@ from collections.abc import Sequence
 
 import torch
 
-from . import reference
 from ._backend import kernel
-from ._checks import check_finite, check_mixed_sum_args, checks_are_immediate
+from ._checks import (
+    check_finite,
+    check_floating,
+    check_same_device,
+    check_same_dtype,
+    checks_are_immediate,
+    opmath,
+)
 from ._spec import OpSpec, define
+
+__all__ = ["mixed_sum"]
 
 
 def mixed_sum(xs: Sequence[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
@@ -36,6 +44,42 @@ def mixed_sum(xs: Sequence[torch.Tensor], weights: torch.Tensor) -> torch.Tensor
     if device.type != "cpu" and checks_are_immediate(weights):  # debug mode: the kernels assert asynchronously
         check_finite(weights, "mixed_sum: weights")
     return kernel("mixed_sum", device)(xs, weights)
+
+
+def check_mixed_sum_args(xs: Sequence[torch.Tensor], weights: torch.Tensor) -> None:
+    if len(xs) == 0:
+        raise ValueError("mixed_sum: xs must hold at least one tensor")
+    check_floating(weights, "mixed_sum: weights")
+    if weights.dim() not in (1, 2):
+        raise ValueError(f"mixed_sum: weights must be [K] or [B, K], got shape {tuple(weights.shape)}")
+    if weights.shape[-1] != len(xs):
+        raise ValueError(f"mixed_sum: weights has {weights.shape[-1]} entries in its last dim but xs holds "
+                         f"{len(xs)} tensors (K mismatch)")
+    check_floating(xs[0], "mixed_sum: xs[0]")
+    check_same_device(weights, "mixed_sum: weights", xs[0], "xs[0]")
+    for k, x in enumerate(xs[1:], start=1):
+        check_same_dtype(x, f"mixed_sum: xs[{k}]", xs[0], "xs[0]")
+        check_same_device(x, f"mixed_sum: xs[{k}]", xs[0], "xs[0]")
+        if x.shape != xs[0].shape:
+            raise ValueError(f"mixed_sum: xs[{k}] has shape {tuple(x.shape)} but xs[0] has shape "
+                             f"{tuple(xs[0].shape)}; all candidates must have one shape")
+    if weights.dim() == 2 and (xs[0].dim() < 1 or xs[0].shape[0] != weights.shape[0]):
+        raise ValueError(f"mixed_sum: weights is [B, K] with B={weights.shape[0]} so xs must have B rows in "
+                         f"dim 0, got shape {tuple(xs[0].shape)}")
+
+
+def reference_mixed_sum(xs: Sequence[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
+    """sum_k weights[..., k] * xs[k]. xs: K tensors of one shape [B, ...]; weights: [K] or [B, K]."""
+    check_mixed_sum_args(xs, weights)
+    check_finite(weights, "mixed_sum: weights")
+    acc = opmath(xs[0].dtype)
+    w = weights.to(acc)
+    if w.dim() == 2:  # one weight row per sample: broadcast over the sample's remaining dims
+        w = w.reshape(w.shape + (1,) * (xs[0].dim() - 1))
+    # A candidate whose weight is exactly zero (pruned) is not read: NaN or inf in it must not leak.
+    terms = [torch.where(wk == 0, 0.0, wk * x.to(acc))
+             for wk, x in zip(w.unbind(1 if w.dim() > 1 else 0), xs, strict=True)]
+    return torch.stack(terms).sum(0).to(xs[0].dtype)
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -81,5 +125,7 @@ def _autocast(xs, weights):
     return [x.to(dtype) for x in xs], weights
 
 
-SPEC = define(OpSpec("mixed_sum", reference.mixed_sum, fake=_fake, backward_with=_backward_with,
-                     setup_context=_setup_context, backward_fake=_backward_fake, autocast=_autocast))
+SPECS = (
+    define(OpSpec("mixed_sum", reference_mixed_sum, fake=_fake, backward_with=_backward_with,
+                  setup_context=_setup_context, backward_fake=_backward_fake, autocast=_autocast)),
+)

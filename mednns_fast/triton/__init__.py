@@ -1,9 +1,10 @@
 """Triton kernels of the op families, registered as `torch.ops.mednns_fast_triton.*`.
 
 The GPU path: "auto" on CUDA tensors, or `mf.ops.set_backend("triton")`, routes an op here when it has a
-Triton kernel (each kernel module calls `ops._spec.attach_triton(name)` after registering its op). On CPU
-tensors the kernels run only under Triton's interpreter (`TRITON_INTERPRET=1` set before import), which is
-how the test suite checks them on machines without a GPU. `import mednns_fast` loads this package when a
+Triton kernel: each kernel module (triton/<family>.py, found and imported here) hands its launchers to the
+op's spec, `SPECS[name].add_triton(forward, backward)`. On CPU tensors the kernels run only under Triton's
+interpreter (`TRITON_INTERPRET=1` set before import), which is how the test suite checks them on machines
+without a GPU. `import mednns_fast` loads this package when a
 GPU is present or TRITON_INTERPRET=1; the ops never import it.
 
 Triton is optional: where it does not import, `AVAILABLE` is False, `IMPORT_ERROR` says why, no kernel is
@@ -21,6 +22,12 @@ except Exception as exc:  # ImportError, or a broken install failing inside trit
 AVAILABLE = IMPORT_ERROR is None
 
 if AVAILABLE:
-    from . import fid, jsd, mixed  # noqa: F401  (registers the ops and attaches them to their specs)
+    import importlib
+    import pkgutil
+
+    # Every kernel module (not starting with "_"): importing one registers its ops with their specs.
+    for _info in pkgutil.iter_modules(__path__):
+        if not _info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{_info.name}")
 
 __all__ = ["AVAILABLE", "IMPORT_ERROR"]

@@ -1,11 +1,9 @@
-"""Plumbing shared by the Triton kernel modules: op registration, launch, autotune configs.
+"""Plumbing shared by the Triton kernel modules: launch, value checks, autotune configs.
 
-Registration: on a GPU every op is a `torch.library.triton_op` whose body launches its kernels through
-`wrap_triton`, so `torch.compile` (Inductor) traces into the kernels themselves. Under the interpreter
-(TRITON_INTERPRET=1, CPU tensors) torch 2.13's `wrap_triton` returns the interpreted kernel unwrapped, so
-the fake-tensor trace of a `triton_op` would try to run the kernel on fake tensors and fails; there the
-same body is registered as an opaque `torch.library.custom_op` with an explicit fake kernel, which
-`torch.compile`, `opcheck` and `gradcheck` accept.
+A kernel module registers its launchers as the Triton implementation of an op's spec
+(`SPECS[name].add_triton(forward, backward)`, ops/_spec.py), which gives them the spec's fake kernels and
+autograd formula; on a GPU they are `torch.library.triton_op`s, and `launch` wraps each kernel so that
+`torch.compile` (Inductor) traces into it.
 """
 
 from __future__ import annotations
@@ -17,18 +15,14 @@ import torch
 import triton
 import triton.language as tl  # noqa: F401  (re-exported for the kernel modules)
 
-from ..ops._backend import TRITON_INTERPRET
 from ..ops._checks import checks_are_immediate, has_no_values
-from ..ops._spec import TRITON_NAMESPACE
+from ..ops._library import TRITON_INTERPRET
 
-NAMESPACE = TRITON_NAMESPACE
 INTERPRET = TRITON_INTERPRET
 
 try:  # torch >= 2.6
-    from torch.library import triton_op as _triton_op
     from torch.library import wrap_triton as _wrap_triton
-except ImportError:  # older torch: opaque custom ops, kernels launched directly
-    _triton_op = None
+except ImportError:  # older torch: kernels launched directly (the ops are opaque custom ops there)
 
     def _wrap_triton(kernel):
         return kernel
@@ -37,23 +31,6 @@ except ImportError:  # older torch: opaque custom ops, kernels launched directly
 def launch(kernel):
     """`kernel[grid](...)` in a form torch.compile can trace (a no-op wrapper under the interpreter)."""
     return _wrap_triton(kernel)
-
-
-def kernel_op(name: str, fake: Callable, mutates_args: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
-    """Register `fn` as the op `mednns_fast_triton::name` (see the module docstring for which kind).
-
-    `fake` computes the outputs' metadata; it is used where the body itself cannot run on fake tensors.
-    """
-    qualname = f"{NAMESPACE}::{name}"
-
-    def register(fn: Callable) -> Callable:
-        if _triton_op is not None and not INTERPRET:
-            return _triton_op(qualname, fn, mutates_args=mutates_args)
-        op = torch.library.custom_op(qualname, fn, mutates_args=mutates_args)
-        op.register_fake(fake)
-        return op
-
-    return register
 
 
 def is_traced(t: torch.Tensor) -> bool:

@@ -18,10 +18,10 @@ import torch
 import triton
 import triton.language as tl
 
-from ..ops._checks import check_stats_update_args
 from ..ops._moments import chan_merge_
-from ..ops._spec import attach_triton
-from ._common import check_values, configs, kernel_op, launch, num_sms
+from ..ops._spec import SPECS
+from ..ops.fid import check_stats_update_args
+from ._common import check_values, configs, launch, num_sms
 
 _MAX_PARTIAL_BYTES = 1 << 28  # cap on the float64 partial results of split reductions
 
@@ -104,21 +104,15 @@ def _check_features(x: torch.Tensor) -> None:
         raise ValueError(f"feature_moments: features must be [n, dim], got shape {tuple(x.shape)}")
 
 
-def _feature_moments_fake(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    _check_features(x)
-    d = x.shape[1]
-    return x.new_empty((d,), dtype=torch.float64), x.new_empty((d, d), dtype=torch.float64)
-
-
 def _splits(work_rows: int, programs: int, device: torch.device, bytes_per_split: int) -> int:
     """Row splits of a reduction: about 4 programs per SM, >= 256 rows each, partials <= 256 MiB."""
     want = triton.cdiv(4 * num_sms(device), max(programs, 1))
     return max(1, min(want, triton.cdiv(work_rows, 256), _MAX_PARTIAL_BYTES // max(bytes_per_split, 1)))
 
 
-@kernel_op("feature_moments", _feature_moments_fake)
 def feature_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean [dim] and centred second moment [dim, dim] (both float64) of the rows of x [n, dim].
+    """Mean [dim] and centred second moment [dim, dim] (both float64) of the rows of x [n, dim]: the
+    kernels' launcher, called by the `feature_stats_update_` op (a plain function, not an op of its own).
 
     n = 0 gives zeros (a batch that adds nothing). Features must be finite.
     """
@@ -153,11 +147,6 @@ def _moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, m2_part.sum(0) if m2_splits > 1 else m2_part[0]
 
 
-def _feature_stats_update_fake(mean, m2, features, count) -> None:
-    check_stats_update_args(mean, m2, features, count)
-
-
-@kernel_op("feature_stats_update_", _feature_stats_update_fake, mutates_args=("mean", "m2"))
 def feature_stats_update_(mean: torch.Tensor, m2: torch.Tensor, features: torch.Tensor, count: int) -> None:
     """Fold features [n, d] into running statistics of `count` rows, in place: mean [d] and m2 [d, d] (sum
     of centred outer products; both float64, or both float32). The batch's moments come from the kernels
@@ -171,4 +160,4 @@ def feature_stats_update_(mean: torch.Tensor, m2: torch.Tensor, features: torch.
     chan_merge_(mean, m2, count, mean_b, m2_b, n_b)
 
 
-attach_triton("feature_stats_update_")
+SPECS["feature_stats_update_"].add_triton(feature_stats_update_)

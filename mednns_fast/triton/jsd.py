@@ -23,18 +23,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ..ops._checks import check_js_history, check_js_pair
-from ..ops._spec import attach_triton
-from ._common import (
-    acc_is_fp64,
-    configs,
-    keep_filling,
-    kernel_op,
-    launch,
-    new_flag,
-    next_pow2,
-    raise_if_flagged,
-)
+from ..ops._spec import SPECS
+from ..ops.jsd import check_js_history, check_js_pair, check_js_rows
+from ._common import acc_is_fp64, configs, keep_filling, launch, new_flag, next_pow2, raise_if_flagged
 
 LN2 = math.log(2.0)
 MAX_BLOCK_K = 256  # K is walked in chunks of at most this many columns
@@ -512,26 +503,13 @@ def _block_k(K: int) -> int:
     return min(next_pow2(K), MAX_BLOCK_K)
 
 
-def _check_pair(p: torch.Tensor, q: torch.Tensor, op: str, same_shape: bool) -> None:
-    """Types, devices and shapes (not values): rows [R, K] of one shape, or [N, K] and [M, K]."""
-    check_js_pair(p, q, op, same_shape)
-    if p.dim() != 2:
-        raise ValueError(f"{op}: p must be 2-D [rows, K], got shape {tuple(p.shape)}")
-
-
 def _grad_buffer(need: bool, like: torch.Tensor) -> torch.Tensor:
     return torch.empty(like.shape, dtype=like.dtype, device=like.device) if need else like.new_empty(0)
 
 
-def _js_divergence_fake(p: torch.Tensor, q: torch.Tensor, from_logits: bool = False) -> torch.Tensor:
-    _check_pair(p, q, "js_divergence", same_shape=True)
-    return p.new_empty(p.shape[0])
-
-
-@kernel_op("js_divergence", _js_divergence_fake)
 def js_divergence(p: torch.Tensor, q: torch.Tensor, from_logits: bool = False) -> torch.Tensor:
     """JS divergence of each row pair: p, q [R, K] (probabilities, or logits when `from_logits`) -> [R]."""
-    _check_pair(p, q, "js_divergence", same_shape=True)
+    check_js_rows(p, q, "js_divergence")
     R, K = p.shape
     out = p.new_empty(R)
     if R == 0:
@@ -545,17 +523,11 @@ def js_divergence(p: torch.Tensor, q: torch.Tensor, from_logits: bool = False) -
     return out
 
 
-def _js_divergence_backward_fake(grad, p, q, from_logits, p_needs_grad, q_needs_grad):
-    _check_pair(p, q, "js_divergence_backward", same_shape=True)
-    return _grad_buffer(p_needs_grad, p), _grad_buffer(q_needs_grad, q)
-
-
-@kernel_op("js_divergence_backward", _js_divergence_backward_fake)
 def js_divergence_backward(grad: torch.Tensor, p: torch.Tensor, q: torch.Tensor, from_logits: bool,
                            p_needs_grad: bool, q_needs_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of ``grad . js_divergence(p, q)`` with respect to p and q ([R, K] contiguous; an empty
     tensor where not needed)."""
-    _check_pair(p, q, "js_divergence_backward", same_shape=True)
+    check_js_rows(p, q, "js_divergence_backward")
     R, K = p.shape
     gp, gq = _grad_buffer(p_needs_grad, p), _grad_buffer(q_needs_grad, q)
     if R > 0 and (p_needs_grad or q_needs_grad):
@@ -567,15 +539,9 @@ def js_divergence_backward(grad: torch.Tensor, p: torch.Tensor, q: torch.Tensor,
     return gp, gq
 
 
-def _js_pairwise_fake(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    _check_pair(p, q, "js_pairwise", same_shape=False)
-    return p.new_empty((p.shape[0], q.shape[0]))
-
-
-@kernel_op("js_pairwise", _js_pairwise_fake)
 def js_pairwise(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """All JS divergences between the rows of p [N, K] and of q [M, K] (probabilities): [N, M]."""
-    _check_pair(p, q, "js_pairwise", same_shape=False)
+    check_js_pair(p, q, "js_pairwise", same_shape=False)
     (N, K), M = p.shape, q.shape[0]
     out = p.new_empty((N, M))
     if N == 0 or M == 0:
@@ -593,11 +559,6 @@ def js_pairwise(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _js_pairwise_backward_fake(grad, p, q, p_needs_grad, q_needs_grad):
-    _check_pair(p, q, "js_pairwise_backward", same_shape=False)
-    return _grad_buffer(p_needs_grad, p), _grad_buffer(q_needs_grad, q)
-
-
 def _pairwise_side_grad(gx: torch.Tensor, g: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
     (N, K), M = x.shape, y.shape[0]
 
@@ -610,11 +571,10 @@ def _pairwise_side_grad(gx: torch.Tensor, g: torch.Tensor, x: torch.Tensor, y: t
     )
 
 
-@kernel_op("js_pairwise_backward", _js_pairwise_backward_fake)
 def js_pairwise_backward(grad: torch.Tensor, p: torch.Tensor, q: torch.Tensor, p_needs_grad: bool,
                          q_needs_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of ``sum grad * js_pairwise(p, q)``: [N, K] and [M, K] (an empty tensor where not needed)."""
-    _check_pair(p, q, "js_pairwise_backward", same_shape=False)
+    check_js_pair(p, q, "js_pairwise_backward", same_shape=False)
     gp, gq = _grad_buffer(p_needs_grad, p), _grad_buffer(q_needs_grad, q)
     if p.shape[0] == 0 or q.shape[0] == 0:
         return gp.zero_(), gq.zero_()
@@ -623,11 +583,6 @@ def js_pairwise_backward(grad: torch.Tensor, p: torch.Tensor, q: torch.Tensor, p
     if q_needs_grad:  # the same kernel with the roles swapped: grad read transposed
         _pairwise_side_grad(gq, grad.t(), q, p)
     return gp, gq
-
-
-def _js_stability_fake(history: torch.Tensor, window: int, from_logits: bool = True) -> torch.Tensor:
-    check_js_history(history, window)
-    return history.new_empty(history.shape[:2])
 
 
 def _stability_args(history: torch.Tensor, from_logits: bool, flag: torch.Tensor | None):
@@ -645,7 +600,6 @@ def _stability_args(history: torch.Tensor, from_logits: bool, flag: torch.Tensor
     return lse, dict(FROM_LOGITS=from_logits, ACC_FP64=acc_fp64, BLOCK_K=_block_k(K))
 
 
-@kernel_op("js_stability", _js_stability_fake)
 def js_stability(history: torch.Tensor, window: int, from_logits: bool = True) -> torch.Tensor:
     """[T, E]: JS between epoch t's distribution of edge e and the mean of epochs t-window .. t-1 (the
     softmax of `history` [T, E, K] over K when `from_logits`); the first `window` epochs are +inf."""
@@ -663,12 +617,6 @@ def js_stability(history: torch.Tensor, window: int, from_logits: bool = True) -
     return out
 
 
-def _js_stability_backward_fake(grad, history, window, from_logits):
-    check_js_history(history, window)
-    return torch.empty(history.shape, dtype=history.dtype, device=history.device)
-
-
-@kernel_op("js_stability_backward", _js_stability_backward_fake)
 def js_stability_backward(grad: torch.Tensor, history: torch.Tensor, window: int, from_logits: bool
                           ) -> torch.Tensor:
     """Gradient of ``sum grad * js_stability(history, window, from_logits)`` with respect to history
@@ -693,6 +641,6 @@ def js_stability_backward(grad: torch.Tensor, history: torch.Tensor, window: int
     return out
 
 
-
-for _name in ("js_divergence", "js_pairwise", "js_stability"):
-    attach_triton(_name)
+SPECS["js_divergence"].add_triton(js_divergence, js_divergence_backward)
+SPECS["js_pairwise"].add_triton(js_pairwise, js_pairwise_backward)
+SPECS["js_stability"].add_triton(js_stability, js_stability_backward)

@@ -15,18 +15,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ..ops._checks import check_mixed_sum_args
-from ..ops._spec import attach_triton
-from ._common import (
-    acc_is_fp64,
-    bucket,
-    check_values,
-    configs,
-    keep_filling,
-    kernel_op,
-    launch,
-    split_count,
-)
+from ..ops._spec import SPECS
+from ..ops.mixed import check_mixed_sum_args
+from ._common import acc_is_fp64, bucket, check_values, configs, keep_filling, launch, split_count
 
 SLOTS = 8  # candidates per launch: a DARTS edge has 8
 
@@ -203,12 +194,6 @@ class _Layout:
         return xs, strides
 
 
-def _mixed_sum_fake(xs: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
-    check_mixed_sum_args(xs, weights)
-    return torch.empty(xs[0].shape, dtype=xs[0].dtype, device=xs[0].device)
-
-
-@kernel_op("mixed_sum", _mixed_sum_fake)
 def mixed_sum(xs: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
     """``sum_k weights[..., k] * xs[k]`` (the Triton kernel of ``mf.ops.mixed_sum``).
 
@@ -253,16 +238,6 @@ def _check_backward(grad: torch.Tensor, xs: Sequence[torch.Tensor], xs_need_grad
                          f"expected K={len(xs)}")
 
 
-def _mixed_sum_backward_fake(grad, xs, weights, xs_need_grad, weights_need_grad):
-    check_mixed_sum_args(xs, weights)
-    _check_backward(grad, xs, xs_need_grad)
-    grad_xs = [torch.empty(grad.shape, dtype=grad.dtype, device=grad.device) if need
-               else grad.new_empty(0) for need in xs_need_grad]
-    grad_w = torch.empty_like(weights) if weights_need_grad else weights.new_empty(0)
-    return grad_xs, grad_w
-
-
-@kernel_op("mixed_sum_backward", _mixed_sum_backward_fake)
 def mixed_sum_backward(grad: torch.Tensor, xs: list[torch.Tensor], weights: torch.Tensor,
                        xs_need_grad: list[bool], weights_need_grad: bool
                        ) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -304,4 +279,4 @@ def mixed_sum_backward(grad: torch.Tensor, xs: list[torch.Tensor], weights: torc
     return grad_xs, grad_w.to(weights.dtype)
 
 
-attach_triton("mixed_sum")
+SPECS["mixed_sum"].add_triton(mixed_sum, mixed_sum_backward)
