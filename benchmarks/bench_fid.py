@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import mark_baseline, set_units
 
 import mednns_fast as mf
+from benchmarks.conftest import mark_baseline, set_units
 from mednns_fast.ops import fid
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python_tests"))
@@ -238,3 +238,49 @@ def test_update_kernel(benchmark, n, d):
     benchmark.extra_info["rel_err"] = f"{err:.1e}"
     assert err <= 1e-12
     np.testing.assert_allclose(stats.m2.numpy(), stats.m2.numpy().T)
+
+
+# ---- rows of benchmarks/gpu_bench.py (C++ CUDA vs Triton vs eager and compiled PyTorch, on a GPU) -------
+# Problem sizes; the GPU_SMALL ones only smoke-test the script's plumbing (their timings mean nothing).
+GPU_SIZES = {"feature_stats_update_": [(4096, 2048), (50000, 64)]}
+GPU_SMALL = {"feature_stats_update_": [(41, 19)]}
+
+
+def gpu_cases(bench, mf, device: torch.device, dtype: torch.dtype, small: bool = False) -> list:
+    """This family's `bench.Case`s for benchmarks/gpu_bench.py (`bench` is that script's module)."""
+    T = torch.ops.mednns_fast_triton
+    sizes = GPU_SMALL if small else GPU_SIZES
+    cases = []
+
+    # FeatureStats.update: a batch's moments (compute bound: a symmetric rank-n update, float64
+    # accumulation) merged into running statistics of 1000 rows, in place.
+    for n, d in sizes["feature_stats_update_"]:
+        def make_feat(n=n, d=d):
+            return (torch.randn(d, device=device, dtype=torch.float64),
+                    torch.eye(d, device=device, dtype=torch.float64) * 1000,
+                    torch.randn(n, d, device=device, dtype=dtype) * 2 + 1)
+
+        def update_eager(mean, m2, x, count=1000):
+            x = x.double()
+            mean_b = x.mean(0)
+            c = x - mean_b
+            delta = mean_b - mean
+            m2 += c.T @ c + torch.outer(delta, delta) * (count * x.shape[0] / (count + x.shape[0]))
+            mean += delta * (x.shape[0] / (count + x.shape[0]))
+            return mean, m2
+
+        def in_place(op):
+            def update(mean, m2, x):
+                op(mean, m2, x, 1000)
+                return mean, m2
+            return update
+
+        cases.append(bench.Case(
+            "feature_stats_update_", f"n={n} d={d}", make_feat, reference=update_eager,
+            backends={"eager": update_eager,
+                      "cpp": in_place(torch.ops.mednns_fast.feature_stats_update_)
+                      if bench.cpp_cuda(mf, "feature_stats_update_") else None,
+                      "triton": in_place(T.feature_stats_update_)},
+            flops=2 * n * d * d, flop_dtype=dtype, tol=1e-4, mutates=True,
+            why_missing={"cpp": "no C++ CUDA kernel registered for feature_stats_update_"}))
+    return cases

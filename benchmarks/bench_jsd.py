@@ -13,12 +13,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
-from conftest import mark_baseline
 from scipy.spatial.distance import cdist
 
 import mednns_fast as mf
+from benchmarks.conftest import mark_baseline
 from mednns_fast.ops import _library, reference
 
 pytestmark = pytest.mark.skipif(not _library.LOADED, reason="C++ extension not built")
@@ -123,3 +125,96 @@ def test_divergence_reference(benchmark, rows):
 def test_divergence_cpp(benchmark, rows):
     benchmark.group = "js_divergence 2^20 rows K=8 float32"
     benchmark(mf.ops.js_divergence, *rows)
+
+
+# ---- rows of benchmarks/gpu_bench.py (C++ CUDA vs Triton vs eager and compiled PyTorch, on a GPU) -------
+# Problem sizes; the GPU_SMALL ones only smoke-test the script's plumbing (their timings mean nothing).
+GPU_SIZES = {
+    "js_divergence": [(1 << 20, 10, True), (1 << 16, 1000, True), (1 << 20, 10, False)],
+    "js_pairwise": [(2048, 2048, 64), (512, 512, 1000)],
+    "js_stability": [(200, 112, 8, 5)],
+}
+GPU_SMALL = {
+    "js_divergence": [(33, 7, True), (5, 300, False)],
+    "js_pairwise": [(9, 13, 5)],
+    "js_stability": [(9, 3, 5, 2)],
+}
+
+
+def gpu_cases(bench, mf, device: torch.device, dtype: torch.dtype, small: bool = False) -> list:
+    """This family's `bench.Case`s for benchmarks/gpu_bench.py (`bench` is that script's module)."""
+    T = torch.ops.mednns_fast_triton
+    es = torch.empty(0, dtype=dtype).element_size()
+    sizes = GPU_SMALL if small else GPU_SIZES
+    cases = []
+
+    # js_divergence: memory bound, rows of class probabilities (from logits: fused softmax).
+    for R, K, logits in sizes["js_divergence"]:
+        def make_js(R=R, K=K, logits=logits):
+            a = torch.randn(R, K, device=device, dtype=dtype)
+            b = torch.randn(R, K, device=device, dtype=dtype)
+            return (a, b) if logits else (a.softmax(-1), b.softmax(-1))
+
+        def js_eager(p, q, logits=logits):
+            if logits:
+                p, q = p.softmax(-1), q.softmax(-1)
+            m = 0.5 * (p + q)
+            kl = torch.xlogy(p, p / m).sum(-1) + torch.xlogy(q, q / m).sum(-1)
+            return (0.5 * kl).clamp(0, math.log(2))
+
+        cases.append(bench.Case(
+            "js_divergence", f"R={R} K={K} {'logits' if logits else 'probs'}", make_js,
+            reference=lambda p, q, js_eager=js_eager: js_eager(p.double(), q.double()),
+            backends={"eager": js_eager,
+                      "cpp": bench.public_on(mf, "js_divergence", "cpp", device, from_logits=logits)
+                      if bench.cpp_cuda(mf, "js_divergence") else None,
+                      "triton": bench.triton_call(mf, "js_divergence", lambda p, q, logits=logits: T.js_divergence(
+                          p, q, logits), device, from_logits=logits)},
+            nbytes=(2 * R * K + R) * es, tol=1e-5,
+            why_missing={"cpp": "no C++ CUDA kernel registered for js_divergence"}))
+
+    # js_pairwise: compute bound (one log per pair and class).
+    for N, M, K in sizes["js_pairwise"]:
+        def make_pair(N=N, M=M, K=K):
+            return (torch.randn(N, K, device=device, dtype=dtype).softmax(-1),
+                    torch.randn(M, K, device=device, dtype=dtype).softmax(-1))
+
+        def pair_eager(p, q):
+            m = 0.5 * (p[:, None] + q[None])
+            return (0.5 * (torch.xlogy(p[:, None], p[:, None] / m).sum(-1)
+                           + torch.xlogy(q[None], q[None] / m).sum(-1))).clamp(0, math.log(2))
+
+        cases.append(bench.Case(
+            "js_pairwise", f"N={N} M={M} K={K}", make_pair,
+            reference=lambda p, q: pair_eager(p.double(), q.double()),
+            backends={"eager": pair_eager,
+                      "cpp": bench.public_on(mf, "js_pairwise", "cpp", device)
+                      if bench.cpp_cuda(mf, "js_pairwise") else None,
+                      "triton": bench.triton_call(mf, "js_pairwise", T.js_pairwise, device)},
+            flops=5 * N * M * K, flop_dtype=dtype, tol=1e-4,
+            why_missing={"cpp": "no C++ CUDA kernel registered for js_pairwise"}))
+
+    # js_stability: a whole search's history, tiny and latency bound.
+    for T_, E, K, window in sizes["js_stability"]:
+        def make_hist(T_=T_, E=E, K=K, window=window):
+            return torch.randn(T_, E, K, device=device, dtype=dtype), window
+
+        def stab_eager(h, window):
+            p = h.softmax(-1)
+            c = torch.cat([torch.zeros_like(p[:1]), p.cumsum(0)])
+            mean = (c[window:-1] - c[:-window - 1]) / window
+            now = p[window:]
+            m = 0.5 * (now + mean)
+            js = 0.5 * (torch.xlogy(now, now / m).sum(-1) + torch.xlogy(mean, mean / m).sum(-1))
+            return torch.cat([torch.full_like(p[:window, :, 0], math.inf), js.clamp(0, math.log(2))])
+
+        cases.append(bench.Case(
+            "js_stability", f"T={T_} E={E} K={K} window={window}", make_hist,
+            reference=lambda h, window, stab_eager=stab_eager: stab_eager(h.double(), window),
+            backends={"eager": stab_eager,
+                      "cpp": bench.public_on(mf, "js_stability", "cpp", device)
+                      if bench.cpp_cuda(mf, "js_stability") else None,
+                      "triton": bench.triton_call(mf, "js_stability", T.js_stability, device)},
+            nbytes=T_ * E * K * es, tol=1e-5,
+            why_missing={"cpp": "no C++ CUDA kernel registered for js_stability"}))
+    return cases

@@ -16,13 +16,14 @@ the same run: `mixed_sum` (the default), `mixed_sum_huge_pages` (the opt-in hint
 
 import contextlib
 import copy
+import math
 import os
 
 import pytest
 import torch
-from conftest import mark_bandwidth, mark_baseline
 
 import mednns_fast as mf
+from benchmarks.conftest import mark_bandwidth, mark_baseline
 from mednns_fast.nas import DARTS_PRIMITIVES, MixedOp
 
 NUMEL = 16 * 1024 * 1024
@@ -225,3 +226,56 @@ def test_edge_stage_forward_backward(benchmark, stage, C, H, N, stride, impl):
     if impl == "compiled":
         mark_baseline(benchmark)
     benchmark.pedantic(lambda: fn(x, ws, stride).sum().backward(), rounds=5, warmup_rounds=1)
+
+
+# ---- rows of benchmarks/gpu_bench.py (C++ CUDA vs Triton vs eager and compiled PyTorch, on a GPU) -------
+# Problem sizes; the GPU_SMALL ones only smoke-test the script's plumbing (their timings mean nothing).
+GPU_SIZES = {"mixed_sum": [(8, (64, 64, 64, 64)), (4, (256, 32, 32, 32))]}
+GPU_SMALL = {"mixed_sum": [(9, (3, 5, 7))]}
+
+
+def gpu_cases(bench, mf, device: torch.device, dtype: torch.dtype, small: bool = False) -> list:
+    """This family's `bench.Case`s for benchmarks/gpu_bench.py (`bench` is that script's module)."""
+    T = torch.ops.mednns_fast_triton
+    es = torch.empty(0, dtype=dtype).element_size()
+    sizes = GPU_SMALL if small else GPU_SIZES
+    cases = []
+
+    # mixed_sum: memory bound. One DARTS edge of a 16x(64x64x64) feature map, 8 candidates.
+    for K, shape in sizes["mixed_sum"]:
+        numel = math.prod(shape)
+
+        def make(K=K, shape=shape):
+            return [torch.randn(shape, device=device, dtype=dtype) for _ in range(K)], \
+                torch.softmax(torch.randn(K, device=device), 0).to(dtype)
+
+        cases.append(bench.Case(
+            "mixed_sum", f"fwd K={K} {numel / 1e6:.0f}M", make,
+            reference=lambda xs, w: mf.ops.reference.mixed_sum(xs, w),
+            backends={"eager": lambda xs, w: sum(w[k] * x for k, x in enumerate(xs)),
+                      "cpp": (lambda xs, w: torch.ops.mednns_fast.mixed_sum(xs, w))
+                      if bench.cpp_cuda(mf, "mixed_sum") else None,
+                      "triton": lambda xs, w: T.mixed_sum(xs, w)},
+            nbytes=(K + 1) * numel * es, tol=1e-4,
+            why_missing={"cpp": "extension built without CUDA kernels"}))
+
+        def make_bwd(K=K, shape=shape):
+            xs, w = make(K, shape)
+            return torch.randn(shape, device=device, dtype=dtype), xs, w
+
+        def eager_bwd(g, xs, w):
+            return [w[k] * g for k in range(len(xs))], torch.stack([(x * g).sum() for x in xs])
+
+        def ref_bwd(g, xs, w):
+            return eager_bwd(g.double(), [x.double() for x in xs], w.double())
+
+        need = [True] * K
+        cases.append(bench.Case(
+            "mixed_sum_backward", f"bwd K={K} {numel / 1e6:.0f}M", make_bwd, reference=ref_bwd,
+            backends={"eager": eager_bwd,
+                      "cpp": (lambda g, xs, w, need=need: torch.ops.mednns_fast.mixed_sum_backward(
+                          g, xs, w, need, True)) if bench.cpp_cuda(mf, "mixed_sum_backward") else None,
+                      "triton": lambda g, xs, w, need=need: T.mixed_sum_backward(g, xs, w, need, True)},
+            nbytes=(2 * K + 1) * numel * es, tol=1e-3,
+            why_missing={"cpp": "extension built without CUDA kernels"}))
+    return cases

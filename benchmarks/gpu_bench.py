@@ -19,14 +19,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import math
 import statistics
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 NO_GPU_EXIT = 2
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 
 
 @dataclasses.dataclass
@@ -117,7 +121,7 @@ def measure_ceilings(device: torch.device) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------- the cases
-def _public_on(mf, public: str, backend: str, device: torch.device | None = None,
+def public_on(mf, public: str, backend: str, device: torch.device | None = None,
                **kwargs) -> Callable[..., object] | None:
     """The public op `mf.ops.<public>` forced onto one backend; None where the package lacks it or the op
     would fall back to another backend on `device` (a column must measure what it is named after)."""
@@ -136,14 +140,14 @@ def _public_on(mf, public: str, backend: str, device: torch.device | None = None
     return call
 
 
-def _triton_call(mf, public: str, raw: Callable[..., object], device: torch.device,
+def triton_call(mf, public: str, raw: Callable[..., object], device: torch.device,
                  **kwargs) -> Callable[..., object]:
     """The public op on the "triton" backend where the package wires it (the same wrapper overhead as
     the cpp column), else the raw Triton op."""
-    return _public_on(mf, public, "triton", device, **kwargs) or raw
+    return public_on(mf, public, "triton", device, **kwargs) or raw
 
 
-def _cpp_cuda(mf, op: str) -> bool:
+def cpp_cuda(mf, op: str) -> bool:
     from mednns_fast.ops import _library
 
     return _library.CPP_KERNELS.get((op, "cuda"), False)
@@ -158,167 +162,22 @@ def add_compiled_baselines(cases: list[Case]) -> None:
         case.backends = {"eager": eager, "compiled": torch.compile(eager, dynamic=False), **rest}
 
 
-# Problem sizes; SMALL ones only smoke-test the script's plumbing (their timings mean nothing).
-SIZES = {
-    "mixed_sum": [(8, (64, 64, 64, 64)), (4, (256, 32, 32, 32))],
-    "js_divergence": [(1 << 20, 10, True), (1 << 16, 1000, True), (1 << 20, 10, False)],
-    "js_pairwise": [(2048, 2048, 64), (512, 512, 1000)],
-    "js_stability": [(200, 112, 8, 5)],
-    "feature_stats_update_": [(4096, 2048), (50000, 64)],
-}
-SMALL = {
-    "mixed_sum": [(9, (3, 5, 7))],
-    "js_divergence": [(33, 7, True), (5, 300, False)],
-    "js_pairwise": [(9, 13, 5)],
-    "js_stability": [(9, 3, 5, 2)],
-    "feature_stats_update_": [(41, 19)],
-}
+# ---------------------------------------------------------------------------------------- the cases
+def family_benchmarks() -> list:
+    """Every benchmarks/bench_<family>.py that defines `gpu_cases(bench, mf, device, dtype, small)`: the
+    rows of this script are found there, so a new family adds its rows in its own benchmark file."""
+    if str(ROOT) not in sys.path:  # run as a script: the bench modules import `benchmarks.conftest`
+        sys.path.insert(0, str(ROOT))
+    modules = []
+    for path in sorted(HERE.glob("bench_*.py")):
+        if "\ndef gpu_cases(" in path.read_text():
+            modules.append(importlib.import_module(f"benchmarks.{path.stem}"))
+    return modules
 
 
 def build_cases(mf, device: torch.device, dtype: torch.dtype, small: bool = False) -> list[Case]:
-    T = torch.ops.mednns_fast_triton
-    es = torch.empty(0, dtype=dtype).element_size()
-    cases: list[Case] = []
-
-    # mixed_sum: memory bound. One DARTS edge of a 16x(64x64x64) feature map, 8 candidates.
-    sizes = SMALL if small else SIZES
-    for K, shape in sizes["mixed_sum"]:
-        numel = math.prod(shape)
-
-        def make(K=K, shape=shape):
-            return [torch.randn(shape, device=device, dtype=dtype) for _ in range(K)], \
-                torch.softmax(torch.randn(K, device=device), 0).to(dtype)
-
-        cases.append(Case(
-            "mixed_sum", f"fwd K={K} {numel / 1e6:.0f}M", make,
-            reference=lambda xs, w: mf.ops.reference.mixed_sum(xs, w),
-            backends={"eager": lambda xs, w: sum(w[k] * x for k, x in enumerate(xs)),
-                      "cpp": (lambda xs, w: torch.ops.mednns_fast.mixed_sum(xs, w))
-                      if _cpp_cuda(mf, "mixed_sum") else None,
-                      "triton": lambda xs, w: T.mixed_sum(xs, w)},
-            nbytes=(K + 1) * numel * es, tol=1e-4,
-            why_missing={"cpp": "extension built without CUDA kernels"}))
-
-        def make_bwd(K=K, shape=shape):
-            xs, w = make(K, shape)
-            return torch.randn(shape, device=device, dtype=dtype), xs, w
-
-        def eager_bwd(g, xs, w):
-            return [w[k] * g for k in range(len(xs))], torch.stack([(x * g).sum() for x in xs])
-
-        def ref_bwd(g, xs, w):
-            return eager_bwd(g.double(), [x.double() for x in xs], w.double())
-
-        need = [True] * K
-        cases.append(Case(
-            "mixed_sum_backward", f"bwd K={K} {numel / 1e6:.0f}M", make_bwd, reference=ref_bwd,
-            backends={"eager": eager_bwd,
-                      "cpp": (lambda g, xs, w, need=need: torch.ops.mednns_fast.mixed_sum_backward(
-                          g, xs, w, need, True)) if _cpp_cuda(mf, "mixed_sum_backward") else None,
-                      "triton": lambda g, xs, w, need=need: T.mixed_sum_backward(g, xs, w, need, True)},
-            nbytes=(2 * K + 1) * numel * es, tol=1e-3,
-            why_missing={"cpp": "extension built without CUDA kernels"}))
-
-    # js_divergence: memory bound, rows of class probabilities (from logits: fused softmax).
-    for R, K, logits in sizes["js_divergence"]:
-        def make_js(R=R, K=K, logits=logits):
-            a = torch.randn(R, K, device=device, dtype=dtype)
-            b = torch.randn(R, K, device=device, dtype=dtype)
-            return (a, b) if logits else (a.softmax(-1), b.softmax(-1))
-
-        def js_eager(p, q, logits=logits):
-            if logits:
-                p, q = p.softmax(-1), q.softmax(-1)
-            m = 0.5 * (p + q)
-            kl = torch.xlogy(p, p / m).sum(-1) + torch.xlogy(q, q / m).sum(-1)
-            return (0.5 * kl).clamp(0, math.log(2))
-
-        cases.append(Case(
-            "js_divergence", f"R={R} K={K} {'logits' if logits else 'probs'}", make_js,
-            reference=lambda p, q, js_eager=js_eager: js_eager(p.double(), q.double()),
-            backends={"eager": js_eager,
-                      "cpp": _public_on(mf, "js_divergence", "cpp", device, from_logits=logits)
-                      if _cpp_cuda(mf, "js_divergence") else None,
-                      "triton": _triton_call(mf, "js_divergence", lambda p, q, logits=logits: T.js_divergence(
-                          p, q, logits), device, from_logits=logits)},
-            nbytes=(2 * R * K + R) * es, tol=1e-5,
-            why_missing={"cpp": "no C++ CUDA kernel registered for js_divergence"}))
-
-    # js_pairwise: compute bound (one log per pair and class).
-    for N, M, K in sizes["js_pairwise"]:
-        def make_pair(N=N, M=M, K=K):
-            return (torch.randn(N, K, device=device, dtype=dtype).softmax(-1),
-                    torch.randn(M, K, device=device, dtype=dtype).softmax(-1))
-
-        def pair_eager(p, q):
-            m = 0.5 * (p[:, None] + q[None])
-            return (0.5 * (torch.xlogy(p[:, None], p[:, None] / m).sum(-1)
-                           + torch.xlogy(q[None], q[None] / m).sum(-1))).clamp(0, math.log(2))
-
-        cases.append(Case(
-            "js_pairwise", f"N={N} M={M} K={K}", make_pair,
-            reference=lambda p, q: pair_eager(p.double(), q.double()),
-            backends={"eager": pair_eager,
-                      "cpp": _public_on(mf, "js_pairwise", "cpp", device) if _cpp_cuda(mf, "js_pairwise") else None,
-                      "triton": _triton_call(mf, "js_pairwise", T.js_pairwise, device)},
-            flops=5 * N * M * K, flop_dtype=dtype, tol=1e-4,
-            why_missing={"cpp": "no C++ CUDA kernel registered for js_pairwise"}))
-
-    # js_stability: a whole search's history, tiny and latency bound.
-    for T_, E, K, window in sizes["js_stability"]:
-        def make_hist(T_=T_, E=E, K=K, window=window):
-            return torch.randn(T_, E, K, device=device, dtype=dtype), window
-
-        def stab_eager(h, window):
-            p = h.softmax(-1)
-            c = torch.cat([torch.zeros_like(p[:1]), p.cumsum(0)])
-            mean = (c[window:-1] - c[:-window - 1]) / window
-            now = p[window:]
-            m = 0.5 * (now + mean)
-            js = 0.5 * (torch.xlogy(now, now / m).sum(-1) + torch.xlogy(mean, mean / m).sum(-1))
-            return torch.cat([torch.full_like(p[:window, :, 0], math.inf), js.clamp(0, math.log(2))])
-
-        cases.append(Case(
-            "js_stability", f"T={T_} E={E} K={K} window={window}", make_hist,
-            reference=lambda h, window, stab_eager=stab_eager: stab_eager(h.double(), window),
-            backends={"eager": stab_eager,
-                      "cpp": _public_on(mf, "js_stability", "cpp", device) if _cpp_cuda(mf, "js_stability") else None,
-                      "triton": _triton_call(mf, "js_stability", T.js_stability, device)},
-            nbytes=T_ * E * K * es, tol=1e-5,
-            why_missing={"cpp": "no C++ CUDA kernel registered for js_stability"}))
-
-    # FeatureStats.update: a batch's moments (compute bound: a symmetric rank-n update, float64
-    # accumulation) merged into running statistics of 1000 rows, in place.
-    for n, d in sizes["feature_stats_update_"]:
-        def make_feat(n=n, d=d):
-            return (torch.randn(d, device=device, dtype=torch.float64),
-                    torch.eye(d, device=device, dtype=torch.float64) * 1000,
-                    torch.randn(n, d, device=device, dtype=dtype) * 2 + 1)
-
-        def update_eager(mean, m2, x, count=1000):
-            x = x.double()
-            mean_b = x.mean(0)
-            c = x - mean_b
-            delta = mean_b - mean
-            m2 += c.T @ c + torch.outer(delta, delta) * (count * x.shape[0] / (count + x.shape[0]))
-            mean += delta * (x.shape[0] / (count + x.shape[0]))
-            return mean, m2
-
-        def in_place(op):
-            def update(mean, m2, x):
-                op(mean, m2, x, 1000)
-                return mean, m2
-            return update
-
-        cases.append(Case(
-            "feature_stats_update_", f"n={n} d={d}", make_feat, reference=update_eager,
-            backends={"eager": update_eager,
-                      "cpp": in_place(torch.ops.mednns_fast.feature_stats_update_)
-                      if _cpp_cuda(mf, "feature_stats_update_") else None,
-                      "triton": in_place(T.feature_stats_update_)},
-            flops=2 * n * d * d, flop_dtype=dtype, tol=1e-4, mutates=True,
-            why_missing={"cpp": "no C++ CUDA kernel registered for feature_stats_update_"}))
-    return cases
+    bench = sys.modules[__name__]
+    return [case for module in family_benchmarks() for case in module.gpu_cases(bench, mf, device, dtype, small)]
 
 
 # -------------------------------------------------------------------------------------------- main
