@@ -240,6 +240,27 @@ def test_update_kernel(benchmark, n, d):
     np.testing.assert_allclose(stats.m2.numpy(), stats.m2.numpy().T)
 
 
+# ---- the covariance check (symmetry and finiteness of sigma, run by every distance) -----------------
+
+
+@pytest.fixture(scope="module")
+def sigma_2048() -> torch.Tensor:
+    x = torch.randn(3000, 2048, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    return torch.cov(x.T)
+
+
+def test_covariance_defects_aten(benchmark, sigma_2048):
+    benchmark.group = "covariance check d=2048 float64"
+    mark_baseline(benchmark)
+    benchmark(mf.ops.reference.fid_covariance_defects, sigma_2048)
+
+
+def test_covariance_defects_op(benchmark, sigma_2048):
+    benchmark.group = "covariance check d=2048 float64"
+    got = benchmark(torch.ops.mednns_fast.fid_covariance_defects, sigma_2048)
+    torch.testing.assert_close(got, mf.ops.reference.fid_covariance_defects(sigma_2048), rtol=0, atol=0)
+
+
 # ---- rows of benchmarks/gpu_bench.py (C++ CUDA vs Triton vs eager and compiled PyTorch, on a GPU) -------
 # Problem sizes; the GPU_SMALL ones only smoke-test the script's plumbing (their timings mean nothing).
 GPU_SIZES = {"feature_stats_update_": [(4096, 2048), (50000, 64)]}
