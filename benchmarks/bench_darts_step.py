@@ -1,6 +1,7 @@
 """A whole DARTS search step of a pt.darts-style network before and after `mf.nas.swap_mixed_ops`.
 
-Run: `python benchmarks/bench_darts_step.py` (defaults: C=16, 5 cells, batch 32, 32x32, as in the issue).
+Run: `python benchmarks/bench_darts_step.py` (defaults: C=16, 5 cells, batch 32, 32x32: the configuration in
+BENCHMARKS.md).
 It runs itself once per allocator setting, in a child process each, because glibc reads
 MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ only at process start: "default" (glibc's dynamic mmap
 threshold: large fresh buffers come from mmap and page-fault on first touch) and "no-mmap" (both thresholds
@@ -56,10 +57,8 @@ def _measure(args) -> dict:
     """One allocator setting (this process): medians of every impl and measure."""
     import torch
 
-    sys.path.insert(0, str(ROOT / "examples"))
-    import ptdarts_style as ptd
-
     import mednns_fast as mf
+    from examples import ptdarts_style as ptd
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

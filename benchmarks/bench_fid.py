@@ -18,8 +18,6 @@ before timing, as in MedNNS, except in the `fid_from_features` entries, whose ti
 from __future__ import annotations
 
 import itertools
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,9 +26,7 @@ import torch
 import mednns_fast as mf
 from benchmarks.conftest import mark_baseline, set_units
 from mednns_fast.ops import fid
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python_tests"))
-from outside_fid import eigvals_fid, gram_fid, load_pytorch_fid, symmetric_fid  # noqa: E402
+from python_tests.support.outside_fid import eigvals_fid, gram_fid, load_pytorch_fid, symmetric_fid
 
 calculate_frechet_distance = load_pytorch_fid()  # raises when pytorch-fid is not installed
 AGREEMENT = 1e-6

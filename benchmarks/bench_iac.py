@@ -15,8 +15,8 @@ import pytest
 import torch
 from conftest import mark_baseline
 
+from mednns_fast.iac import SearchConfig, search_optimizers, search_step
 from mednns_fast.nas import IACConfig, implant, make_backbone
-from mednns_fast.search import SearchConfig, search_optimizers, search_step
 
 # (image size, U-Net depth, width, cell nodes, PC-DARTS K, batch): the experiment's backbone and batch with
 # a 2-node cell (the experiment's cell has 1 node), and the default 4-node cell on a wider net

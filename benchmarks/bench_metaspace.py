@@ -21,7 +21,7 @@ from conftest import mark_baseline, set_units
 
 import mednns_fast as mf
 from mednns_fast import metaspace as ms
-from mednns_fast.nas.elastic_resnet import CONFIG_ENCODING_DIM
+from mednns_fast.nas.ofa.config_space import CONFIG_ENCODING_DIM
 
 R = 100_000
 NAIVE_R = 500

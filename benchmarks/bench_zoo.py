@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from conftest import mark_baseline, set_units
 
 import mednns_fast as mf
-from mednns_fast.metaspace.zoo_builder import config_groups, task_tensors
-from mednns_fast.nas.subnet_eval import SubnetEvaluator
+from mednns_fast.nas.ofa.subnet_eval import SubnetEvaluator
+from mednns_fast.zoo.builder import config_groups, task_tensors
 
 ZOO_NET = dict(stem_channels=8, stage_channels=(8, 16, 32, 64))
 N_REFERENCE = 6  # subnets per round for the slow entries

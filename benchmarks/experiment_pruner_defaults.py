@@ -1,6 +1,6 @@
 """The experiment behind ProgressivePruner's defaults (window, threshold, patience, prune_fraction).
 
-Synthetic DARTS-like searches (`mednns_fast.search.synthetic`): 14 edges x 8 candidates, 200 epochs,
+Synthetic DARTS-like searches (`python_tests.support.synthetic`): 14 edges x 8 candidates, 200 epochs,
 logits of scale 1, per-epoch noise 0.02.
 - converging: each edge relaxes to its final weights with a time constant of 5 to 30 epochs (operations
   settle early, as IAC-LTH observed), through a transient bump of half the final weights' scale that
@@ -30,8 +30,8 @@ import time
 
 import torch
 
-from mednns_fast.search import ProgressivePruner
-from mednns_fast.search.synthetic import converging_logits, oscillating_logits
+from mednns_fast.iac import ProgressivePruner
+from python_tests.support.synthetic import converging_logits, oscillating_logits
 
 EPOCHS, EDGES, OPS = 200, 14, 8
 TAU, TRANSIENT, NOISE = (5.0, 30.0), 0.5, 0.02

@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_mixed import IMPLS, NUMEL, allocation_policy, in_place  # noqa: E402
+from bench_mixed import IMPLS, NUMEL, allocation_policy, in_place  # run as `python benchmarks/mixed_sum_runs.py`
 
 
 def call_times_ms(fn, rounds: int) -> list[float]:

@@ -1,8 +1,8 @@
 """Speed up an existing pt.darts-style DARTS search with one call: `mf.nas.swap_mixed_ops(model)`.
 
-Run: `python examples/drop_in_darts.py [--steps 3] [--batch 32] [--C 8] [--layers 5]`. It builds the
-pt.darts-style search network of `examples/ptdarts_style.py` (the user's code, untouched), runs first-order
-DARTS search steps on the built-in `brain_tissue` task (real MNI152 slices, `mf.data.build_task`), swaps its
+Run from the repository root: `python -m examples.drop_in_darts [--steps 3] [--batch 32] [--C 8] [--layers 5]`.
+It builds the pt.darts-style search network of `examples/ptdarts_style.py` (the user's code, untouched), runs
+first-order DARTS search steps on the built-in `brain_tissue` task (real MNI152 slices, `mf.data.build_task`), swaps its
 mixed edges for fused ones and runs the same steps again from the same state. See docs/drop_in_darts.md.
 """
 
@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import ptdarts_style as ptd  # noqa: E402  (the user's DARTS code)
-
-import mednns_fast as mf  # noqa: E402
+import mednns_fast as mf
+from examples import ptdarts_style as ptd  # the user's DARTS code
 
 
 def search_steps(model, train, val, steps: int, batch: int) -> tuple[list[float], float]:

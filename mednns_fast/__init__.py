@@ -1,6 +1,7 @@
 """mednns_fast: fused ops and NAS pipelines for medical imaging.
 
-`import mednns_fast as mf`; ops live in `mf.ops`; `mf.nas`, `mf.search`, `mf.data`, ... import on first use.
+`import mednns_fast as mf`; ops live in `mf.ops`; `mf.nas`, `mf.iac`, `mf.zoo`, `mf.metaspace`, `mf.data`, ...
+import on first use.
 """
 
 import importlib
@@ -11,7 +12,7 @@ import torch
 from . import ops  # noqa: F401  (loads the C++ op library)
 
 __version__ = "0.1.0"
-_SUBPACKAGES = ("nas", "search", "data", "metaspace", "triton")
+_SUBPACKAGES = ("nas", "iac", "search", "zoo", "data", "metaspace", "evaluation", "triton")
 __all__ = ["ops", *_SUBPACKAGES]
 
 

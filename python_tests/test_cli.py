@@ -26,7 +26,7 @@ def test_unknown_command_is_an_argparse_error():
 
 
 SUBCOMMANDS = [["info"], ["data"], ["bench"], ["supernet", "train"], ["zoo", "build"], ["metaspace", "train"],
-               ["query"], ["finetune"], ["iac", "search"], ["report"], ["demo"]]
+               ["query"], ["finetune"], ["iac", "search"], ["report"], ["demo"], ["study", "lodo"], ["study", "iac"]]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS, ids=" ".join)
@@ -102,3 +102,29 @@ def test_config_file_then_set_then_flags(tmp_path, capsys):
     shown = json.loads(capsys.readouterr().out)
     assert shown["query"] == {"task": "modality", "top_k": 4}
     assert shown["zoo"]["branching"] == [1, 1, 2, 2]
+
+
+def test_progress_bars_only_on_a_terminal(monkeypatch):
+    from mednns_fast.cli.parser import progress_bars
+
+    class Stream:
+        def __init__(self, tty: bool) -> None:
+            self.tty = tty
+
+        def isatty(self) -> bool:
+            return self.tty
+
+    monkeypatch.setattr("sys.stderr", Stream(True))
+    assert progress_bars(False) and not progress_bars(True)
+    monkeypatch.setattr("sys.stderr", Stream(False))  # a log file or a pipe: one line per stage instead
+    assert not progress_bars(False)
+
+
+def test_study_lodo_flags_reach_its_settings():
+    from mednns_fast.cli.parser import build_parser
+    from mednns_fast.cli.study import lodo_settings
+
+    args = build_parser().parse_args(["study", "lodo", "--zoo", "sqlite:///z.db", "--out", "o", "--seeds", "3,4",
+                                      "--metaspace-steps", "7"])
+    s = lodo_settings(args)
+    assert s.seeds == (3, 4) and s.metaspace_steps == 7 and s.images == type(s)().images

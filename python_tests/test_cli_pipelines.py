@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from mednns_fast import cli
-from mednns_fast.report.browser import check_in_chromium
+from python_tests.support.browser import check_in_chromium
 
 TINY = Path(__file__).parent / "data" / "tiny_demo.toml"
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from on_device import assert_on
 
 import mednns_fast as mf
 from mednns_fast.ops import reference
+from python_tests.support.on_device import assert_on
 
 KERNELS, DILATIONS = [3, 5, 3, 5], [1, 1, 2, 2]  # the DARTS sep/dil conv first stages
 

@@ -15,11 +15,11 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from triton_support import DEVICE, triton_runs  # noqa: F401  (the fixture of the Triton tests below)
 
 import mednns_fast as mf
+from mednns_fast.iac import ProgressivePruner
 from mednns_fast.ops import reference
-from mednns_fast.search import ProgressivePruner
+from python_tests.support.triton_support import DEVICE, triton_runs  # noqa: F401  (the fixture of the Triton tests below)
 
 BACKENDS = ["cpp", "reference"]
 FAST = settings(max_examples=12, deadline=None, derandomize=True,

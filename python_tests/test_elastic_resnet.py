@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 import mednns_fast as mf
-from mednns_fast.nas import elastic_resnet as er
-from mednns_fast.nas.subnet_eval import SubnetEvaluator, trim_kernel
+from mednns_fast.nas.ofa import config_space as er
+from mednns_fast.nas.ofa.subnet_eval import SubnetEvaluator, trim_kernel
 
 TINY = dict(stem_channels=6, stage_channels=(6, 8, 12, 16))
 
@@ -206,7 +206,7 @@ def test_trim_kernel_is_exact():
 
 
 def test_fused_evaluator_equals_per_subnet_recalibrated_evaluation(net):
-    from mednns_fast.metaspace.supernet_training import evaluate_config
+    from mednns_fast.nas.ofa.training import evaluate_config
 
     g = torch.Generator().manual_seed(0)
     calib = torch.randn(48, 1, 28, 28, generator=g)
@@ -234,7 +234,7 @@ def _tiny_data(n=48, seed=0):
 
 
 def test_progressive_shrinking_resume_is_exact():
-    from mednns_fast.metaspace.supernet_training import ShrinkSchedule, train_supernet
+    from mednns_fast.nas.ofa.training import ShrinkSchedule, train_supernet
 
     train, val = _tiny_data(48, 0), _tiny_data(16, 1)
     sched = ShrinkSchedule(full=1, depth=1, elastic=1, sandwich=1, batch_size=16, calib_size=16)

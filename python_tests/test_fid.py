@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from on_device import assert_on
-from outside_fid import gram_fid, load_pytorch_fid, textbook_fid
 
 import mednns_fast as mf
 from mednns_fast.ops import fid, reference
 from mednns_fast.ops.fid import FeatureStats, GaussianStats
+from python_tests.support.on_device import assert_on
+from python_tests.support.outside_fid import gram_fid, load_pytorch_fid, textbook_fid
 
 F64 = torch.float64
 
@@ -542,7 +542,7 @@ def test_fid_matrix_with_factor_does_not_read_sigma(device):
 
 def test_fid_matrix_large_ranks(device):
     # Ranks above 256: the symmetric route forms only the upper block triangle of C C^T.
-    from outside_fid import symmetric_fid
+    from python_tests.support.outside_fid import symmetric_fid
 
     xs = [features(n, 300, seed=40 + n, offset=0.05 * k, device=device) for k, n in enumerate([400, 500, 280, 290])]
     stats = [FeatureStats(300, device=device).update(x).finalize() for x in xs]

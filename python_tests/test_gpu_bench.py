@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from triton_support import DEVICE, triton_runs  # noqa: F401
 
 import mednns_fast as mf
+from python_tests.support.triton_support import DEVICE, triton_runs  # noqa: F401
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_bench.py"
 

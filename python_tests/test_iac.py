@@ -11,6 +11,8 @@ import pytest
 import torch
 
 import mednns_fast as mf
+from mednns_fast.iac import SearchConfig, SegData, darts_search, evaluate, seg_data, train_derived
+from mednns_fast.iac.seg_metrics import case_metrics
 from mednns_fast.nas import (
     DARTS_PRIMITIVES,
     Genotype,
@@ -21,8 +23,6 @@ from mednns_fast.nas import (
     implant,
     make_backbone,
 )
-from mednns_fast.search import SearchConfig, SegData, darts_search, evaluate, seg_data, train_derived
-from mednns_fast.search.seg_metrics import case_metrics
 
 P = len(DARTS_PRIMITIVES)
 

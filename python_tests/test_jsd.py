@@ -8,11 +8,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from on_device import assert_on
 from scipy.spatial.distance import cdist, jensenshannon
 
 import mednns_fast as mf
 from mednns_fast.ops import reference
+from python_tests.support.on_device import assert_on
 
 LN2 = math.log(2.0)
 BACKENDS = ["cpp", "reference"]

@@ -277,8 +277,9 @@ def test_regret_and_epochs_to_reach():
 
 
 def test_zoo_bridge_errors_and_lazy_weights(tmp_path):
-    from mednns_fast.metaspace import zoo_data
-    from mednns_fast.nas.elastic_resnet import ElasticResNet, max_config, min_config
+    from mednns_fast.metaspace import from_zoo as zoo_data
+    from mednns_fast.nas.ofa.config_space import max_config, min_config
+    from mednns_fast.nas.ofa.elastic_resnet import ElasticResNet
 
     zoo = ms.Zoo(f"sqlite:///{tmp_path / 'zoo.db'}")
     with pytest.raises(ValueError, match="empty"):
@@ -303,7 +304,7 @@ def test_zoo_bridge_errors_and_lazy_weights(tmp_path):
 
 
 def test_lodo_summary_hand_computed():
-    from mednns_fast.metaspace.lodo import summarise
+    from mednns_fast.evaluation.lodo import summarise
 
     def fold(name, med, pooled, reg):
         return {"held_out": name, "seeds": [{"seed": 0, "methods": {"mednns": {"curve": med, "regret": reg,

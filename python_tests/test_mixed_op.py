@@ -4,12 +4,12 @@ import copy
 
 import pytest
 import torch
-from on_device import assert_on
-from op_calls import count_ops
 
 import mednns_fast as mf
 from mednns_fast.nas import DARTS_PRIMITIVES, MixedOp
 from mednns_fast.ops._spec import SPECS
+from python_tests.support.on_device import assert_on
+from python_tests.support.op_calls import count_ops
 
 
 def _run(op, x, alpha, naive):

@@ -13,7 +13,7 @@ import torch
 import torch._inductor.exc
 
 from mednns_fast.nas import DARTS_PRIMITIVES, MixedOp
-from mednns_fast.nas.search_cnn import SearchCNN
+from python_tests.support.search_cnn import SearchCNN
 
 TOL = {"rtol": 1e-4, "atol": 1e-5}
 

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from on_device import assert_on
 
 import mednns_fast as mf
 from mednns_fast.ops import reference
+from python_tests.support.on_device import assert_on
 
 SHAPES = [(7,), (3, 5, 7), (2, 3, 33, 17), (1, 1)]
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]

@@ -6,12 +6,12 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from on_device import assert_on
-from op_calls import count_ops
 
 import mednns_fast as mf
 from mednns_fast.nas import DARTS_PRIMITIVES, MixedOp
 from mednns_fast.ops import reference
+from python_tests.support.on_device import assert_on
+from python_tests.support.op_calls import count_ops
 
 SIZES = [(11, 8), (1, 1), (32, 33), (2, 40), (7, 1)]
 

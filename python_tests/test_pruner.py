@@ -10,11 +10,11 @@ import pytest
 import torch
 
 import mednns_fast as mf
+from mednns_fast.iac import ProgressivePruner
+from mednns_fast.io import atomic_write_json
 from mednns_fast.nas import DARTS_PRIMITIVES, MixedOp
 from mednns_fast.report.pruner_figures import plot_pruner_trajectory
-from mednns_fast.report.run_dir import atomic_write_json
-from mednns_fast.search import ProgressivePruner
-from mednns_fast.search.synthetic import converging_logits, oscillating_logits
+from python_tests.support.synthetic import converging_logits, oscillating_logits
 
 EPOCHS, EDGES, OPS = 200, 14, 8
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from mednns_fast.report.browser import check_in_chromium, find_chromium
 from mednns_fast.report.html import Figure, Section, Table, render_html
+from python_tests.support.browser import check_in_chromium, find_chromium
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,6 @@ those projects. Each test compares the swapped network with an untouched deep co
 from __future__ import annotations
 
 import copy
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,10 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import mednns_fast as mf
+from examples import ptdarts_style as ptd
 from mednns_fast.nas import DARTS_PRIMITIVES, SwappedMixedOp, swap_mixed_ops
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-import ptdarts_style as ptd  # noqa: E402
 
 # ---- the original DARTS (quark0/darts, cnn/): flat Sequentials, `none` first ---------------------------------
 
@@ -418,7 +414,7 @@ def test_bad_arguments():
 
 
 def test_drop_in_example_runs_and_searches_the_same():
-    import drop_in_darts
+    from examples import drop_in_darts
 
     out = drop_in_darts.main(steps=1, batch=4, C=4, layers=3, nodes=2)
     assert len(out["report"]) == 3 * 5 and out["report"].edges[0].primitives == tuple(ptd.PRIMITIVES)

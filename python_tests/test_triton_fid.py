@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from on_device import assert_on
-from triton_support import float_dtypes, needs_gpu, triton_runs  # noqa: F401
 
 import mednns_fast as mf
 from mednns_fast.triton.fid import feature_moments
+from python_tests.support.on_device import assert_on
+from python_tests.support.triton_support import float_dtypes, needs_gpu, triton_runs  # noqa: F401
 
 pytestmark = [pytest.mark.triton, pytest.mark.usefixtures("triton_runs")]
 

@@ -8,11 +8,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from on_device import assert_on
 from scipy.spatial.distance import jensenshannon
-from triton_support import float_dtypes, needs_gpu, tolerances, triton_runs  # noqa: F401
 
 import mednns_fast as mf
+from python_tests.support.on_device import assert_on
+from python_tests.support.triton_support import float_dtypes, needs_gpu, tolerances, triton_runs  # noqa: F401
 
 pytestmark = [pytest.mark.triton, pytest.mark.usefixtures("triton_runs")]
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from op_calls import copies, count_ops
-from triton_support import float_dtypes, needs_gpu, tolerances, triton_runs  # noqa: F401
 
 import mednns_fast as mf
 from mednns_fast.ops import reference
 from mednns_fast.triton.mixed import _Layout
+from python_tests.support.op_calls import copies, count_ops
+from python_tests.support.triton_support import float_dtypes, needs_gpu, tolerances, triton_runs  # noqa: F401
 
 pytestmark = [pytest.mark.triton, pytest.mark.usefixtures("triton_runs")]
 

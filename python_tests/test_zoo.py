@@ -20,14 +20,15 @@ import pytest
 
 import mednns_fast as mf
 from mednns_fast.metaspace import Zoo, ZooRecord
-from mednns_fast.metaspace.zoo_builder import config_groups
 from mednns_fast.nas import config_key, sample_config
+from mednns_fast.zoo.builder import config_groups
 
 REPO = Path(mf.__file__).resolve().parent.parent
-WRITER = Path(__file__).with_name("zoo_writer.py")
+WRITER = Path(__file__).parent / "support" / "zoo_writer.py"
 # A tiny supernet on the smallest task: seconds to train one epoch of its full network.
-BUILD = ["--datasets", "lfw_faces", "--epochs", "1", "0", "0", "0", "--stage-channels", "4", "8", "8", "12",
-         "--calib-size", "64", "--no-progress"]
+BUILD = ["--tasks", "lfw_faces", "--set", "supernet.full=1", "--set", "supernet.depth=0", "--set", "supernet.elastic=0",
+         "--set", "supernet.sandwich=0", "--set", "supernet.stage_channels=[4,8,8,12]", "--set", "zoo.calib_size=64",
+         "--no-progress", "--workers", "1"]
 
 
 def _env() -> dict:
@@ -38,8 +39,8 @@ def _builder(db: str, workdir: Path, branching, extra=(), torchrun: int = 0) -> 
     head = [sys.executable, "-m"]
     if torchrun:
         head += ["torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}", "-m"]
-    return [*head, "mednns_fast.metaspace.zoo_builder", "--db", db, "--workdir", str(workdir), *BUILD,
-            "--branching", *map(str, branching), *extra]
+    return [*head, "mednns_fast", "zoo", "build", "--db", db, "--run-dir", str(workdir), *BUILD,
+            "--set", f"zoo.branching=[{','.join(map(str, branching))}]", *extra]
 
 
 def _record(dataset: str, cfg: dict, i: int) -> ZooRecord:

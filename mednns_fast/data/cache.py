@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from ..io import atomic_write
 
 ENV_VAR = "MEDNNS_FAST_CACHE"
 
@@ -41,21 +42,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write(path: Path, write) -> None:
-    # Temp file in the same directory, so os.replace is an atomic rename on the same file system.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def manifest_path(npz_path: Path) -> Path:
     return npz_path.with_suffix(".json")
 
@@ -64,7 +50,7 @@ def save(npz_path: str | os.PathLike, arrays: dict[str, np.ndarray], build_key: 
     """Write `arrays` as an npz plus its manifest, atomically."""
     npz_path = Path(npz_path)
     npz_path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(npz_path, lambda f: np.savez_compressed(f, **arrays))
+    atomic_write(npz_path, lambda f: np.savez_compressed(f, **arrays))
     manifest = {
         "sha256": _sha256(npz_path),
         "bytes": npz_path.stat().st_size,
@@ -72,7 +58,7 @@ def save(npz_path: str | os.PathLike, arrays: dict[str, np.ndarray], build_key: 
         "build_key": build_key,
         "meta": meta or {},
     }
-    _atomic_write(manifest_path(npz_path), lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+    atomic_write(manifest_path(npz_path), lambda f: f.write(json.dumps(manifest, indent=1).encode()))
 
 
 def load(npz_path: str | os.PathLike, build_key: str) -> tuple[dict[str, np.ndarray], dict] | None:

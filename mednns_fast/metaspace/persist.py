@@ -11,9 +11,8 @@ from pathlib import Path
 
 import torch
 
-from .extractor import Extractor, FeatureExtractor, state_digest
-from .pipeline import TrainedMetaSpace
-from .query import CandidateIndex, CandidateRef, WeightsHandle
+from .features import Extractor, FeatureExtractor, state_digest
+from .query import CandidateIndex, CandidateRef, TrainedMetaSpace, WeightsHandle
 from .space import MetaSpace, MetaSpaceConfig
 
 FORMAT = 1

@@ -1,9 +1,10 @@
-"""Query: a new dataset's features -> ranked (config, source dataset, predicted accuracy, weights handle).
+"""Answering queries: a new dataset's features -> ranked (config, source dataset, predicted accuracy, weights handle).
 
 `CandidateIndex` encodes every zoo record once (its embedding, or the predictor's per-model projection), so a
 query costs one set encoding plus one [R, D] product (or [R, H] add) and a top-k. Weights are not touched until
 a caller asks for them: each result holds a `WeightsHandle` (supernet path, digest, config), and
-`WeightsHandle.load()` builds the subnet from the source dataset's supernet only then.
+`WeightsHandle.load()` builds the subnet from the source dataset's supernet only then (`load(calibration=...)`
+recalibrates its BatchNorm statistics on the target's training images).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..nas.ofa.subnet import recalibrate_bn
+from .features import Extractor, dataset_features
 from .space import MetaSpace
 
 
@@ -26,13 +29,24 @@ class WeightsHandle:
     digest: str
     config: dict
 
-    def load(self, loader=None) -> torch.nn.Module:
+    def load(self, loader=None, calibration: torch.Tensor | None = None) -> torch.nn.Module:
         """The standalone subnet (eval mode) with the supernet's weights. loader(path) -> supernet (default: the zoo's
-        `load_supernet`, which verifies the digest)."""
+        `load_supernet`, which verifies the digest).
+
+        calibration: training images [N, C, H, W] of the task the subnet will run on, standardised
+        (`data.images.standardise`) with the source supernet's input channels. When given, the subnet's BatchNorm
+        statistics are recalibrated on them (`nas.ofa.recalibrate_bn`, one pass: the zoo builder's protocol);
+        without, it keeps the supernet's running statistics, a mix over every subnet sampled in training, on
+        which it scores far below its zoo record. To change the input channels or classes first, load without
+        and recalibrate after `evaluation.finetune.adapt_to_task` (`fine_tune(..., calibration=...)` does).
+        """
         if loader is None:
-            from .zoo import load_supernet
+            from ..zoo.checkpoint import load_supernet
             loader = load_supernet
-        return loader(self.path).subnet(self.config).eval()
+        net = loader(self.path).subnet(self.config)
+        if calibration is not None:
+            recalibrate_bn(net, calibration)
+        return net.eval()
 
 
 @dataclass(frozen=True)
@@ -126,3 +140,30 @@ class CandidateIndex:
         with torch.no_grad():
             emb = self.model.encode_datasets(dataset_features.float())
         return self.query_embedding(emb, k, exclude)
+
+
+@dataclass
+class TrainedMetaSpace:
+    """extractor: the fold's frozen feature extractor (with provenance); index: every zoo record encoded by the
+    trained meta-space (`index.model`). images: how many training images encode a query dataset."""
+
+    extractor: Extractor
+    index: CandidateIndex
+    images: int = 64
+    image_seed: int = 0
+
+    def query(self, dataset, k: int = 10, exclude: Sequence[str] = ()) -> list[Retrieved]:
+        """Ranked [(config, source dataset, predicted accuracy, weights handle)] for a dataset: a BuiltTask (its
+        train split is sampled) or a features tensor [n, F] from this extractor."""
+        return query(self, dataset, k, exclude)
+
+
+def query(space: TrainedMetaSpace, dataset, k: int = 10, exclude: Sequence[str] = ()) -> list[Retrieved]:
+    """See `TrainedMetaSpace.query`."""
+    if isinstance(dataset, torch.Tensor):
+        feats = dataset
+    elif hasattr(dataset, "splits") or isinstance(dataset, dict):
+        feats = dataset_features(space.extractor.model, dataset, space.images, space.image_seed)
+    else:
+        raise TypeError(f"query: dataset must be a BuiltTask or a features tensor [n, F], got {type(dataset).__name__}")
+    return space.index.query(feats, k, exclude)

@@ -19,7 +19,7 @@ from .space import MetaSpace, MetaSpaceConfig
 
 @dataclass
 class MetaSpaceData:
-    """Everything a meta-space trains on, as tensors (built from a zoo by `zoo_data.metaspace_data`).
+    """Everything a meta-space trains on, as tensors (built from a zoo by `from_zoo.metaspace_data`).
 
     datasets: N dataset names. features: N tensors [n_i, F], frozen features of a sample of each dataset's
     training images. fid: [N, N] FID between the datasets' feature distributions. topology: [R, Dt] config

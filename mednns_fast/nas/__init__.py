@@ -1,8 +1,34 @@
-"""Search-space modules: DARTS candidate operations, the (fused) mixed edge, the drop-in edge swap, the elastic
-ResNet supernet, U-Net backbones and the implantable adaptive cells (IAC) of their skip connections."""
+"""Search spaces, one folder each: DARTS edges (`nas.darts`: candidate operations, the fused mixed edge, the
+drop-in swap), the once-for-all elastic ResNet (`nas.ofa`) and implantable adaptive cells in U-Nets (`nas.iac`).
+Their public names are re-exported here."""
 
-from .activation_memory import saved_activation_bytes
-from .elastic_resnet import (
+from .darts import (
+    DARTS_PRIMITIVES,
+    OPS,
+    MixedOp,
+    PartialChannelMixedOp,
+    SwappedEdge,
+    SwappedMixedOp,
+    SwapReport,
+    saved_activation_bytes,
+    swap_mixed_ops,
+)
+from .iac import (
+    BACKBONES,
+    DerivedCell,
+    Genotype,
+    IACArchitecture,
+    IACCell,
+    IACConfig,
+    IACNetwork,
+    ResidualSkip,
+    UNet,
+    channel_shuffle,
+    derive,
+    implant,
+    make_backbone,
+)
+from .ofa import (
     CONFIG_ENCODING_DIM,
     BlockSpec,
     BNStats,
@@ -18,12 +44,6 @@ from .elastic_resnet import (
     sample_config,
     validate_config,
 )
-from .iac_cell import DerivedCell, Genotype, IACCell, IACConfig, channel_shuffle, derive
-from .implant import IACArchitecture, IACNetwork, ResidualSkip, implant
-from .mixed_op import MixedOp
-from .operations import DARTS_PRIMITIVES, OPS
-from .swap import PartialChannelMixedOp, SwappedEdge, SwappedMixedOp, SwapReport, swap_mixed_ops
-from .unet import BACKBONES, UNet, make_backbone
 
 __all__ = [
     "BACKBONES",

@@ -98,7 +98,7 @@ def _anchor(i: int) -> str:
 
 def render_html(title: str, sections: Sequence[Section], path: str | os.PathLike, subtitle: str = "") -> Path:
     """Write the report to `path` (atomically) and return it."""
-    from .run_dir import atomic_write_bytes
+    from ..io import atomic_write_bytes
 
     nav = " ".join(f'<a href="#{_anchor(i)}">{html.escape(s.title)}</a>' for i, s in enumerate(sections))
     parts = [

@@ -7,7 +7,7 @@ import math
 import os
 from pathlib import Path
 
-from ..search.darts import SearchResult
+from ..iac.search import SearchResult
 from .figure_io import pyplot, save_figure
 
 

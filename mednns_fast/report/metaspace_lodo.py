@@ -1,4 +1,4 @@
-"""Writing and drawing the meta-space leave-one-dataset-out results (`metaspace.lodo.run_lodo`'s dict):
+"""Writing and drawing the meta-space leave-one-dataset-out results (`evaluation.lodo.run_lodo`'s dict):
 `lodo.json` (NaN as null) and `lodo.png` (final accuracy, fine-tuning curves, per-fold gain, regret/Spearman)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io import atomic_write_json
 from .figure_io import pyplot, save_figure
-from .run_dir import atomic_write_json
 
 
 def _nan_as_null(value):

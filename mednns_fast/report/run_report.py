@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ..io import RunDir
 from .html import Figure, Section, Table, render_html
-from .run_dir import RunDir
 
 __all__ = ["report_sections", "write_report"]
 

@@ -1,0 +1,204 @@
+"""`mednns-fast study lodo` and `mednns-fast study iac`: the studies behind BENCHMARKS.md, resumable.
+
+    mednns-fast study lodo --zoo sqlite:///runs/zoo/zoo.db --out runs/metaspace_lodo [--seeds 0,1,2 ...]
+    mednns-fast study iac --out runs/iac_lth [--tasks T ...] [--seeds 0 1 2] [--search-epochs N]
+
+The algorithms are `evaluation.lodo.run_lodo` and `iac.study.run_one`; this module writes what they return
+(one JSON per finished fold or run, so a killed study resumes with what it has) and draws the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import torch
+
+from ..io import atomic_write_json, read_json
+
+__all__ = ["add_parsers", "iac_pair", "iac_study", "lodo_study", "run"]
+
+
+# ---------------------------------------------------------------- leave-one-dataset-out meta-space study
+
+
+def _add_lodo(sub) -> None:
+    from ..evaluation.lodo import LodoSettings
+
+    p = sub.add_parser("lodo", help="leave-one-dataset-out evaluation of the meta-space against baselines")
+    p.add_argument("--zoo", required=True, help="zoo database URL (sqlite:///path/zoo.db)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of the main process (workers use 1)")
+    for f in fields(LodoSettings):
+        default = f.default
+        if isinstance(default, tuple) or default is None:
+            p.add_argument(f"--{f.name.replace('_', '-')}", default=None, help=f"comma-separated (default {default})")
+        elif isinstance(default, bool):  # type=bool would take "False" for True
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=_flag, default=default, metavar="true|false",
+                           help=f"(default {str(default).lower()})")
+        else:
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=type(default), default=default)
+
+
+def _flag(text: str) -> bool:
+    value = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False,
+             "off": False}.get(text.strip().lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value
+
+
+def lodo_settings(args: argparse.Namespace):
+    """LodoSettings from the parsed `study lodo` flags."""
+    from ..evaluation.lodo import LodoSettings
+
+    values = {}
+    for f in fields(LodoSettings):
+        v = getattr(args, f.name)
+        if v is None:
+            continue
+        if isinstance(f.default, tuple) or f.default is None:
+            items = [x for x in v.split(",") if x]
+            v = tuple(int(x) for x in items) if f.name == "seeds" else tuple(items)
+        values[f.name] = v
+    return LodoSettings(**values)
+
+
+def format_lodo(summary: dict) -> str:
+    lines = [f"{'method':22s} {'final acc %':>14s} {'regret pts':>12s} {'spearman':>14s} {'ep->pooled':>12s} reached"]
+    for name, acc in summary["final_test_acc"].items():
+        def ms(d, scale=1.0):
+            return "-" if d["mean"] is None else f"{scale * d['mean']:.2f}±{scale * d['std']:.2f}"
+        ep = summary["epochs_to_pooled_final"][name]
+        reached = "-" if ep["reached_fraction"] is None else f"{ep['reached_fraction']:.2f}"
+        lines.append(f"{name:22s} {ms(acc, 100):>14s} {ms(summary['regret'][name], 100):>12s} "
+                     f"{ms(summary['spearman'][name]):>14s} {ms(ep):>12s} {reached}")
+    gap = summary["mednns_minus_pooled_points"]
+    lines.append(f"MedNNS - pooled-pretrained: {gap['mean']:.2f} ± {gap['std']:.2f} points (claim: >= +1.7)"
+                 if gap["mean"] is not None else "MedNNS - pooled-pretrained: n/a")
+    return "\n".join(lines)
+
+
+def lodo_study(zoo: str, out: str | Path, settings, progress: bool = True) -> dict:
+    """Run (or resume) the leave-one-dataset-out study into `out` (lodo.json, lodo.png, folds/*.json)."""
+    from ..evaluation.lodo import run_lodo
+    from ..report.metaspace_lodo import plot_lodo, write_json
+
+    out = Path(out)
+    # One JSON per finished fold: a killed run resumes with the folds it has (same settings required).
+    fold_dir = out / "folds"
+    done = {}
+    for path in sorted(fold_dir.glob("*.json")) if fold_dir.is_dir() else []:
+        fold = json.loads(path.read_text())
+        if fold.get("settings") == json.loads(json.dumps(settings.to_dict())):
+            done[fold["held_out"]] = fold
+    start = time.time()
+
+    def keep(fold: dict) -> None:
+        write_json({**fold, "settings": settings.to_dict()}, fold_dir / f"{fold['held_out']}.json")
+
+    results = run_lodo(zoo, settings, progress=progress, done=done, on_fold=keep)
+    results["wall_seconds"] = time.time() - start
+    write_json(results, out / "lodo.json")
+    plot_lodo(results, out / "lodo.png")
+    print(format_lodo(results["summary"]))
+    print(f"wall {results['wall_seconds']:.0f} s; wrote {out / 'lodo.json'} and {out / 'lodo.png'}")
+    return results
+
+
+# ---------------------------------------------------------------- IAC vs IAC-LTH study
+
+
+def _add_iac(sub) -> None:
+    from ..iac.study import SEG_TASKS, ExperimentConfig
+
+    p = sub.add_parser("iac", help="IAC vs IAC-LTH on the built-in segmentation tasks")
+    p.add_argument("--out", default="runs/iac_lth")
+    p.add_argument("--tasks", nargs="*", default=list(SEG_TASKS))
+    p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    p.add_argument("--search-epochs", type=int, default=ExperimentConfig.search_epochs)
+    p.add_argument("--no-progress", action="store_true")
+
+
+def iac_pair(cfg, task: str, backbone: str, seed: int, train, test, out: Path, progress: bool,
+             modes: tuple[str, ...] = ("full", "lth"), name: str = "") -> dict:
+    """One task x backbone x seed into `out` (read back from `out/runs/<name>.json` when finished: default
+    name `<task>_<backbone>_s<seed>`); draws the search pair to `out/figures/<task>_<backbone>_s<seed>.png`."""
+    from ..iac.study import run_one
+    from ..report.iac_figures import plot_search_pair
+
+    tag = f"{task}_{backbone}_s{seed}"
+    path = out / "runs" / f"{name or tag}.json"
+    row = read_json(path)
+    if row is None:
+        row, results = run_one(cfg, task, backbone, seed, train, test, out / "checkpoints", progress, modes)
+        if set(modes) == {"full", "lth"}:
+            plot_search_pair(results["full"], results["lth"], out / "figures" / f"{tag}.png", tag)
+        atomic_write_json(path, row)
+    return row
+
+
+def iac_study(cfg, out: str | Path, progress: bool = True) -> dict:
+    """Run (or resume) the whole IAC study into `out`; returns the summary (also `out/summary.json`, `.md`)."""
+    import mednns_fast as mf
+
+    from ..iac.segmentation import seg_data
+    from ..iac.study import summarise
+    from ..report.iac_results import summary_table
+
+    out = Path(out)
+    torch.set_num_threads(1)
+    runs = []
+    started = time.perf_counter()
+    for task in cfg.tasks:
+        built = mf.data.build_task(task)
+        train = seg_data(built["train"], limit=cfg.train_images, seed=0).downsample(cfg.downsample)
+        test = seg_data(built["test"]).downsample(cfg.downsample)
+        for backbone_name in cfg.backbones:
+            for seed in cfg.seeds:
+                row = iac_pair(cfg, task, backbone_name, seed, train, test, out, progress)
+                runs.append(row)
+                print(f"[{time.perf_counter() - started:7.1f}s] {task:17s} {backbone_name:8s} seed {seed}: "
+                      f"baseline {row['baseline']['mean_dice']:.3f}  full {row['full']['test']['mean_dice']:.3f} "
+                      f"({row['full']['search']['wall_seconds']:.1f}s)  lth {row['lth']['test']['mean_dice']:.3f} "
+                      f"({row['lth']['search']['wall_seconds']:.1f}s, {row['lth']['search']['epochs_run']} ep)",
+                      flush=True)
+    summary = summarise(runs)
+    summary["config"] = asdict(cfg)
+    summary["total_seconds"] = time.perf_counter() - started
+    atomic_write_json(out / "summary.json", summary)
+    (out / "summary.md").write_text(summary_table(summary) + "\n")
+    print(summary_table(summary))
+    print(f"median wall speed-up {summary['median_speedup_wall']:.2f}x, min {summary['min_speedup_wall']:.2f}x, "
+          f"total {summary['total_seconds']:.0f}s")
+    return summary
+
+
+# ---------------------------------------------------------------- wiring
+
+
+def add_parsers(sub) -> None:
+    """The `study` command group."""
+    study = sub.add_parser("study", help="the studies behind BENCHMARKS.md").add_subparsers(dest="action",
+                                                                                            required=True)
+    _add_lodo(study)
+    _add_iac(study)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .parser import progress_bars
+
+    if args.action == "lodo":
+        # Small per-record work: on a shared machine extra intra-op threads only wait for each other.
+        torch.set_num_threads(args.threads)
+        lodo_study(args.zoo, args.out, lodo_settings(args), progress=progress_bars(args.quiet))
+    else:
+        from ..iac.study import ExperimentConfig
+
+        cfg = ExperimentConfig(tasks=tuple(args.tasks), seeds=tuple(args.seeds), search_epochs=args.search_epochs)
+        iac_study(cfg, args.out, progress=progress_bars(args.no_progress))
+    return 0

@@ -1,0 +1,248 @@
+"""First-order bilevel DARTS search of implanted cells (IAC), with optional JS-stability pruning (IAC-LTH),
+and the training of the derived cell.
+
+`darts_search(network, data, config)`: the backbone is frozen (no gradients, BatchNorm statistics kept);
+the training data is split into two halves by case; every step first updates the architecture parameters
+(alphas, betas; Adam) on a batch of one half, then the cells' weights on a batch of the other (first order:
+no unrolled step). Each half has its own endless batch stream. With `config.pruner` set, a
+`ProgressivePruner` watches the alphas after every epoch; its masks switch pruned candidates off in every
+implanted cell (exact zero weights, so the MixedOps never compute them) and the search stops when every
+edge is decided. Without it the search runs `config.epochs` epochs (the full-length search).
+With `checkpoint` set, the whole state is saved after every epoch and a rerun resumes from it exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..io import atomic_torch_save
+from ..nas.iac.cell import Genotype, derive, primitive_names
+from ..nas.iac.implant import IACNetwork, implant
+from ..nas.iac.unet import UNet
+from .batches import BatchStream
+from .pruner import ProgressivePruner, PruneEvent
+from .segmentation import SegData, dice_ce_loss, split_halves, train_segmenter
+
+_CHECKPOINT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """epochs: the full-length search (the most epochs a pruned search may take). An epoch is one pass
+    over the weight half of the data. w_lr: Adam on the cells' weights. alpha_lr, alpha_weight_decay:
+    Adam (betas 0.5, 0.999, as DARTS) on alphas and betas. pruner: `ProgressivePruner` keyword arguments,
+    or None for the full-length search."""
+
+    epochs: int = 50
+    batch_size: int = 8
+    w_lr: float = 3e-3
+    alpha_lr: float = 3e-3
+    alpha_weight_decay: float = 1e-3
+    seed: int = 0
+    pruner: dict | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"SearchConfig: {name} must be an int >= 1, got {v!r}")
+        for name in ("w_lr", "alpha_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"SearchConfig: {name} must be > 0, got {getattr(self, name)!r}")
+
+
+@dataclass
+class SearchResult:
+    """What a search returns.
+
+    genotype: the derived cell. epochs_run: epochs searched. wall_seconds: search time (forward/backward
+    and pruner steps; checkpoint writes excluded), epoch_seconds: per epoch; cpu_seconds: the process's
+    CPU time over the same spans (less sensitive to other load on a shared machine). weights: [T, E, P] edge
+    distributions after each epoch; betas: [T, E] normalised betas. train_loss / arch_loss: per-epoch
+    means on the two halves. decided_epoch: per edge, the epoch its last prune left `min_ops` candidates
+    (None: not decided by the pruner). events: the prune events. divergences: [T][E] JS stability per
+    epoch (the pruner's; None when no pruner or before a full window). done: every edge decided.
+    """
+
+    genotype: Genotype
+    epochs_run: int
+    wall_seconds: float
+    epoch_seconds: list[float]
+    cpu_seconds: float
+    weights: torch.Tensor
+    betas: torch.Tensor
+    train_loss: list[float]
+    arch_loss: list[float]
+    decided_epoch: list[int | None]
+    events: list[PruneEvent]
+    divergences: list[list[float | None]] | None
+    done: bool
+    config: SearchConfig
+    primitives: tuple[str, ...] = field(default=())
+
+    def summary(self) -> dict:
+        """JSON-ready scalars and lists (no tensors)."""
+        return {
+            "genotype": self.genotype.to_dict(), "genotype_str": str(self.genotype),
+            "epochs_run": self.epochs_run, "wall_seconds": self.wall_seconds, "cpu_seconds": self.cpu_seconds,
+            "epoch_seconds": self.epoch_seconds,
+            "decided_epoch": self.decided_epoch, "done": self.done,
+            "events": [ev.to_dict() for ev in self.events], "config": asdict(self.config),
+            "train_loss": self.train_loss, "arch_loss": self.arch_loss,
+        }
+
+
+def search_optimizers(network: IACNetwork, config: SearchConfig) -> tuple[torch.optim.Optimizer,
+                                                                          torch.optim.Optimizer]:
+    """Adam on the cells' weights; Adam (betas 0.5, 0.999, weight decay) on the architecture parameters."""
+    w_opt = torch.optim.Adam(list(network.cell_parameters()), lr=config.w_lr)
+    a_opt = torch.optim.Adam(network.arch_parameters(), lr=config.alpha_lr, betas=(0.5, 0.999),
+                             weight_decay=config.alpha_weight_decay)
+    return w_opt, a_opt
+
+
+def search_step(network: IACNetwork, w_opt: torch.optim.Optimizer, a_opt: torch.optim.Optimizer,
+                arch_batch: tuple[torch.Tensor, torch.Tensor],
+                weight_batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, float]:
+    """One first-order DARTS step: the architecture parameters on `arch_batch` (images [N, C, H, W], masks
+    [N, H, W]), then the cells' weights on `weight_batch`. Returns (weight loss, architecture loss)."""
+    a_loss = dice_ce_loss(network(arch_batch[0]), arch_batch[1])
+    a_opt.zero_grad(set_to_none=True)
+    a_loss.backward()
+    a_opt.step()
+    w_loss = dice_ce_loss(network(weight_batch[0]), weight_batch[1])
+    w_opt.zero_grad(set_to_none=True)  # also clears what the architecture step left on the weights
+    w_loss.backward()
+    w_opt.step()
+    return float(w_loss.detach()), float(a_loss.detach())
+
+
+def darts_search(network: IACNetwork, data: SegData, config: SearchConfig = SearchConfig(),
+                 checkpoint: str | os.PathLike | None = None, progress: bool = True,
+                 on_epoch_end: Callable[[int], None] | None = None) -> SearchResult:
+    """Search the cells implanted in `network` (from `mf.nas.implant(unet, IACConfig(...))`) on `data`
+    (the training split). Resumes from `checkpoint` when that file exists, and writes it after every
+    epoch. `on_epoch_end(epoch)` runs after each epoch's checkpoint (a place to log, or to stop).
+    Returns a `SearchResult`; `network` is left in its searched state (prune masks applied)."""
+    if not isinstance(network, IACNetwork) or network.arch is None:
+        raise TypeError("darts_search: network must be an IACNetwork with search cells (implant an IACConfig)")
+    if data.n_classes != network.unet.config["n_classes"]:
+        raise ValueError(f"darts_search: data has {data.n_classes} classes, the network predicts "
+                         f"{network.unet.config['n_classes']}")
+    if len(data) < 2:
+        raise ValueError(f"darts_search: needs at least 2 training images, got {len(data)}")
+    arch = network.arch
+    network.freeze_backbone()
+    w_opt, a_opt = search_optimizers(network, config)
+    w_half, a_half = split_halves(data, config.seed)
+    w_stream = BatchStream(len(w_half), config.batch_size, config.seed + 1)
+    a_stream = BatchStream(len(a_half), config.batch_size, config.seed + 2)
+    pruner = None
+    if config.pruner is not None:
+        pruner = ProgressivePruner(arch.alphas, names=primitive_names(arch.config), **config.pruner)
+    history: dict[str, list] = {"weights": [], "betas": [], "train_loss": [], "arch_loss": [], "epoch_seconds": [],
+                               "epoch_cpu_seconds": []}
+    start = 0
+    path = Path(checkpoint) if checkpoint is not None else None
+    if path is not None and path.exists():
+        state = torch.load(path, weights_only=False)
+        if state.get("version") != _CHECKPOINT_VERSION or state["config"] != asdict(config):
+            raise ValueError(f"darts_search: checkpoint {path} was written by a different search "
+                             f"(config {state.get('config')}); remove it or pass the same config")
+        network.load_state_dict(state["network"])
+        w_opt.load_state_dict(state["w_opt"])
+        a_opt.load_state_dict(state["a_opt"])
+        w_stream.load_state_dict(state["w_stream"])
+        a_stream.load_state_dict(state["a_stream"])
+        if pruner is not None:
+            pruner.load_state_dict(state["pruner"])
+            network.set_active(pruner.masks)
+        history = state["history"]
+        start = state["epoch"] + 1
+    steps = w_stream.batches_per_pass
+    bar = tqdm(range(start, config.epochs), desc="search" if pruner is None else "search+prune",
+               disable=not progress, leave=False, initial=start, total=config.epochs)
+    for epoch in bar:
+        if pruner is not None and pruner.done:
+            break
+        t0, c0 = time.perf_counter(), time.process_time()
+        network.train()
+        sums = [0.0, 0.0]
+        for _ in range(steps):
+            a_idx, w_idx = a_stream.next(), w_stream.next()
+            w_loss, a_loss = search_step(network, w_opt, a_opt, (a_half.images[a_idx], a_half.masks[a_idx]),
+                                         (w_half.images[w_idx], w_half.masks[w_idx]))
+            sums[0] += w_loss
+            sums[1] += a_loss
+        if pruner is not None and pruner.step(epoch):
+            network.set_active(pruner.masks)
+        history["epoch_seconds"].append(time.perf_counter() - t0)
+        history["epoch_cpu_seconds"].append(time.process_time() - c0)
+        history["weights"].append(arch.weights().detach().clone())
+        history["betas"].append(arch.edge_betas().detach().clone())
+        history["train_loss"].append(sums[0] / steps)
+        history["arch_loss"].append(sums[1] / steps)
+        bar.set_postfix(loss=f"{sums[0] / steps:.3f}",
+                        decided=f"{sum(pruner.decided(e) for e in range(pruner.num_edges))}" if pruner else "-")
+        if path is not None:
+            atomic_torch_save({
+                "version": _CHECKPOINT_VERSION, "config": asdict(config), "epoch": epoch,
+                "network": network.state_dict(), "w_opt": w_opt.state_dict(), "a_opt": a_opt.state_dict(),
+                "w_stream": w_stream.state_dict(), "a_stream": a_stream.state_dict(),
+                "pruner": pruner.state_dict() if pruner is not None else None, "history": history,
+            }, path)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch)
+    bar.close()
+    return _result(network, pruner, history, config)
+
+
+def _result(network: IACNetwork, pruner: ProgressivePruner | None, history: dict,
+            config: SearchConfig) -> SearchResult:
+    arch = network.arch
+    genotype = derive(arch.weights(), arch.edge_betas(), arch.config)
+    E = arch.config.n_edges
+    decided: list[int | None] = [None] * E
+    events, divergences, done = [], None, False
+    if pruner is not None:
+        events = list(pruner.events)
+        for ev in events:
+            if len(ev.active) <= pruner.config["min_ops"]:
+                decided[ev.edge] = ev.epoch
+        divergences = [[d if math.isfinite(d) else None for d in row] for row in pruner.divergences]
+        done = pruner.done
+    seconds = [float(s) for s in history["epoch_seconds"]]
+    return SearchResult(
+        genotype=genotype, epochs_run=len(seconds), wall_seconds=sum(seconds), epoch_seconds=seconds,
+        cpu_seconds=float(sum(history["epoch_cpu_seconds"])),
+        weights=torch.stack(history["weights"]) if history["weights"] else torch.empty(0, E, 0),
+        betas=torch.stack(history["betas"]) if history["betas"] else torch.empty(0, E),
+        train_loss=list(history["train_loss"]), arch_loss=list(history["arch_loss"]),
+        decided_epoch=decided, events=events, divergences=divergences, done=done, config=config,
+        primitives=arch.config.primitives)
+
+
+def train_derived(backbone: UNet, genotype: Genotype, data: SegData, epochs: int, finetune_epochs: int = 0,
+                  batch_size: int = 16, lr: float = 3e-3, finetune_lr: float = 3e-4, seed: int = 0,
+                  levels: list[int] | None = None, progress: bool = True) -> IACNetwork:
+    """A copy of `backbone` with the derived cell implanted, the cells trained `epochs` epochs with the
+    backbone frozen, then (optionally) everything fine-tuned `finetune_epochs` epochs at `finetune_lr`.
+    `backbone` itself is not changed."""
+    torch.manual_seed(seed)  # the cells' initial weights
+    network = implant(copy.deepcopy(backbone), genotype, levels)
+    network.freeze_backbone()
+    train_segmenter(network, network.cell_parameters(), data, epochs, batch_size, lr, seed, "cells", progress)
+    if finetune_epochs:
+        network.unfreeze_backbone()
+        train_segmenter(network, network.parameters(), data, finetune_epochs, batch_size, finetune_lr, seed + 1,
+                        "finetune", progress)
+    return network

@@ -1,0 +1,180 @@
+"""Segmentation training pieces shared by the backbone training, the IAC search and the derived-cell
+training: tensors from a task split (with case ids), the Dice + cross-entropy loss, a seeded training loop
+and per-case evaluation.
+
+Case ids: the built-in tasks carry a `groups` id per image, the spatial block it was cut from (a slab of
+neighbouring slices in one plane of the source volume, or a tile of the source microscopy image); blocks
+never share pixels and whole blocks go to one split. Those blocks are the cases here: the closest thing
+to the paper's patients that a single source volume offers. A split without groups (a user's MedMNIST-format
+file) gets one case per image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .batches import BatchStream
+from .seg_metrics import CaseMetrics, case_metrics
+
+
+@dataclass
+class SegData:
+    """images: float32 [N, C, H, W] in [0, 1]; masks: int64 [N, H, W]; cases: int64 [N]."""
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    cases: torch.Tensor
+    n_classes: int
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, index: torch.Tensor | np.ndarray) -> SegData:
+        index = torch.as_tensor(index, dtype=torch.long)
+        return SegData(self.images[index], self.masks[index], self.cases[index], self.n_classes)
+
+    def downsample(self, factor: int) -> SegData:
+        """Every `factor`-th pixel: images average-pooled, masks sampled at each block's top-left pixel."""
+        if factor == 1:
+            return self
+        return SegData(F.avg_pool2d(self.images, factor), self.masks[:, ::factor, ::factor].contiguous(),
+                       self.cases, self.n_classes)
+
+
+def seg_data(split, n_classes: int | None = None, limit: int | None = None, seed: int = 0) -> SegData:
+    """Tensors of a segmentation split (`mf.data.MedMNISTSplit` or anything with `images`, `masks`,
+    `groups`, `n_classes`).
+
+    n_classes: the class count the model predicts; must agree with the split's. limit: keep at most this
+    many images, drawn evenly over the cases (seeded), so that a small subset still covers every case.
+    Raises ValueError on a missing mask, a mask/image size mismatch, or labels outside [0, n_classes).
+    """
+    images, masks = np.asarray(split.images), getattr(split, "masks", None)
+    if masks is None:
+        raise ValueError(f"seg_data: split {getattr(split, 'name', '?')!r} has no masks; not a segmentation task")
+    masks = np.asarray(masks)
+    if images.shape[0] != masks.shape[0] or images.shape[1:3] != masks.shape[1:3] or masks.ndim != 3:
+        raise ValueError(f"seg_data: masks {masks.shape} do not match images {images.shape} (want [N, H, W] "
+                         "masks for [N, H, W] or [N, H, W, C] images)")
+    task_classes = int(split.n_classes)
+    if n_classes is not None and n_classes != task_classes:
+        raise ValueError(f"seg_data: n_classes={n_classes} disagrees with the task's {task_classes} classes")
+    if masks.size and (masks.min() < 0 or masks.max() >= task_classes):
+        raise ValueError(f"seg_data: mask labels span [{masks.min()}, {masks.max()}], outside [0, {task_classes})")
+    groups = getattr(split, "groups", None)
+    cases = np.arange(len(images)) if groups is None else np.asarray(groups)
+    index = np.arange(len(images))
+    if limit is not None and limit < len(images):
+        index = _even_over_cases(cases, limit, np.random.default_rng(seed))
+    x = torch.from_numpy(images[index].astype(np.float32) / 255.0)
+    x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
+    return SegData(x.contiguous(), torch.from_numpy(masks[index].astype(np.int64)),
+                   torch.from_numpy(cases[index].astype(np.int64)), task_classes)
+
+
+def _even_over_cases(cases: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
+    # round-robin over the cases (each shuffled), so every case keeps about limit / n_cases images
+    per_case = [rng.permutation(np.flatnonzero(cases == c)) for c in np.unique(cases)]
+    picked, r = [], 0
+    while len(picked) < limit:
+        picked += [idx[r] for idx in per_case if r < len(idx)][: limit - len(picked)]
+        r += 1
+    return np.sort(np.array(picked))
+
+
+def split_halves(data: SegData, seed: int) -> tuple[SegData, SegData]:
+    """Two halves of a training split for DARTS (weights / architecture), whole cases to one half, so the
+    architecture step sees cases the weights were not fitted on. Falls back to images with one case."""
+    ids = torch.unique(data.cases)
+    gen = torch.Generator().manual_seed(seed)
+    if len(ids) >= 2:
+        ids = ids[torch.randperm(len(ids), generator=gen)]
+        # whole cases into the first half until it holds about half the images (never all cases)
+        counts = torch.stack([(data.cases == c).sum() for c in ids]).cumsum(0)
+        take = min(int(torch.searchsorted(counts, len(data) // 2)) + 1, len(ids) - 1)
+        first = torch.isin(data.cases, ids[:take])
+    else:
+        first = torch.zeros(len(data), dtype=torch.bool)
+        first[torch.randperm(len(data), generator=gen)[: len(data) // 2]] = True
+    return data.subset(first.nonzero().flatten()), data.subset((~first).nonzero().flatten())
+
+
+def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
+    """Cross-entropy plus (1 - soft Dice), the Dice over the batch's pixels and averaged over the
+    foreground classes (nnU-Net's batch Dice). logits: [N, K, H, W]; target: [N, H, W] in [0, K)."""
+    if logits.dim() != 4 or target.shape != (logits.shape[0], *logits.shape[2:]):
+        raise ValueError(f"dice_ce_loss: logits [N, K, H, W] and target [N, H, W] expected, got "
+                         f"{tuple(logits.shape)} and {tuple(target.shape)}")
+    K = logits.shape[1]
+    ce = F.cross_entropy(logits, target)
+    probs = logits.softmax(1)
+    onehot = F.one_hot(target, K).permute(0, 3, 1, 2).to(probs.dtype)
+    inter = (probs * onehot).sum((0, 2, 3))
+    denom = probs.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
+    dice = (2 * inter + smooth) / (denom + smooth)
+    return ce + (1 - dice[1:].mean())
+
+
+def train_segmenter(model: nn.Module, params: Iterable[nn.Parameter], data: SegData, epochs: int,
+                    batch_size: int = 16, lr: float = 3e-3, seed: int = 0, desc: str = "train",
+                    progress: bool = True) -> list[float]:
+    """Adam on `params` for `epochs` passes over `data` (seeded batches), then `recalibrate_batchnorm`;
+    returns the mean loss per epoch. The model's own `train()` decides which modules update their
+    BatchNorm statistics."""
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        raise ValueError("train_segmenter: no trainable parameters")
+    opt = torch.optim.Adam(params, lr=lr)
+    stream = BatchStream(len(data), batch_size, seed)
+    losses = []
+    model.train()
+    for _ in tqdm(range(epochs), desc=desc, disable=not progress, leave=False):
+        total = 0.0
+        for _ in range(stream.batches_per_pass):
+            idx = stream.next()
+            loss = dice_ce_loss(model(data.images[idx]), data.masks[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach())
+        losses.append(total / stream.batches_per_pass)
+    recalibrate_batchnorm(model, data, batch_size)
+    return losses
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, data: SegData, batch_size: int = 32) -> None:
+    """Exact BatchNorm statistics after training: every BatchNorm that is in training mode under
+    ``model.train()`` (a frozen backbone's are not) gets its running mean and variance recomputed as the
+    plain average over `data` (a short training leaves the momentum averages far from it)."""
+    model.train()
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
+           and m.track_running_stats]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    for i in range(0, len(data), batch_size):
+        model(data.images[i : i + batch_size])
+    for m, momentum in zip(bns, momenta, strict=True):
+        m.momentum = momentum
+    model.eval()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """[N, C, H, W] -> predicted classes [N, H, W] (eval mode)."""
+    model.eval()
+    return torch.cat([model(images[i : i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)])
+
+
+def evaluate(model: nn.Module, data: SegData, batch_size: int = 64) -> CaseMetrics:
+    """Per-case, per-class Dice and IoU of `model` on `data`."""
+    return case_metrics(predict(model, data.images, batch_size), data.masks, data.cases, data.n_classes)
