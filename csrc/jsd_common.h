@@ -236,16 +236,24 @@ C10_HOST_DEVICE inline void stability_gather_row(const acc_t* P, acc_t* self, co
 // ---- host-side argument checks -------------------------------------------------------------------
 
 // Flags of check_values: an entry that is NaN or infinite (probabilities) / NaN or +inf (logits), a
-// negative probability, a row of logits that is all -inf.
+// negative probability, a probability above max_probability, a row of logits that is all -inf.
 struct ValueFlags {
-  bool bad_entry = false, negative = false, empty_row = false;
+  bool bad_entry = false, negative = false, too_large = false, empty_row = false;
 };
+
+// Probabilities are refused above 2^64 (2^512 for float64, which accumulates in float64): beyond, p + q
+// and the s log s sums overflow the accumulation type (NaN or a wrong 0/ln 2). JS is homogeneous
+// (JS(p / c, q / c) = JS(p, q) / c), so such rows can be scaled down by the caller.
+inline double max_probability(at::ScalarType t) {
+  return t == at::kDouble ? std::ldexp(1.0, 512) : std::ldexp(1.0, 64);
+}
 
 // Small CPU tensors are scanned directly: a few ATen reductions would cost more in dispatch than the scan.
 inline ValueFlags scan_values_cpu(const at::Tensor& t, bool from_logits) {
   ValueFlags f;
   const at::Tensor c = t.contiguous();
   const int64_t K = c.size(-1), rows = c.numel() / K;
+  const double largest = max_probability(c.scalar_type());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, c.scalar_type(), "jsd_check_values", [&] {
     const scalar_t* x = c.const_data_ptr<scalar_t>();
     for (int64_t r = 0; r < rows; ++r) {
@@ -258,6 +266,7 @@ inline ValueFlags scan_values_cpu(const at::Tensor& t, bool from_logits) {
         } else {
           f.bad_entry |= !std::isfinite(v);
           f.negative |= v < 0;
+          f.too_large |= v > largest;
         }
       }
       f.empty_row |= from_logits && all_neginf;
@@ -283,6 +292,7 @@ inline ValueFlags reduce_values(const at::Tensor& t, bool from_logits) {
     const double* r = range.const_data_ptr<double>();
     f.bad_entry = !(std::isfinite(r[0]) && std::isfinite(r[1]));
     f.negative = r[0] < 0;
+    f.too_large = r[1] > max_probability(t.scalar_type());
   }
   return f;
 }
@@ -301,6 +311,9 @@ inline void check_values(const at::Tensor& t, const char* name, bool from_logits
   } else {
     TORCH_CHECK_VALUE(!f.bad_entry, name, " (probabilities) must be finite but contains NaN or infinity");
     TORCH_CHECK_VALUE(!f.negative, name, " (probabilities) must be non-negative but has negative entries");
+    TORCH_CHECK_VALUE(!f.too_large, name,
+                      " (probabilities) must be at most 2^64 (2^512 in float64): larger entries overflow the "
+                      "sums; divide the inputs by one common factor c (JS(p / c, q / c) = JS(p, q) / c)");
   }
 }
 

@@ -142,6 +142,81 @@ def test_bad_values_are_refused_with_the_argument_named(backend, bad, where):
                 mf.ops.mixed_sum([q, q, q], torch.tensor([0.5, bad, 0.5], dtype=torch.float64))
 
 
+# ---- unnormalised probabilities beyond the accumulation's range; arguments of the wrong type ------------
+
+LN2 = math.log(2.0)
+JS_CALLS = {  # each op on probability rows p and q
+    "js_divergence": lambda p, q: mf.ops.js_divergence(p, q),
+    "js_pairwise": lambda p, q: mf.ops.js_pairwise(p, q),
+    "js_stability": lambda p, q: mf.ops.js_stability(torch.stack([p, q]), 1, from_logits=False),
+}
+
+
+def _refuses_huge_probabilities(op: str, where: str, device) -> None:
+    """3e38 in float32: p + q overflows (NaN, or 0 where ln 2 is right): refused, naming the input."""
+    small = torch.full((2, 2), 0.5, device=device)
+    big = torch.tensor([[3e38, 0.0], [0.5, 0.5]], device=device)
+    p, q = (big, small) if where == "p" else (small, big)
+    name = "history" if op == "js_stability" else where
+    with pytest.raises(ValueError, match=rf"{op}: {name} \(probabilities\) must be at most 2\^64"):
+        JS_CALLS[op](p, q)
+
+
+def _large_rows_give_the_clamped_value(dtype: torch.dtype, big: float, device) -> None:
+    """Rows of mass far above 1 (up to the refusal bound): disjoint ones and a light row against a heavy one
+    are ln 2 (the clamp of a huge divergence), identical ones 0."""
+    p = torch.tensor([[big, 0.0], [big, big], [1.0, 0.0]], dtype=dtype, device=device)
+    q = torch.tensor([[0.0, big], [big, big], [big, 0.0]], dtype=dtype, device=device)
+    want = torch.tensor([LN2, 0.0, LN2], dtype=dtype)
+    torch.testing.assert_close(mf.ops.js_divergence(p, q).cpu(), want)
+    torch.testing.assert_close(mf.ops.js_stability(torch.stack([p, q]), 1, from_logits=False)[1].cpu(), want)
+    disjoint = torch.tensor([[big, 0.0], [1.0, 0.0]], dtype=dtype, device=device)
+    torch.testing.assert_close(mf.ops.js_pairwise(disjoint, disjoint.flip(1)).cpu(),
+                               torch.full((2, 2), LN2, dtype=dtype))
+    torch.testing.assert_close(mf.ops.js_pairwise(p[2:], q[2:]).cpu(), torch.full((1, 1), LN2, dtype=dtype))
+
+
+def _wrong_types_are_named(device) -> None:
+    eye = torch.eye(2, device=device)
+    with pytest.raises(ValueError, match=r"^mu1 must be a tensor, got list$"):
+        mf.ops.frechet_distance([0.0, 1.0], eye, torch.zeros(2, device=device), eye)
+    with pytest.raises(ValueError, match=r"^sigma2 must be a tensor, got list$"):
+        mf.ops.frechet_distance(torch.zeros(2, device=device), eye, torch.zeros(2, device=device), [[1.0]])
+    with pytest.raises(ValueError, match=r"weights\[0\] must be \[C, 1, k, k\], got shape \(\)"):
+        mf.ops.multi_depthwise_conv2d(torch.randn(1, 2, 4, 4, device=device), [torch.tensor(1.0, device=device)], [1])
+    with pytest.raises(ValueError, match=r"^mixed_sum: xs\[1\] must be a tensor, got float$"):
+        mf.ops.mixed_sum([torch.ones(3, device=device), 1.5], torch.tensor([0.5, 0.5], device=device))
+
+
+HUGE_CASES = [("js_divergence", "p"), ("js_divergence", "q"), ("js_pairwise", "p"), ("js_pairwise", "q"),
+              ("js_stability", "p")]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("op, where", HUGE_CASES)
+def test_js_huge_probabilities_are_refused(backend, op, where):
+    with mf.ops.use_backend(backend):
+        _refuses_huge_probabilities(op, where, "cpu")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype, big", [(torch.float32, 2.0**64), (torch.float64, 3e38), (torch.float64, 2.0**512)])
+def test_js_large_unnormalised_rows_give_the_clamped_value(backend, dtype, big):
+    with mf.ops.use_backend(backend):
+        _large_rows_give_the_clamped_value(dtype, big, "cpu")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_arguments_of_the_wrong_type_are_named(backend):
+    with mf.ops.use_backend(backend):
+        _wrong_types_are_named("cpu")
+
+
+def test_reference_mixed_sum_names_a_non_tensor_candidate():
+    with pytest.raises(ValueError, match=r"^mixed_sum: xs\[1\] must be a tensor, got float$"):
+        reference.mixed_sum([torch.ones(3), 1.5], torch.tensor([0.5, 0.5]))
+
+
 # ---- meta tensors: devices are checked before any value is read ----------------------------------------
 
 META_CASES = {
@@ -360,3 +435,25 @@ def test_triton_mixed_sum_zero_weight_never_leaks(K, bad, seed):
     xs[1] = torch.full_like(xs[1], bad)
     w[1] = 0.0
     torch.testing.assert_close(mf.ops.mixed_sum(xs, w), sum(w[k] * xs[k] for k in range(K) if k != 1))
+
+
+@pytest.mark.triton
+@pytest.mark.usefixtures("triton_runs")
+@pytest.mark.parametrize("op, where", HUGE_CASES)
+def test_triton_js_huge_probabilities_are_refused(op, where):
+    with mf.ops.debug_checks():  # immediate on GPUs too
+        _refuses_huge_probabilities(op, where, DEVICE)
+
+
+@pytest.mark.triton
+@pytest.mark.usefixtures("triton_runs")
+@pytest.mark.parametrize("dtype, big", [(torch.float32, 2.0**64), (torch.float64, 3e38), (torch.float64, 2.0**512)])
+def test_triton_js_large_unnormalised_rows_give_the_clamped_value(dtype, big):
+    _large_rows_give_the_clamped_value(dtype, big, DEVICE)
+
+
+@pytest.mark.triton
+@pytest.mark.usefixtures("triton_runs")
+@pytest.mark.filterwarnings("ignore:mednns_fast.*has no triton kernel:RuntimeWarning")
+def test_triton_arguments_of_the_wrong_type_are_named():
+    _wrong_types_are_named(DEVICE)

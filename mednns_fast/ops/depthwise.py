@@ -61,6 +61,8 @@ def check_depthwise_args(x: torch.Tensor, weights: Sequence[torch.Tensor], dilat
         raise ValueError(f"{op}: dilations has {len(dilations)} entries but weights holds {len(weights)}")
     check_int(stride, f"{op}: stride", minimum=1)
     check_floating(weights[0], f"{op}: weights[0]")
+    if weights[0].dim() != 4:
+        raise ValueError(f"{op}: weights[0] must be [C, 1, k, k], got shape {tuple(weights[0].shape)}")
     C, max_pad = weights[0].shape[0], 0
     for j, (w, d) in enumerate(zip(weights, dilations, strict=True)):
         name = f"{op}: weights[{j}]"

@@ -372,6 +372,8 @@ def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor,
     Raises:
         ValueError: on shape mismatch, non-finite values, a non-symmetric or non-PSD covariance.
     """
+    for t, name in ((mu1, "mu1"), (sigma1, "sigma1"), (mu2, "mu2"), (sigma2, "sigma2")):
+        check_floating(t, name)  # a list or an integer tensor is refused before anything reads a device
     if choose("frechet_distance", mu1.device) == "reference":
         return reference_frechet_distance(mu1, sigma1, mu2, sigma2)
     check_gaussian_pair(mu1, sigma1, mu2, sigma2, defects=_covariance_defects)

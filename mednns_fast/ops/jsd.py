@@ -3,7 +3,8 @@ trajectory of distributions (IAC-LTH's criterion).
 
 Conventions, shared by every backend: natural log; the divergence JS(p, q) = 1/2 KL(p || m) +
 1/2 KL(q || m) with m = (p + q) / 2 (scipy's ``jensenshannon`` returns its square root); 0 log 0 = 0;
-results clamped to [0, ln 2]. Rows are taken as given (not renormalised). With ``from_logits`` the
+results clamped to [0, ln 2]. Rows are taken as given (not renormalised); probability entries above 2^64
+(2^512 in float64) are refused, as their sums would overflow. With ``from_logits`` the
 softmax is fused into the kernel and a -inf logit is a probability of exactly 0 (a masked candidate).
 
 Gradients: dJS/dp_k = 1/2 log(2 p_k / (p_k + q_k)) where p_k > 0, and 0 where p_k == 0 (the true
@@ -34,8 +35,9 @@ def js_divergence(p: torch.Tensor, q: torch.Tensor, dim: int = -1, from_logits: 
 
     Args:
         p, q: distributions (or logits) of one floating dtype and device whose shapes broadcast, with
-            K >= 1 entries along ``dim``. Probabilities must be finite and >= 0; logits may be -inf
-            but not NaN/+inf, and every distribution needs one finite logit.
+            K >= 1 entries along ``dim``. Probabilities must be finite, >= 0 and at most 2^64 (2^512 in
+            float64); logits may be -inf but not NaN/+inf, and every distribution needs one finite
+            logit.
         dim: the dim holding the K entries of each distribution.
         from_logits: softmax p and q over ``dim`` first (fused in the kernel).
 
@@ -69,7 +71,8 @@ def js_pairwise(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     Returns:
         ``[N, M]`` in p's dtype. The C++ kernel is tiled and computes ``a_i + b_j - 1/2 sum_k s log s``
         (s = p_ik + q_jk, a and b per-row constants): one log per entry and pair, absolute error about
-        K * eps (float32: ~1e-6; ``js_divergence`` is more accurate for near-identical rows).
+        K * eps (float32: ~1e-6; ``js_divergence`` is more accurate for near-identical rows). Rows of
+        mass m far from 1 (unnormalised) lose accuracy in proportion, about K eps m |log m|.
     """
     check_js_pair(p, q, "js_pairwise", same_shape=False)
     return kernel("js_pairwise", p.device)(p, q)
@@ -96,6 +99,16 @@ def js_stability(history: torch.Tensor, window: int, from_logits: bool = True) -
 
 
 # ---- argument checks -------------------------------------------------------------------------------
+# Probabilities above 2^64 (2^512 in float64) are refused: beyond, p + q and the s log s sums overflow the
+# accumulation type (NaN, or a wrong 0 or ln 2). JS is homogeneous, so the caller can scale such rows down.
+TOO_LARGE = ("(probabilities) must be at most 2^64 (2^512 in float64): larger entries overflow the sums; "
+             "divide the inputs by one common factor c (JS(p / c, q / c) = JS(p, q) / c)")
+
+
+def max_probability(dtype: torch.dtype) -> float:
+    """The largest probability entry the kernels accept for inputs of `dtype` (csrc/jsd_common.h)."""
+    return 2.0**512 if dtype == torch.float64 else 2.0**64
+
 
 def check_js_pair(p: torch.Tensor, q: torch.Tensor, op: str, same_shape: bool) -> None:
     """Types, devices and shapes of the two distributions' tensors (not their values)."""
@@ -140,6 +153,8 @@ def check_js_values(t: torch.Tensor, name: str, from_logits: bool, dim: int = -1
             raise ValueError(f"{name} (probabilities) must be finite but contains NaN or infinity")
         if bool((t < 0).any()):
             raise ValueError(f"{name} (probabilities) must be non-negative but has negative entries")
+        if bool((t > max_probability(t.dtype)).any()):
+            raise ValueError(f"{name} {TOO_LARGE}")
 
 
 def check_js_entries(p: torch.Tensor, dim: int, op: str) -> None:
@@ -195,7 +210,9 @@ def reference_js_divergence(p: torch.Tensor, q: torch.Tensor, dim: int = -1,
     log_p = torch.where(p > 0, torch.log(2 * p / s), 0.0).detach()
     log_q = torch.where(q > 0, torch.log(2 * q / s), 0.0).detach()
     js = (0.5 * (p * log_p + q * log_q)).sum(dim)
-    js = js + (js.clamp(0.0, _LN2) - js).detach()
+    # The clamped value with the unclamped gradient. Not js + (clamped - js).detach(): where js is far
+    # above ln 2 (unnormalised rows) that sum rounds to 0.
+    js = js.clamp(0.0, _LN2).detach() + (js - js.detach())
     return js.to(dtype)
 
 

@@ -40,6 +40,9 @@ def mixed_sum(xs: Sequence[torch.Tensor], weights: torch.Tensor) -> torch.Tensor
     xs = list(xs)
     if not isinstance(weights, torch.Tensor):
         raise ValueError(f"mixed_sum: weights must be a tensor, got {type(weights).__name__}")
+    for k, x in enumerate(xs):  # the schema's Tensor[] would refuse them with a TypeError naming no entry
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"mixed_sum: xs[{k}] must be a tensor, got {type(x).__name__}")
     device = xs[0].device if xs and isinstance(xs[0], torch.Tensor) else weights.device
     if device.type != "cpu" and checks_are_immediate(weights):  # debug mode: the kernels assert asynchronously
         check_finite(weights, "mixed_sum: weights")
@@ -58,6 +61,7 @@ def check_mixed_sum_args(xs: Sequence[torch.Tensor], weights: torch.Tensor) -> N
     check_floating(xs[0], "mixed_sum: xs[0]")
     check_same_device(weights, "mixed_sum: weights", xs[0], "xs[0]")
     for k, x in enumerate(xs[1:], start=1):
+        check_floating(x, f"mixed_sum: xs[{k}]")
         check_same_dtype(x, f"mixed_sum: xs[{k}]", xs[0], "xs[0]")
         check_same_device(x, f"mixed_sum: xs[{k}]", xs[0], "xs[0]")
         if x.shape != xs[0].shape:

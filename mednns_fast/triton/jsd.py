@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 
 from ..ops._spec import SPECS
-from ..ops.jsd import check_js_history, check_js_pair, check_js_rows
+from ..ops.jsd import TOO_LARGE, check_js_history, check_js_pair, check_js_rows
 from ._common import acc_is_fp64, configs, keep_filling, launch, new_flag, next_pow2, raise_if_flagged
 
 LN2 = math.log(2.0)
@@ -74,8 +74,9 @@ def _clamp_js(v):
 
 
 @triton.jit
-def _bad_bits(x, FROM_LOGITS: tl.constexpr):
-    """Bit 0: probabilities not finite / logits NaN or +inf; bit 1: a negative probability."""
+def _bad_bits(x, FROM_LOGITS: tl.constexpr, ACC_FP64: tl.constexpr):
+    """Bit 0: probabilities not finite / logits NaN or +inf; bit 1: a negative probability; bit 2: a
+    probability above 2^64 (2^512 in float64: ops/jsd.py, max_probability). Three bits per input."""
     if FROM_LOGITS:
         bad = (x != x) | (x == float("inf"))
         return tl.max(tl.max(bad.to(tl.int32), axis=1), axis=0)
@@ -83,7 +84,12 @@ def _bad_bits(x, FROM_LOGITS: tl.constexpr):
         nonfinite = (x != x) | (tl.abs(x) == float("inf"))
         b0 = tl.max(tl.max(nonfinite.to(tl.int32), axis=1), axis=0)
         b1 = tl.max(tl.max((x < 0).to(tl.int32), axis=1), axis=0)
-        return b0 | (b1 << 1)
+        if ACC_FP64:
+            big = x > 1.3407807929942597e154
+        else:
+            big = x > 1.8446744073709552e19
+        b2 = tl.max(tl.max(big.to(tl.int32), axis=1), axis=0)
+        return b0 | (b1 << 1) | (b2 << 2)
 
 
 @triton.jit
@@ -94,7 +100,7 @@ def _tile(X, rows, cols, rmask, K, stride_r, stride_k, FROM_LOGITS: tl.constexpr
     x = tl.load(X + rows[:, None] * stride_r + cols[None, :] * stride_k,
                 mask=rmask[:, None] & kmask[None, :], other=0)
     pad = float("-inf") if FROM_LOGITS else 0.0
-    return tl.where(kmask[None, :], _acc_type(x, ACC_FP64), pad), _bad_bits(x, FROM_LOGITS)
+    return tl.where(kmask[None, :], _acc_type(x, ACC_FP64), pad), _bad_bits(x, FROM_LOGITS, ACC_FP64)
 
 
 @triton.jit
@@ -154,16 +160,16 @@ def _js_rows_kernel(
     if FROM_LOGITS:
         mp, sp, bp = _softmax_stats(P, rows, rmask, K, p_stride_r, p_stride_k, ACC_FP64, BLOCK_R, BLOCK_K)
         mq, sq, bq = _softmax_stats(Q, rows, rmask, K, q_stride_r, q_stride_k, ACC_FP64, BLOCK_R, BLOCK_K)
-        bad = bp | (bq << 2)
+        bad = bp | (bq << 3)
     total = _acc_type(tl.zeros([BLOCK_R], tl.float32), ACC_FP64)
     for k0 in range(0, K, BLOCK_K):
         cols = k0 + tl.arange(0, BLOCK_K)
         p, bp = _probs(P, rows, cols, rmask, K, p_stride_r, p_stride_k, mp, sp, FROM_LOGITS, ACC_FP64)
         q, bq = _probs(Q, rows, cols, rmask, K, q_stride_r, q_stride_k, mq, sq, FROM_LOGITS, ACC_FP64)
-        bad = bad | bp | (bq << 2)
+        bad = bad | bp | (bq << 3)
         total += tl.sum(_term(p, q), axis=1)
     tl.store(OUT + rows, _clamp_js(total).to(OUT.dtype.element_ty), mask=rmask)
-    tl.atomic_or(FLAG, bad)  # bits 0-1: p, bits 2-3: q (see _bad_bits)
+    tl.atomic_or(FLAG, bad)  # bits 0-2: p, bits 3-5: q (see _bad_bits)
 
 
 @triton.jit
@@ -262,7 +268,7 @@ def _js_pairwise_kernel(
         cols = k0 + tl.arange(0, BLOCK_K)
         p, bp = _tile(P, n, cols, nmask, K, p_stride_n, p_stride_k, False, ACC_FP64)
         q, bq = _tile(Q, m, cols, mmask, K, q_stride_m, q_stride_k, False, ACC_FP64)
-        bad = bad | bp | (bq << 2)
+        bad = bad | bp | (bq << 3)
         s = p[:, None, :] + q[None, :, :]
         pair += tl.sum(s * tl.log2(tl.maximum(s, TINY)), axis=2)
         hp += tl.sum(p * tl.log2(tl.maximum(p, TINY)), axis=1)
@@ -331,7 +337,7 @@ def _row_softmax_stats_kernel(LSE, FLAG, H, R, E, K, stride_t, stride_e, stride_
         cols = k0 + tl.arange(0, BLOCK_K)
         kmask = cols < K
         x = tl.load(h_row[:, None] + cols[None, :] * stride_k, mask=rmask[:, None] & kmask[None, :], other=0)
-        bad = bad | _bad_bits(x, True)
+        bad = bad | _bad_bits(x, True, ACC_FP64)
         x = tl.where(kmask[None, :], _acc_type(x, ACC_FP64), float("-inf"))
         new_mx = tl.maximum(mx, tl.max(x, axis=1))
         shift = tl.where(new_mx == float("-inf"), 0.0, new_mx)
@@ -391,7 +397,7 @@ def _js_stability_kernel(
             cols = k0 + tl.arange(0, BLOCK_K)
             x = tl.load(H + t * stride_t + e[:, None] * stride_e + cols[None, :] * stride_k,
                         mask=emask[:, None] & (cols < K)[None, :], other=0)
-            bad = bad | _bad_bits(x, False)
+            bad = bad | _bad_bits(x, False, ACC_FP64)
     if t < window:  # no full window of history yet
         tl.store(OUT + t * E + e, tl.full([BLOCK_E], float("inf"), tl.float32).to(OUT.dtype.element_ty),
                  mask=emask)
@@ -489,13 +495,13 @@ def _js_stability_gather_kernel(
 
 # ----------------------------------------------------------------------------------------- launchers
 def _value_messages(names: tuple[str, ...], from_logits: bool) -> list[str]:
-    """The error of each flag bit: two bits per input, in the C++ kernels' words."""
+    """The error of each flag bit: three bits per input (see _bad_bits), in the C++ kernels' words."""
     if from_logits:
         per = ["{} (logits) must not contain NaN or +inf",
-               "{} (logits) has a row whose every entry is -inf (an empty distribution)"]
+               "{} (logits) has a row whose every entry is -inf (an empty distribution)", ""]
     else:
         per = ["{} (probabilities) must be finite but contains NaN or infinity",
-               "{} (probabilities) must be non-negative but has negative entries"]
+               "{} (probabilities) must be non-negative but has negative entries", "{} " + TOO_LARGE]
     return [m.format(name) for name in names for m in per]
 
 
