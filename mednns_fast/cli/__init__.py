@@ -45,11 +45,18 @@ def _run_pipeline(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     if args.workers:
         torch.set_num_threads(args.workers)
     torch.manual_seed(args.seed)
+    fn = commands.COMMANDS[name]
+    kwargs = {"modes": ("full", "lth") if args.full else ("lth",)} if name == "iac search" else {}
+    prepare = commands.PREPARE.get(name)
+    if prepare is not None:  # the user's data is read and checked before anything is written
+        try:
+            kwargs.update(prepare(config, args.run_dir))
+        except ValueError as exc:
+            print(f"mednns-fast: {name}: {exc}", file=sys.stderr)
+            return EXIT_FAILED
     run = RunDir(args.run_dir)
     run.save_config(name, config)
     run.log(f"start: mednns-fast {' '.join(sys.argv[1:])}")
-    fn = commands.COMMANDS[name]
-    kwargs = {"modes": ("full", "lth") if args.full else ("lth",)} if name == "iac search" else {}
     try:
         fn(run, config, progress_bars(args.no_progress), **kwargs)
     except KeyboardInterrupt:

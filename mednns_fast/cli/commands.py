@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from .demo import bench, demo, report
 from .errors import CommandError, UsageError
-from .iac import iac_search
+from .iac import iac_search, prepare_iac_search
 from .metaspace import finetune, metaspace_train, query
 from .settings import DEFAULTS, DEMO, defaults
 from .zoo import supernet_train, zoo_build
 
-__all__ = ["COMMANDS", "DEFAULTS", "DEMO", "CommandError", "UsageError", "defaults"]
+__all__ = ["COMMANDS", "DEFAULTS", "DEMO", "PREPARE", "CommandError", "UsageError", "defaults"]
 
 COMMANDS = {
     "supernet train": supernet_train,
@@ -26,4 +26,10 @@ COMMANDS = {
     "bench": bench,
     "report": report,
     "demo": demo,
+}
+
+# Run before the run directory is made, `prepare(config, run_dir) -> extra keyword arguments of the command`:
+# reads and checks the user's data, so that bad files stop the command with nothing written.
+PREPARE = {
+    "iac search": prepare_iac_search,
 }

@@ -1,17 +1,43 @@
-"""`mednns-fast iac search`."""
+"""`mednns-fast iac search`: on a built-in segmentation task (`--task`) or on the user's own image/mask
+folder (`--data FOLDER`, read and checked by `prepare_iac_search` before the run directory is made)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import fields
+from pathlib import Path
 
-from ..io import RunDir
+from ..io import RunDir, atomic_write_json, read_json
 from .errors import UsageError
 from .zoo import checked_tasks
 
+SPLIT_FILE = "data_split.json"  # in the run directory: the user data's case -> split assignment
 
-def iac_search(run: RunDir, cfg: dict, progress: bool = True, modes: tuple[str, ...] = ("lth",)) -> dict:
+
+def user_seg_data(cfg: dict, run_path: str | Path):
+    """The `iac.data` folder, read and checked (`mf.data.load_segmentation_folder`); its case split is the
+    one saved in the run directory when there is one (a rerun resumes on the same cases), else seeded (seed 0,
+    as the built-in tasks' splits). Images are padded to what the U-Net takes after downsampling."""
+    from ..data.user_segmentation import load_segmentation_folder
+
+    ic = cfg["iac"]
+    return load_segmentation_folder(ic["data"], n_classes=ic.get("n_classes") or None, seed=0,
+                                    split=read_json(Path(run_path) / SPLIT_FILE),
+                                    pad_to=ic["downsample"] * 2 ** ic["depth"], axis=ic.get("data_axis", 2),
+                                    slices=ic.get("data_slices", "all"))
+
+
+def prepare_iac_search(cfg: dict, run_path: str | Path) -> dict:
+    """What `iac_search` needs that can be wrong in the user's files, read before anything is written:
+    {"data": SegFolder} with `--data`, else {}. Raises SegDataError (a ValueError, one line)."""
+    return {"data": user_seg_data(cfg, run_path)} if cfg["iac"].get("data") else {}
+
+
+def iac_search(run: RunDir, cfg: dict, progress: bool = True, modes: tuple[str, ...] = ("lth",),
+               data=None) -> dict:
     """Train the backbone, implant search cells, search (IAC-LTH and/or full length), train and test the
-    derived cells; resumable (finished runs are read back, searches resume from their checkpoints)."""
+    derived cells; resumable (finished runs are read back, searches resume from their checkpoints).
+    data: the `iac.data` folder as `prepare_iac_search` read it (read here when not given)."""
     import mednns_fast as mf
 
     from ..iac.segmentation import seg_data
@@ -19,14 +45,22 @@ def iac_search(run: RunDir, cfg: dict, progress: bool = True, modes: tuple[str, 
     from .study import iac_pair
 
     ic = cfg["iac"]
-    task_name = checked_tasks([ic["task"]], "segmentation")[0]
     if ic["backbone"] not in ("unet", "resunet"):
         raise UsageError(f"iac.backbone must be 'unet' or 'resunet', got {ic['backbone']!r}")
+    if ic.get("data"):  # the user's folder: named after it, its case split kept in the run directory
+        built = data if data is not None else user_seg_data(cfg, run.path)
+        task_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", built.name) or "data"
+        if read_json(run.path / SPLIT_FILE) is None:
+            atomic_write_json(run.path / SPLIT_FILE, built.split_record())
+        padded = f" (padded from {built.padded_from[0]}x{built.padded_from[1]})" if built.padded_from else ""
+        print(f"data {built.describe()}{padded}")
+    else:
+        task_name = checked_tasks([ic["task"]], "segmentation")[0]
+        built = mf.data.build_task(task_name)
     names = {f.name for f in fields(ExperimentConfig)}
     ecfg = ExperimentConfig(**{k: tuple(v) if isinstance(v, list) and k != "pruner" else v
                                for k, v in ic.items() if k in names},
                             tasks=(task_name,), backbones=(ic["backbone"],), seeds=(cfg["seed"],))
-    built = mf.data.build_task(task_name)
     train = seg_data(built["train"], limit=ecfg.train_images, seed=0).downsample(ecfg.downsample)
     test = seg_data(built["test"]).downsample(ecfg.downsample)
     out_dir = run.path / "iac"
@@ -35,6 +69,8 @@ def iac_search(run: RunDir, cfg: dict, progress: bool = True, modes: tuple[str, 
     row.pop("trajectories", None)
     summary = {"task": task_name, "backbone": ic["backbone"], "seed": cfg["seed"],
                "baseline_dice": row["baseline"]["mean_dice"]}
+    if ic.get("data"):
+        summary["data"] = str(built.root)
     for m in modes:
         summary[m] = {"dice": row[m]["test"]["mean_dice"], "search_seconds": row[m]["search"]["wall_seconds"],
                       "epochs_run": row[m]["search"]["epochs_run"], "genotype": row[m]["search"]["genotype_str"]}

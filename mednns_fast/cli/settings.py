@@ -41,7 +41,9 @@ def _defaults() -> dict[str, Any]:
                      **{k: lodo[k] for k in ("finetune_epochs", "finetune_lr", "finetune_batch", "max_train",
                                              "max_eval", "pooled_epochs", "pooled_per_task", "recalibrate",
                                              "recalibrate_images")}},
-        "iac": {"task": "brain_extraction", "backbone": "unet",
+        # data: the user's image/mask folder (instead of `task`); n_classes 0: inferred from the masks
+        "iac": {"task": "brain_extraction", "data": "", "n_classes": 0, "data_axis": 2, "data_slices": "all",
+                "backbone": "unet",
                 **{k: v for k, v in _fields(ExperimentConfig).items() if k not in ("tasks", "backbones", "seeds")}},
         "bench": {"compile": True, "min_run_time": 0.3},
     }

@@ -9,6 +9,7 @@ from .datasets import Augment, MedMNISTDataset, make_loaders, standard_augment
 from .medmnist import KNOWN_SETS, MedMNISTSplit, load_medmnist, medmnist_filename
 from .sources import SourceMissing
 from .suite import BuiltTask, Task, TaskCard, build_task, builtin_suite, describe, task_names
+from .user_segmentation import SegDataError, SegFolder, load_segmentation_folder
 
 __all__ = [
     "Augment",
@@ -25,6 +26,9 @@ __all__ = [
     "builtin_suite",
     "describe",
     "load_medmnist",
+    "load_segmentation_folder",
+    "SegDataError",
+    "SegFolder",
     "medmnist_filename",
     "task_names",
 ]
