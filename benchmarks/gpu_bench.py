@@ -1,9 +1,13 @@
 """GPU benchmark of every op family: C++ CUDA vs Triton vs eager PyTorch vs the same PyTorch compiled by
 Inductor (`torch.compile(dynamic=False)`), after checking each against the reference.
 
-    python benchmarks/gpu_bench.py                      # every op
-    python benchmarks/gpu_bench.py --ops mixed_sum,js_pairwise --reps 100
-    python benchmarks/gpu_bench.py --no-compile        # without the compiled-PyTorch column (faster)
+    python -m benchmarks.gpu_bench                      # every op (from the repository root)
+    python -m benchmarks.gpu_bench --ops mixed_sum,js_pairwise --reps 100
+    python -m benchmarks.gpu_bench --no-compile        # without the compiled-PyTorch column (faster)
+
+Run by its path (`python benchmarks/gpu_bench.py`), it runs itself again as that module with the repository
+root on PYTHONPATH: the family benchmark modules it reads its cases from import `benchmarks.*` and
+`python_tests.*`.
 
 It first measures the device's ceilings (device-to-device copy bandwidth; float32 and float64 matmul
 FLOP/s with TF32 off), then for each op and case checks every backend's output against the reference
@@ -21,6 +25,7 @@ import argparse
 import dataclasses
 import importlib
 import math
+import os
 import statistics
 import sys
 from collections.abc import Callable
@@ -166,8 +171,6 @@ def add_compiled_baselines(cases: list[Case]) -> None:
 def family_benchmarks() -> list:
     """Every benchmarks/bench_<family>.py that defines `gpu_cases(bench, mf, device, dtype, small)`: the
     rows of this script are found there, so a new family adds its rows in its own benchmark file."""
-    if str(ROOT) not in sys.path:  # run as a script: the bench modules import `benchmarks.conftest`
-        sys.path.insert(0, str(ROOT))
     modules = []
     for path in sorted(HERE.glob("bench_*.py")):
         if "\ndef gpu_cases(" in path.read_text():
@@ -267,4 +270,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    if not __package__:  # run by its path: again as benchmarks.gpu_bench (module docstring)
+        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        os.execve(sys.executable, [sys.executable, "-m", "benchmarks.gpu_bench", *sys.argv[1:]],
+                  {**os.environ, "PYTHONPATH": path})
     sys.exit(main())
