@@ -83,3 +83,12 @@ def test_the_call_pattern_is_strict():
                "b": "out = mf.ops.js_pairwise(p, q)\n", "c": "benchmark(mf.ops.js_pairwise, p, q)\n",
                "d": "torch.library.opcheck(tops.js_pairwise, (p, q))\n"}
     assert _callers("js_pairwise", sources) == ["b", "c", "d"]
+
+
+def test_triton_modules_write_no_fake_kernels():
+    """A Triton kernel implements its op's spec (`OpSpec.add_triton`): the spec's fake kernels serve it, so
+    mednns_fast/triton/*.py defines and registers none of its own."""
+    for path in sorted((ROOT / "mednns_fast" / "triton").glob("*.py")):
+        text = re.sub(r"#[^\n]*", "", path.read_text())
+        assert not re.search(r"register_fake\s*\(|def \w*_fake\(", text), f"{path.name} writes a fake kernel"
+        assert not re.search(r"(custom_op|triton_op)\s*\(", text), f"{path.name} registers an op itself"
