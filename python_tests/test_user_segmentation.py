@@ -346,3 +346,36 @@ def test_iac_search_on_a_png_folder_end_to_end(folder, tmp_path):
     changed = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     assert changed.returncode == 1 and "folder changed since its split was saved" in changed.stderr
     assert (run / "log.txt").read_text() == log
+
+
+def test_own_data_walk_through_runs_as_written(tmp_path):
+    """docs/own_data.md, segmentation section: the folder-making block, the look and the quick searches."""
+    import re
+
+    doc = (ROOT / "docs" / "own_data.md").read_text()
+    section = doc.split("## Segmentation: image/mask folders", 1)[1].split("\n## ", 1)[0]
+    make, api = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    commands = [line for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+                for line in block.splitlines() if line.strip()]
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+    def run(argv: list[str]) -> subprocess.CompletedProcess:
+        done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"{argv}\n{done.stderr[-3000:]}"
+        return done
+
+    run([sys.executable, "-c", make])
+    assert len(list((tmp_path / "my_scans" / "masks").glob("*.png"))) == 48
+    look = [c for c in commands if c.startswith("python -c")]
+    assert len(look) == 1
+    out = run([sys.executable, "-c", look[0].split('"', 1)[1].rsplit('"', 1)[0]]).stdout
+    assert out.strip() == "my_scans: 64x64x1, 2 classes; train 36 images / 6 cases, val 6 images / 1 case, " \
+                          "test 6 images / 1 case"
+    assert out.strip().replace(" ", "") in section.replace("\n", "").replace(" ", "")  # the doc shows it
+    quick = [c for c in commands if c.startswith("mednns-fast") and "_quick" in c]
+    assert len(quick) == 2
+    for command in quick:
+        run([sys.executable, "-m", "mednns_fast", *command.split()[1:], "--workers", "1"])
+        name = command.split("--run-dir ")[1].split()[0]
+        assert json.loads((tmp_path / name / "metrics" / "iac.json").read_text())["lth"]["epochs_run"] <= 3
+    run([sys.executable, "-c", api])

@@ -110,7 +110,8 @@ class SegFolder:
     def describe(self) -> str:
         s = self.splits["train"]
         size = "x".join(str(d) for d in s.images.shape[1:3]) + f"x{s.n_channels}"
-        counts = ", ".join(f"{k} {len(v)} images / {len(v.cases)} cases" for k, v in self.splits.items())
+        counts = ", ".join(f"{k} {len(v)} images / {len(v.cases)} case{'s' * (len(v.cases) != 1)}"
+                           for k, v in self.splits.items())
         return f"{self.name}: {size}, {self.n_classes} classes; {counts}"
 
 
