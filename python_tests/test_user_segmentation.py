@@ -315,10 +315,15 @@ def test_truncated_and_4d_nifti(nifti_folder):
         load_segmentation_folder(nifti_folder)
 
 
-def test_missing_folder(tmp_path, capsys):
+def test_missing_folder_bad_n_classes_and_task_with_data(folder, tmp_path, capsys):
     run = tmp_path / "run"
     assert cli.main(_search(tmp_path / "nowhere", run)) == 1
     assert "nowhere: no such folder" in capsys.readouterr().err and not run.exists()
+    assert cli.main(_search(folder, run, "--set", "iac.n_classes=1")) == 1
+    assert "n_classes must be an int in [2, 256]" in capsys.readouterr().err and not run.exists()
+    with pytest.raises(SystemExit):
+        cli.main(_search(folder, run, "--task", "nuclei_seg"))
+    assert "not allowed with argument --data" in capsys.readouterr().err and not run.exists()
 
 
 # ---------------------------------------------------------------- end to end

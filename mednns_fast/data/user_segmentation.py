@@ -400,8 +400,9 @@ def _classes(values: dict[int, Path], n_classes: int | None, root: Path) -> tupl
     """(n_classes, 255 read as 1) from {class id: first mask holding it}."""
     used = sorted(values)
     if n_classes is not None:
-        if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
-            raise SegDataError(f"n_classes must be an int >= 2 (background + at least one class), got {n_classes!r}")
+        if isinstance(n_classes, bool) or not isinstance(n_classes, int) or not 2 <= n_classes <= 256:
+            raise SegDataError(f"n_classes must be an int in [2, 256] (background + at least one class), got "
+                               f"{n_classes!r}")
         for v in used:
             if v >= n_classes:
                 raise SegDataError(f"{values[v]}: mask value {v} is out of range for n_classes={n_classes} "
