@@ -12,6 +12,7 @@ from .errors import CommandError, UsageError
 from .iac import iac_search, prepare_iac_search
 from .metaspace import finetune, metaspace_train, query
 from .settings import DEFAULTS, DEMO, defaults
+from .user_data import prepare as prepare_user_data
 from .zoo import supernet_train, zoo_build
 
 __all__ = ["COMMANDS", "DEFAULTS", "DEMO", "PREPARE", "CommandError", "UsageError", "defaults"]
@@ -32,4 +33,6 @@ COMMANDS = {
 # reads and checks the user's data, so that bad files stop the command with nothing written.
 PREPARE = {
     "iac search": prepare_iac_search,
+    # the user's classification data (--data PATH): loaded and checked here, registered in the run by the command
+    **{name: prepare_user_data(name) for name in ("supernet train", "zoo build", "query", "finetune", "demo")},
 }

@@ -35,7 +35,7 @@ def metaspace_train(run: RunDir, cfg: dict, progress: bool = True) -> dict:
     exclude = [ms["held_out"]] if ms["held_out"] else []
     try:
         qs = train_query_space(zoo_url(run, cfg), exclude, ms["method"], _lodo_settings(cfg).metaspace(), cfg["seed"],
-                               progress, checkpoint=run.checkpoints / "metaspace_train.pt")
+                               progress, checkpoint=run.checkpoints / "metaspace_train.pt", sources=run.path)
     except KeyError as exc:
         raise CommandError(f"the zoo lacks {exc}: build it with `mednns-fast zoo build`") from None
     save_metaspace(qs.space, qs.topology, qs.functional, _metaspace_path(run))
@@ -61,15 +61,11 @@ def _map_points_path(run: RunDir) -> Path:
     return run.path / "metaspace_map.pt"
 
 
-def _task(name: str):
-    from ..data import build_task
-    from ..data.suite import registry
+def _task(spec: str, run: RunDir, seed: int = 0):
+    """A built-in task, a dataset registered in the run, or the user's data at `spec` (`--data PATH`)."""
+    from .user_data import resolve
 
-    if not name:
-        raise UsageError("no task given: pass --task NAME (see `mednns-fast data`)")
-    if name not in registry():
-        raise UsageError(f"unknown task {name!r}; the built-in tasks are: {', '.join(registry())}")
-    return build_task(name)
+    return resolve(spec, run, seed)
 
 
 def _load_space(run: RunDir):
@@ -85,7 +81,7 @@ def _load_space(run: RunDir):
 def query(run: RunDir, cfg: dict, progress: bool = True) -> dict:
     """Rank the zoo's models for a task with the trained meta-space (architecture + source weights)."""
     q = cfg["query"]
-    task = _task(q["task"])
+    task = _task(q["task"], run, cfg["seed"])
     space = _load_space(run)
     answers = space.query(task, k=q["top_k"])
     with torch.no_grad():
@@ -93,16 +89,16 @@ def query(run: RunDir, cfg: dict, progress: bool = True) -> dict:
 
         emb = space.index.model.encode_datasets(
             dataset_features(space.extractor.model, task, space.images, space.image_seed).float())
-    out = {"task": q["task"], "embedding": emb.tolist(), "answers": [
+    out = {"task": task.name, "embedding": emb.tolist(), "answers": [
         {"rank": i + 1, "source_dataset": a.source_dataset, "predicted_accuracy": a.predicted_accuracy,
          "config": a.config, "weights": None if a.weights is None else
          {"path": a.weights.path, "digest": a.weights.digest}} for i, a in enumerate(answers)]}
-    run.write_metrics(f"query_{q['task']}", out)
+    run.write_metrics(f"query_{task.name}", out)
     if _map_points_path(run).exists():
         from ..report.metaspace_figures import plot_metaspace_map
 
-        plot_metaspace_map(**torch.load(_map_points_path(run)), path=run.figure(f"metaspace_map_{q['task']}"),
-                           query=(q["task"], emb))
+        plot_metaspace_map(**torch.load(_map_points_path(run)), path=run.figure(f"metaspace_map_{task.name}"),
+                           query=(task.name, emb))
     for a in out["answers"]:
         print(f"#{a['rank']}: from {a['source_dataset']:16s} predicted accuracy {a['predicted_accuracy']:.3f}")
     return out
@@ -118,12 +114,14 @@ def finetune(run: RunDir, cfg: dict, progress: bool = True) -> dict:
     from ..metaspace.query import WeightsHandle
 
     ft = cfg["finetune"]
-    name = ft["task"] or cfg["query"]["task"]
+    spec = ft["task"] or cfg["query"]["task"]
+    task = _task(spec, run, cfg["seed"])
+    name = task.name
     answer = run.read_metrics(f"query_{name}")
     if answer is None:
-        raise CommandError(f"no query answer for {name!r} in {run.path}: run `mednns-fast query --task {name}` first")
+        how = f"--task {name}" if spec == name else f"--data {spec}"
+        raise CommandError(f"no query answer for {name!r} in {run.path}: run `mednns-fast query {how}` first")
     top = answer["answers"][0]
-    task = _task(name)
     handle = WeightsHandle(top["source_dataset"], top["weights"]["path"], top["weights"]["digest"], top["config"])
     s = _lodo_settings(cfg)
     curves = {}
@@ -132,7 +130,8 @@ def finetune(run: RunDir, cfg: dict, progress: bool = True) -> dict:
         if ft["baseline"] != "pooled_pretrained":
             raise UsageError(f"finetune.baseline must be 'pooled_pretrained' or '', got {ft['baseline']!r}")
         nets["pooled_pretrained"] = lambda: pooled_baseline(zoo_url(run, cfg), [name], s.pooled_epochs,
-                                                                 s.pooled_per_task, cfg["seed"], progress)
+                                                                 s.pooled_per_task, cfg["seed"], progress,
+                                                                 sources=run.path)
     for label, make in nets.items():
         result = fine_tune(make(), task, s.finetune_epochs, s.finetune_lr, s.finetune_batch, s.max_train, s.max_eval,
                            seed=cfg["seed"], transform=standardise, calibration=finetune_calibration(s),

@@ -76,11 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     sn = sub.add_parser("supernet", help="elastic supernets").add_subparsers(dest="action", required=True)
     p = sn.add_parser("train", parents=[common], help="train a supernet per task (progressive shrinking)")
-    p.add_argument("--tasks", nargs="+", help="classification tasks (default: all built-in ones)")
+    p.add_argument("--tasks", nargs="+", help="classification tasks (default: all built-in ones, or only --data)")
+    p.add_argument("--data", action="append", metavar="PATH",
+                   help="your own classification data (repeatable): a MedMNIST .npz, a folder of class folders, "
+                   "file.py:attr or NAME=PATH (docs/own_data.md)")
 
     zoo = sub.add_parser("zoo", help="the model zoo").add_subparsers(dest="action", required=True)
     p = zoo.add_parser("build", parents=[common], help="evaluate sampled subnets into the zoo database")
-    p.add_argument("--tasks", nargs="+", help="classification tasks (default: all built-in ones)")
+    p.add_argument("--tasks", nargs="+", help="classification tasks (default: all built-in ones, or only --data)")
+    p.add_argument("--data", action="append", metavar="PATH",
+                   help="your own classification data (repeatable): a MedMNIST .npz, a folder of class folders, "
+                   "file.py:attr or NAME=PATH (docs/own_data.md)")
     p.add_argument("--db", help="database URL (default: RUN/zoo.db; postgresql+psycopg://... for many writers)")
 
     ms = sub.add_parser("metaspace", help="the meta-space").add_subparsers(dest="action", required=True)
@@ -89,19 +95,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=["mednns", "tans", "mednns_no_rank", "mednns_no_fid"])
 
     p = sub.add_parser("query", parents=[common], help="best architectures + initial weights for a task")
-    p.add_argument("--task", required=True, help="a built-in classification task")
+    task = p.add_mutually_exclusive_group(required=True)
+    task.add_argument("--task", help="a built-in classification task (or a dataset this run registered)")
+    task.add_argument("--data", metavar="PATH", help="your own classification data: a MedMNIST .npz, a folder of "
+                      "class folders, file.py:attr or NAME=PATH (docs/own_data.md)")
     p.add_argument("--top-k", type=_nonneg_int)
 
     p = sub.add_parser("finetune", parents=[common], help="fine-tune the query's answer (and the baseline)")
-    p.add_argument("--task", required=True, help="the task queried before")
+    task = p.add_mutually_exclusive_group(required=True)
+    task.add_argument("--task", help="the task queried before")
+    task.add_argument("--data", metavar="PATH", help="the data queried before (query --data PATH)")
     p.add_argument("--epochs", type=_nonneg_int)
 
     iac = sub.add_parser("iac", help="implantable adaptive cells").add_subparsers(dest="action", required=True)
     p = iac.add_parser("search", parents=[common], help="IAC-LTH search in a trained U-Net's skips")
-    task = p.add_mutually_exclusive_group()
-    task.add_argument("--task", help="a built-in segmentation task (default brain_extraction)")
-    task.add_argument("--data", metavar="FOLDER", help="your own segmentation data instead: FOLDER/images/ and "
-                      "FOLDER/masks/ (PNG, TIFF, NIfTI; docs/own_data.md)")
+    p.add_argument("--task", help="a built-in segmentation task (default brain_extraction)")
+    p.add_argument("--data", metavar="FOLDER", help="your own segmentation data instead: FOLDER/images/ and "
+                   "FOLDER/masks/ (PNG, TIFF, NIfTI; docs/own_data.md)")
     p.add_argument("--backbone", choices=["unet", "resunet"])
     p.add_argument("--full", action="store_true", help="also run the full-length search and compare")
 
@@ -135,6 +145,13 @@ def resolve_config(args: argparse.Namespace, name: str) -> dict:
         ("iac", "data"): getattr(args, "data", None) if name == "iac search" else None,
         ("iac", "backbone"): getattr(args, "backbone", None),
     }
+    data = getattr(args, "data", None) if name in ("supernet train", "zoo build", "query", "finetune") else None
+    if data and name in ("supernet train", "zoo build"):  # --data joins --tasks (or the config's tasks)
+        section = "supernet" if name == "supernet train" else "zoo"
+        given = getattr(args, "tasks", None) or config[section]["tasks"] or config["supernet"]["tasks"]
+        flags[(section, "tasks")] = [*given, *data]
+    elif data:
+        flags[("query" if name == "query" else "finetune", "task")] = data
     for (section, key), value in flags.items():
         if value is not None:
             config = merge(config, {section: {key: value}})

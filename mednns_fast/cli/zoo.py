@@ -12,17 +12,27 @@ def zoo_url(run: RunDir, cfg: dict) -> str:
     return cfg["zoo"]["db"] or run.zoo_url
 
 
-def checked_tasks(cfg_tasks: list[str], kind: str = "classification") -> list[str] | None:
+def checked_tasks(cfg_tasks: list[str], kind: str = "classification", run: RunDir | None = None,
+                  seed: int = 0) -> list | None:
+    """The built-in task names of `cfg_tasks`; with `run`, entries naming user data (paths, `file.py:attr`) or
+    datasets registered in the run become their loaded tasks (docs/own_data.md)."""
     from ..data.suite import registry
+    from ..data.user import looks_like_data, read_sources
+    from .user_data import resolve
 
     if not cfg_tasks:
         return None
     known = registry()
-    bad = [t for t in cfg_tasks if t not in known or known[t].kind != kind]
+    mine = read_sources(run.path) if run is not None else {}
+
+    def user(t: str) -> bool:
+        return run is not None and (t in mine or looks_like_data(t))
+
+    bad = [t for t in cfg_tasks if not user(t) and (t not in known or known[t].kind != kind)]
     if bad:
         names = [n for n, t in known.items() if t.kind == kind]
         raise UsageError(f"unknown {kind} task(s) {bad}; the built-in ones are: {', '.join(names)}")
-    return list(cfg_tasks)
+    return [resolve(t, run, seed, kind) if user(t) else t for t in cfg_tasks]
 
 
 MODEL_KEYS = ("tasks", "stage_channels", "stem_channels")  # supernet settings that are not the training schedule
@@ -34,7 +44,7 @@ def _build_zoo(run: RunDir, cfg: dict, train_only: bool, progress: bool) -> dict
 
     sn, zoo = cfg["supernet"], cfg["zoo"]
     schedule = ShrinkSchedule(**{k: v for k, v in sn.items() if k not in MODEL_KEYS}, seed=cfg["seed"])
-    tasks = checked_tasks(zoo["tasks"] or sn["tasks"])
+    tasks = checked_tasks(zoo["tasks"] or sn["tasks"], run=run, seed=cfg["seed"])
     model_kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in sn.items() if k in MODEL_KEYS[1:] and v}
     start = time.perf_counter()
     with distributed() as (rank, _):

@@ -4,12 +4,13 @@ every task of a fold)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
-from ..data import build_task
+from ..data import load_task
 from ..data.images import standardise
 from ..metaspace.features import train_pooled
 from ..metaspace.from_zoo import zoo_supernets
@@ -52,11 +53,13 @@ def pooled_network(supernets: Mapping[str, ElasticResNet], tasks: Mapping[str, o
 
 
 def pooled_baseline(zoo_url: str, exclude: Sequence[str], epochs: int = POOLED_EPOCHS,
-                    per_task: int = POOLED_PER_TASK, seed: int = 0, progress: bool = True) -> nn.Module:
-    """`pooled_network` over every dataset of the zoo at `zoo_url` except `exclude`."""
+                    per_task: int = POOLED_PER_TASK, seed: int = 0, progress: bool = True,
+                    sources: str | os.PathLike | None = None) -> nn.Module:
+    """`pooled_network` over every dataset of the zoo at `zoo_url` except `exclude`. `sources`: the run directory
+    whose `datasets.json` says where the zoo's user datasets are (`data.load_task`)."""
     zoo = Zoo(zoo_url)
     names = [n for n in zoo.datasets() if n not in set(exclude)]
     if not names:
         raise ValueError(f"the zoo at {zoo_url} holds no dataset besides {list(exclude)}")
-    suite = {n: build_task(n) for n in names}
+    suite = {n: load_task(n, sources=sources) for n in names}
     return pooled_network(zoo_supernets(zoo, names), suite, names, epochs, per_task, seed, progress)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import torch
 from tqdm.auto import tqdm
 
-from ..data import build_task
+from ..data import load_task
 from ..data.images import standardise
 from ..nas.ofa.config_space import config_key, encode_config
 from ..nas.ofa.elastic_resnet import ElasticResNet
@@ -150,9 +150,11 @@ class QuerySpace:
 
 def train_query_space(zoo_url: str, exclude: Sequence[str] = (), method: str = "mednns",
                       settings: MetaSpaceSettings | None = None, seed: int = 0, progress: bool = True,
-                      checkpoint: str | os.PathLike | None = None) -> QuerySpace:
+                      checkpoint: str | os.PathLike | None = None,
+                      sources: str | os.PathLike | None = None) -> QuerySpace:
     """Train the meta-space of `method` (a key of `space.PRESETS`) on every dataset of the zoo at `zoo_url`
-    except `exclude`. `checkpoint`: a file the meta-space training saves to and resumes from."""
+    except `exclude`. `checkpoint`: a file the meta-space training saves to and resumes from. `sources`: the run
+    directory whose `datasets.json` says where the zoo's user datasets are (`data.load_task`)."""
     settings = settings or MetaSpaceSettings()
     if method not in PRESETS:
         raise ValueError(f"method must be one of {sorted(PRESETS)}, got {method!r}")
@@ -163,7 +165,7 @@ def train_query_space(zoo_url: str, exclude: Sequence[str] = (), method: str = "
                          "needs at least 2: build more with `mednns-fast zoo build --set zoo.tasks=[...]`")
     records = zoo_records(zoo, names)
     supernets = zoo_supernets(zoo, names)
-    suite = {n: build_task(n) for n in names}
+    suite = {n: load_task(n, sources=sources) for n in names}
     extractor = train_extractor(suite, seed=seed, epochs=settings.extractor_epochs,
                                 per_task=settings.extractor_per_task, progress=progress)
     features = {n: dataset_features(extractor.model, suite[n], settings.images, seed=0) for n in names}

@@ -209,7 +209,8 @@ def build_zoo(url: str, workdir: str | os.PathLike, datasets: list[str] | None =
               schedule: ShrinkSchedule | None = None, branching=DEFAULT_BRANCHING, calib_size: int = 256,
               seed: int = 0, train_only: bool = False, progress: bool = True, model_kwargs: dict | None = None,
               max_groups: int | None = None, train_subset: int | None = None) -> dict:
-    """Build (or resume) the zoo at `url` for `datasets` (default: every built-in classification task).
+    """Build (or resume) the zoo at `url` for `datasets` (default: every built-in classification task): built-in
+    task names or loaded tasks (`mednns_fast.data.load_task(path)`: your own data, recorded under its name).
 
     train_subset: train each supernet on this many seeded training images (default: the whole split).
     Under torchrun each rank calls this; returns {dataset: {"train_seconds", "added", "eval_seconds"}}.
@@ -218,15 +219,16 @@ def build_zoo(url: str, workdir: str | os.PathLike, datasets: list[str] | None =
     schedule = schedule or ShrinkSchedule(seed=seed)
     datasets = classification_tasks() if datasets is None else list(datasets)
     known = task_names()
-    bad = [d for d in datasets if d not in known]
+    bad = [d for d in datasets if isinstance(d, str) and d not in known]
     if bad:
         raise ValueError(f"unknown dataset(s) {bad}; known: {known}")
     dist = _dist()
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist is not None else (0, 1)
     zoo = Zoo(url)
     summary = {}
-    for name in datasets:
-        task = build_task(name)
+    for dataset in datasets:
+        task = build_task(dataset) if isinstance(dataset, str) else dataset
+        name = task.name
         model, digest, train_seconds = ensure_supernet(zoo, task, workdir, schedule, rank, world, progress,
                                                        model_kwargs, train_subset)
         summary[name] = {"train_seconds": train_seconds, "added": 0, "eval_seconds": 0.0}
