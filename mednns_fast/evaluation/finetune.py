@@ -18,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data.images import to_float_images
-from ..nas.ofa.subnet import recalibrate_bn
+from ..nas.bn_calibration import recalibrate_bn
 
 
 def _last_linear(model: nn.Module) -> tuple[nn.Module, str, nn.Linear]:

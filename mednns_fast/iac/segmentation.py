@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..nas.bn_calibration import recalibrate_bn
 from .batches import BatchStream
 from .seg_metrics import CaseMetrics, case_metrics
 
@@ -154,17 +155,7 @@ def recalibrate_batchnorm(model: nn.Module, data: SegData, batch_size: int = 32)
     """Exact BatchNorm statistics after training: every BatchNorm that is in training mode under
     ``model.train()`` (a frozen backbone's are not) gets its running mean and variance recomputed as the
     plain average over `data` (a short training leaves the momentum averages far from it)."""
-    model.train()
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
-           and m.track_running_stats]
-    momenta = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
-    for i in range(0, len(data), batch_size):
-        model(data.images[i : i + batch_size])
-    for m, momentum in zip(bns, momenta, strict=True):
-        m.momentum = momentum
+    recalibrate_bn(model, data.images, batch_size)
     model.eval()
 
 

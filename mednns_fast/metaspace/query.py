@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..nas.ofa.subnet import recalibrate_bn
+from ..nas.bn_calibration import recalibrate_bn
 from .features import Extractor, dataset_features
 from .space import MetaSpace
 

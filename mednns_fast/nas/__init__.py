@@ -2,6 +2,7 @@
 drop-in swap), the once-for-all elastic ResNet (`nas.ofa`) and implantable adaptive cells in U-Nets (`nas.iac`).
 Their public names are re-exported here."""
 
+from .bn_calibration import recalibrate_bn
 from .darts import (
     DARTS_PRIMITIVES,
     OPS,
@@ -46,6 +47,7 @@ from .ofa import (
 )
 
 __all__ = [
+    "recalibrate_bn",
     "BACKBONES",
     "BlockSpec",
     "BNStats",
