@@ -7,6 +7,7 @@ through zoo build -> metaspace train -> query -> finetune."""
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import torch
 import mednns_fast as mf
 from mednns_fast import cli
 from mednns_fast.data import DataError, load_task
+from python_tests.support.doc_blocks import runner, section_blocks
 
 TINY = Path(__file__).parent / "data" / "tiny_demo.toml"
 SPLITS = ("train", "val", "test")
@@ -385,3 +387,21 @@ def test_a_user_npz_at_64px_through_zoo_metaspace_query_and_finetune(files, tmp_
     assert set(ft["curves"]) == {"mednns", "pooled_pretrained"}
     assert cli.main(["query", "--task", "stains", *common]) == 0  # a registered dataset by its name
     capsys.readouterr()
+
+
+def test_own_data_walk_through_runs_as_written(tmp_path):
+    """docs/own_data.md, classification section: the data-making block, the four commands, the Python block."""
+    (make, api), commands = section_blocks("own_data.md", "Classification:")
+    run = runner(tmp_path)
+    run([sys.executable, "-c", make])
+    assert [c.split()[1] for c in commands] == ["zoo", "metaspace", "query", "finetune"]
+    for command in commands:
+        run([sys.executable, "-m", "mednns_fast", *command.split()[1:], "--workers", "1", "--no-progress"])
+    metrics = tmp_path / "runs" / "mine" / "metrics"
+    assert json.loads((metrics / "zoo.json").read_text())["records"] == {
+        "brain_plane": 4, "modality": 4, "nuclei64": 4, "stains": 4}
+    assert (tmp_path / "runs" / "mine" / "splits" / "stains.json").is_file()
+    assert json.loads((metrics / "query_nuclei64.json").read_text())["answers"]
+    assert (metrics / "finetune_nuclei64.json").is_file()
+    out = run([sys.executable, "-c", api]).stdout.splitlines()
+    assert out[0].startswith("nuclei64 2 1 (") and out[0].endswith("(64, 64)") and "64, 64)" in out[1]
