@@ -192,7 +192,7 @@ def test_cache_save_is_atomic_on_failure(tmp_path):
         raise Boom
 
     with pytest.raises(Boom):
-        cache._atomic_write(tmp_path / "x.npz", failing)
+        cache.atomic_write(tmp_path / "x.npz", failing)  # the cache writes through io.atomic_write
     assert list(tmp_path.iterdir()) == []
 
 
