@@ -364,6 +364,15 @@ def test_data_joins_the_tasks_in_the_config(files, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------------ end to end
+def test_supernet_train_on_a_named_folder(files, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli.main(["supernet", "train", "--data", f"mine={files['flat_folder']}", "--set", "supernet.tasks=[]",
+                     "--run-dir", str(run), "--config", str(TINY), "--no-progress", "--workers", "1"]) == 0
+    assert (run / "supernets" / "mine.pt").is_file()
+    assert json.loads((run / "datasets.json").read_text())["mine"]["kind"] == "folder"
+    assert "mine: supernet ready" in capsys.readouterr().out
+
+
 def test_a_user_npz_at_64px_through_zoo_metaspace_query_and_finetune(files, tmp_path, capsys):
     run = tmp_path / "run"
     common = ["--run-dir", str(run), "--config", str(TINY), "--no-progress", "--workers", "1"]
