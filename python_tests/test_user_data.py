@@ -124,6 +124,46 @@ def test_original_resolution_is_kept_and_a_stored_member_is_memory_mapped(files)
     assert compressed["train"].images.shape[1:] == (64, 64)
 
 
+@pytest.mark.parametrize("size, task", [(128, "nuclei_patch"), (224, "ihc_stain")])
+def test_large_images_are_streamed_in_chunks(size, task, tmp_path, monkeypatch):
+    from mednns_fast.data import user, user_npz
+
+    arrays = medmnist_arrays(task, size, limit=60)
+    whole = load_task(write_npz(tmp_path / f"whole_{size}.npz", arrays))
+    monkeypatch.setattr(user_npz, "CHUNK", 7)  # many chunks, the last one partial
+    monkeypatch.setattr(user, "CHUNK", 7)
+    for compressed in (True, False):
+        chunked = load_task(write_npz(tmp_path / f"chunked_{size}_{compressed}.npz", arrays, compressed))
+        for s in SPLITS:
+            np.testing.assert_array_equal(chunked[s].images, whole[s].images)
+            assert chunked[s].images.shape[1:3] == (28, 28)
+
+
+def test_an_ordinal_medmnist_set_keeps_its_class_count(tmp_path):
+    arrays = medmnist_arrays("nuclei_patch", 28, limit=50)  # labels 0/1 only: classes 2-4 absent
+    task = load_task(write_npz(tmp_path / "retinamnist.npz", {
+        k: (np.repeat(v[..., None], 3, -1) if k.endswith("images") else v) for k, v in arrays.items()}))
+    assert task.task.n_classes == 5 and task.task.channels == 3  # RetinaMNIST: 5 grades, RGB
+    arrays["test_labels"][0] = 7
+    with pytest.raises(DataError, match=r"test_labels holds class 7 at index 0, outside \[0, 5\)"):
+        load_task(write_npz(tmp_path / "retinamnist_64.npz", arrays))
+
+
+def test_non_square_images_are_centre_cropped(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (tmp_path / "wide" / c).mkdir(parents=True)
+        for i in range(4):
+            img = rng.integers(0, 255, (28, 40), dtype=np.uint8)
+            img[:, :6] = img[:, -6:] = 0 if c == "a" else 255  # the margins the crop drops
+            Image.fromarray(img).save(tmp_path / "wide" / c / f"{i}.png")
+    task = load_task(tmp_path / "wide")
+    assert task.original_size == (28, 40) and task["train"].images.shape[1:] == (28, 28)
+    assert task["train"].images.min() > 0 or task["train"].images.max() < 255  # no margin left
+
+
 def test_a_folder_with_split_subfolders(files):
     user = load_task(files["split_folder"])
     built = mf.data.build_task("brain_plane")
@@ -192,6 +232,11 @@ def test_a_task_from_python(tmp_path):
     spec = load_task(f"{tmp_path / 'my_task.py'}:make")
     np.testing.assert_array_equal(spec["train"].images, mine["train"].images)
     assert spec.source["kind"] == "python"
+    from mednns_fast.data.user import register_sources
+
+    register_sources(tmp_path / "run", [spec])  # what zoo build does; metaspace train loads it by name
+    again = load_task("my_task", sources=tmp_path / "run")
+    np.testing.assert_array_equal(again["test"].images, mine["test"].images)
 
 
 def test_a_registered_file_that_changed_is_refused(files, tmp_path):
@@ -354,6 +399,19 @@ def test_bad_data_from_python_names_the_call(tmp_path, capsys):
     assert cli.main(["query", "--data", f"{tmp_path / 'bad_task.py'}:Bad", "--run-dir", str(run)]) == 1
     err = capsys.readouterr().err.strip()
     assert "bad_task.py:Bad: train labels has 8 labels for 10 images" in err and not run.exists()
+
+
+def test_a_name_used_by_other_data_is_refused_before_anything_is_written(files, tmp_path, capsys):
+    from mednns_fast.data.user import register_sources
+
+    run = tmp_path / "run"
+    register_sources(run, [load_task(files["grey64"])])
+    other = write_npz(tmp_path / "nuclei64.npz", medmnist_arrays("nuclei_patch", limit=50))
+    before = sorted(p.name for p in run.rglob("*"))
+    assert cli.main(["query", "--data", str(other), "--run-dir", str(run)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert f"{other}: the name 'nuclei64' is already used in {run / 'datasets.json'} by {files['grey64']}" in err
+    assert sorted(p.name for p in run.rglob("*")) == before
 
 
 def test_data_joins_the_tasks_in_the_config(files, tmp_path, capsys):

@@ -59,7 +59,8 @@ def _load(spec: str, run_dir: Path, seed: int):
 
 def check_data(command: str, config: dict, run_dir: str | os.PathLike) -> None:
     """Load every user dataset the command will use; DataError (a ValueError, one line naming the file) when
-    one cannot be used."""
+    one cannot be used. Each call reads the files again (a file may have changed since an earlier command)."""
+    _LOADED.clear()
     for spec in data_specs(command, config):
         _load(spec, Path(run_dir), config.get("seed", 0))
 
