@@ -126,12 +126,12 @@ def test_original_resolution_is_kept_and_a_stored_member_is_memory_mapped(files)
 
 @pytest.mark.parametrize("size, task", [(128, "nuclei_patch"), (224, "ihc_stain")])
 def test_large_images_are_streamed_in_chunks(size, task, tmp_path, monkeypatch):
-    from mednns_fast.data import user, user_npz
+    from mednns_fast.data import user
 
     arrays = medmnist_arrays(task, size, limit=60)
     whole = load_task(write_npz(tmp_path / f"whole_{size}.npz", arrays))
-    monkeypatch.setattr(user_npz, "CHUNK", 7)  # many chunks, the last one partial
-    monkeypatch.setattr(user, "CHUNK", 7)
+    assert user.chunk_rows((1000, 224, 224, 3)) == 222 and user.chunk_rows((10**5, 28, 28)) == 1024
+    monkeypatch.setattr(user, "CHUNK", 7)  # many chunks, the last one partial
     for compressed in (True, False):
         chunked = load_task(write_npz(tmp_path / f"chunked_{size}_{compressed}.npz", arrays, compressed))
         for s in SPLITS:

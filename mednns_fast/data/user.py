@@ -37,7 +37,8 @@ __all__ = ["PIPELINE_SIZE", "DataError", "UserTask", "load_task", "looks_like_da
 PIPELINE_SIZE = 28  # the built-in supernets' input size
 SOURCES_FILE = "datasets.json"  # in a run directory: {name: how to load the dataset again}
 SPLITS_DIR = "splits"  # in a run directory: the splits made for a folder without train/ val/ test/
-CHUNK = 1024  # images resized at a time (large sets are never held at their original size)
+CHUNK = 1024  # at most this many images resized at a time (large sets are never held at their original size)
+CHUNK_BYTES = 32 << 20  # and at most this many bytes of them (224 px RGB: 222 images)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -154,9 +155,21 @@ def resize_images(images: np.ndarray, size: int | None = PIPELINE_SIZE) -> np.nd
     return np.ascontiguousarray(x.numpy())
 
 
-def resize_chunks(chunks, size: int | None) -> np.ndarray:
+def chunk_rows(shape: tuple, itemsize: int = 1) -> int:
+    """How many images of an array of `shape` to read and resize at a time (CHUNK, fewer for large images)."""
+    per_image = max(1, int(np.prod(shape[1:])) * itemsize)
+    return max(1, min(CHUNK, CHUNK_BYTES // per_image))
+
+
+def chunks(array: np.ndarray):
+    """The images of `array` (or a memory map), a chunk at a time."""
+    step = chunk_rows(array.shape, array.dtype.itemsize)
+    return (array[i:i + step] for i in range(0, len(array), step))
+
+
+def resize_chunks(parts, size: int | None) -> np.ndarray:
     """Resize an iterable of image chunks and join them (only one chunk at original size in memory at a time)."""
-    return np.concatenate([resize_images(c, size) for c in chunks])
+    return np.concatenate([resize_images(c, size) for c in parts])
 
 
 # ------------------------------------------------------------------------------------------------ the task
@@ -208,7 +221,7 @@ def task_from_arrays(name: str, splits: Mapping[str, tuple], classes=None, size:
     labels = {s: check_labels(where, f"{s} labels", splits[s][1], len(arrays[s])) for s in SPLITS}
     n = check_classes(where, labels, len(classes) if classes is not None else None, "{split} labels")
     classes = tuple(str(c) for c in classes) if classes is not None else tuple(str(i) for i in range(n))
-    images = {s: resize_chunks((a[i:i + CHUNK] for i in range(0, len(a), CHUNK)), size) for s, a in arrays.items()}
+    images = {s: resize_chunks(chunks(a), size) for s, a in arrays.items()}
     source = source or {"kind": "python", "spec": where}
     return make_task(name, classes, images, labels, {**source, "name": name, "size": size},
                      layouts["train"][:2], where)

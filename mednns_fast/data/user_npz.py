@@ -3,7 +3,7 @@
 `np.load(path, mmap_mode="r")` cannot memory-map the members of a `.npz` (it reads each whole on access), so
 the members are read here from the zip archive directly: a member stored uncompressed (`np.savez`) is
 memory-mapped; a compressed one (`np.savez_compressed`, as MedMNIST ships) is decompressed as a stream,
-`CHUNK` images at a time, each chunk resized before the next is read. Labels are read whole (they are small)
+up to 1024 images (32 MiB) at a time, each chunk resized before the next is read. Labels are read whole (they are small)
 and checked first, so a bad file fails in a fraction of a second.
 """
 
@@ -19,13 +19,14 @@ import numpy as np
 
 from .medmnist import KNOWN_SETS, SPLITS
 from .user import (
-    CHUNK,
     PIPELINE_SIZE,
     DataError,
     UserTask,
     check_classes,
     check_labels,
     check_name,
+    chunk_rows,
+    chunks,
     image_layout,
     make_task,
     name_from_stem,
@@ -84,17 +85,18 @@ class _Npz:
             mapped = np.memmap(self.path, dtype=dtype, mode="r", offset=offset, shape=shape)
             if size is None:
                 return mapped
-            return resize_chunks((mapped[i:i + CHUNK] for i in range(0, shape[0], CHUNK)), size)
+            return resize_chunks(chunks(mapped), size)
         if fortran:  # rare (not MedMNIST): no row-wise stream, read it whole
             return resize_chunks([self.array(key)], size)
         return resize_chunks(self._stream(info, shape, dtype), size)
 
     def _stream(self, info: zipfile.ZipInfo, shape: tuple, dtype: np.dtype):
         per_image = int(np.prod(shape[1:])) * dtype.itemsize
+        step = chunk_rows(shape, dtype.itemsize)
         with self.zip.open(info) as f:
             _header(f)
-            for start in range(0, shape[0], CHUNK):
-                n = min(CHUNK, shape[0] - start)
+            for start in range(0, shape[0], step):
+                n = min(step, shape[0] - start)
                 raw = f.read(n * per_image)
                 if len(raw) != n * per_image:
                     raise EOFError(f"{info.filename} ends after {start} images of {shape[0]}")
