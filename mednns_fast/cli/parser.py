@@ -109,9 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     iac = sub.add_parser("iac", help="implantable adaptive cells").add_subparsers(dest="action", required=True)
     p = iac.add_parser("search", parents=[common], help="IAC-LTH search in a trained U-Net's skips")
-    p.add_argument("--task", help="a built-in segmentation task (default brain_extraction)")
-    p.add_argument("--data", metavar="FOLDER", help="your own segmentation data instead: FOLDER/images/ and "
-                   "FOLDER/masks/ (PNG, TIFF, NIfTI; docs/own_data.md)")
+    task = p.add_mutually_exclusive_group()
+    task.add_argument("--task", help="a built-in segmentation task (default brain_extraction)")
+    task.add_argument("--data", metavar="FOLDER", help="your own segmentation data instead: FOLDER/images/ and "
+                      "FOLDER/masks/ (PNG, TIFF, NIfTI; docs/own_data.md)")
     p.add_argument("--backbone", choices=["unet", "resunet"])
     p.add_argument("--full", action="store_true", help="also run the full-length search and compare")
 
