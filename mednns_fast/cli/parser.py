@@ -61,6 +61,14 @@ def _nonneg_int(text: str) -> int:
     return value
 
 
+def _add_training_data(p: argparse.ArgumentParser) -> None:
+    """--tasks and --data of the commands that train supernets (supernet train, zoo build)."""
+    p.add_argument("--tasks", nargs="+", help="classification tasks (default: all built-in ones, or only --data)")
+    p.add_argument("--data", action="append", metavar="PATH",
+                   help="your own classification data (repeatable): a MedMNIST .npz, a folder of class folders, "
+                   "file.py:attr or NAME=PATH (docs/own_data.md)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = argparse.ArgumentParser(prog="mednns-fast", description=USAGE.splitlines()[0],
@@ -76,17 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sn = sub.add_parser("supernet", help="elastic supernets").add_subparsers(dest="action", required=True)
     p = sn.add_parser("train", parents=[common], help="train a supernet per task (progressive shrinking)")
-    p.add_argument("--tasks", nargs="+", help="classification tasks (default: all built-in ones, or only --data)")
-    p.add_argument("--data", action="append", metavar="PATH",
-                   help="your own classification data (repeatable): a MedMNIST .npz, a folder of class folders, "
-                   "file.py:attr or NAME=PATH (docs/own_data.md)")
+    _add_training_data(p)
 
     zoo = sub.add_parser("zoo", help="the model zoo").add_subparsers(dest="action", required=True)
     p = zoo.add_parser("build", parents=[common], help="evaluate sampled subnets into the zoo database")
-    p.add_argument("--tasks", nargs="+", help="classification tasks (default: all built-in ones, or only --data)")
-    p.add_argument("--data", action="append", metavar="PATH",
-                   help="your own classification data (repeatable): a MedMNIST .npz, a folder of class folders, "
-                   "file.py:attr or NAME=PATH (docs/own_data.md)")
+    _add_training_data(p)
     p.add_argument("--db", help="database URL (default: RUN/zoo.db; postgresql+psycopg://... for many writers)")
 
     ms = sub.add_parser("metaspace", help="the meta-space").add_subparsers(dest="action", required=True)
