@@ -453,6 +453,16 @@ def test_a_user_npz_at_64px_through_zoo_metaspace_query_and_finetune(files, tmp_
     ft = json.loads((run / "metrics" / "finetune_nuclei64.json").read_text())
     assert set(ft["curves"]) == {"mednns", "pooled_pretrained"}
     assert cli.main(["query", "--task", "stains", *common]) == 0  # a registered dataset by its name
+    # the leave-one-dataset-out study over a zoo holding a user dataset, found through the run's registry
+    out = tmp_path / "lodo"
+    tiny = ["--seeds", "0", "--images", "16", "--extractor-epochs", "1", "--extractor-per-task", "16",
+            "--pooled-epochs", "1", "--pooled-per-task", "16", "--metaspace-steps", "3", "--metaspace-batch", "8",
+            "--finetune-epochs", "1", "--max-train", "16", "--max-eval", "16", "--calib", "16",
+            "--recalibrate-images", "16", "--methods", "mednns", "--finetuned-methods", "mednns", "--quiet"]
+    assert cli.main(["study", "lodo", "--zoo", f"sqlite:///{run / 'zoo.db'}", "--out", str(out), "--sources", str(run),
+                     "--tasks", "brain_plane,modality,nuclei64", *tiny]) == 0
+    lodo = json.loads((out / "lodo.json").read_text())
+    assert [f["held_out"] for f in lodo["folds"]] == ["brain_plane", "modality", "nuclei64"]
     capsys.readouterr()
 
 

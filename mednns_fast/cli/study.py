@@ -31,6 +31,8 @@ def _add_lodo(sub) -> None:
     p = sub.add_parser("lodo", help="leave-one-dataset-out evaluation of the meta-space against baselines")
     p.add_argument("--zoo", required=True, help="zoo database URL (sqlite:///path/zoo.db)")
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--sources", metavar="RUN_DIR", help="the run directory that registered the zoo's own datasets "
+                   "(`--data` of zoo build); not needed for built-in tasks")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--threads", type=int, default=1, help="torch threads of the main process (workers use 1)")
     for f in fields(LodoSettings):
@@ -83,7 +85,8 @@ def format_lodo(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def lodo_study(zoo: str, out: str | Path, settings, progress: bool = True) -> dict:
+def lodo_study(zoo: str, out: str | Path, settings, progress: bool = True,
+               sources: str | Path | None = None) -> dict:
     """Run (or resume) the leave-one-dataset-out study into `out` (lodo.json, lodo.png, folds/*.json)."""
     from ..evaluation.lodo import run_lodo
     from ..report.metaspace_lodo import plot_lodo, write_json
@@ -101,7 +104,7 @@ def lodo_study(zoo: str, out: str | Path, settings, progress: bool = True) -> di
     def keep(fold: dict) -> None:
         write_json({**fold, "settings": settings.to_dict()}, fold_dir / f"{fold['held_out']}.json")
 
-    results = run_lodo(zoo, settings, progress=progress, done=done, on_fold=keep)
+    results = run_lodo(zoo, settings, progress=progress, done=done, on_fold=keep, sources=sources)
     results["wall_seconds"] = time.time() - start
     write_json(results, out / "lodo.json")
     plot_lodo(results, out / "lodo.png")
@@ -195,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "lodo":
         # Small per-record work: on a shared machine extra intra-op threads only wait for each other.
         torch.set_num_threads(args.threads)
-        lodo_study(args.zoo, args.out, lodo_settings(args), progress=progress_bars(args.quiet))
+        lodo_study(args.zoo, args.out, lodo_settings(args), progress=progress_bars(args.quiet), sources=args.sources)
     else:
         from ..iac.study import ExperimentConfig
 

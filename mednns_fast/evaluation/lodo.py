@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..data import load_task
 from ..data.images import standardise
 from ..metaspace.features import dataset_features, fold_tasks, train_extractor
 from ..metaspace.from_zoo import (
@@ -133,18 +135,17 @@ def _prepare_fold(held_out: str, names: list[str], suite, supernets, s: LodoSett
 
 
 def run_fold(held_out: str, zoo_url: str, settings: LodoSettings, encodings: dict | None = None,
-             progress: bool = False) -> dict:
+             progress: bool = False, sources: str | os.PathLike | None = None) -> dict:
     """One held-out task, every seed. encodings: {(dataset, config key): (topology, functional)} precomputed
-    (computed here when None)."""
-    import mednns_fast as mf
-
+    (computed here when None). sources: the run directory whose `datasets.json` says where the zoo's user
+    datasets are (`data.load_task`); built-in tasks need none."""
     torch.set_num_threads(1)
     s = settings
     zoo = Zoo(zoo_url)
     names = list(s.tasks) if s.tasks else zoo.datasets()
     records = zoo_records(zoo, names)
     supernets = zoo_supernets(zoo, names)
-    suite = {n: mf.data.build_task(n) for n in names}
+    suite = {n: load_task(n, sources=sources) for n in names}
     fold = _prepare_fold(held_out, names, suite, supernets, s, progress)
     if encodings is None:
         encodings = record_encodings(records, supernets)
@@ -267,8 +268,10 @@ def summarise(folds: Sequence[dict], seeds: Sequence[int]) -> dict:
 
 
 def run_lodo(zoo_url: str, settings: LodoSettings = LodoSettings(), progress: bool = True,
-             done: Mapping[str, dict] | None = None, on_fold: Callable[[dict], None] | None = None) -> dict:
+             done: Mapping[str, dict] | None = None, on_fold: Callable[[dict], None] | None = None,
+             sources: str | os.PathLike | None = None) -> dict:
     """Every fold (held-out task) of the zoo's datasets (or settings.tasks), in `settings.workers` processes.
+    sources: see `run_fold` (a zoo holding user datasets names the run directory that registered them).
 
     done: folds already computed ({held-out name: fold dict}, e.g. from a killed run) are not recomputed;
     on_fold(fold) is called as each fold finishes (to persist it). Returns {"settings", "folds", "summary"}.
@@ -292,12 +295,12 @@ def run_lodo(zoo_url: str, settings: LodoSettings = LodoSettings(), progress: bo
 
     if settings.workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(settings.workers, mp_context=get_context("fork")) as pool:
-            futures = [pool.submit(run_fold, h, zoo_url, settings, encodings) for h in todo]
+            futures = [pool.submit(run_fold, h, zoo_url, settings, encodings, False, sources) for h in todo]
             for f in as_completed(futures):
                 finished(f.result())
     else:
         for h in todo:
-            finished(run_fold(h, zoo_url, settings, encodings))
+            finished(run_fold(h, zoo_url, settings, encodings, sources=sources))
     bar.close()
     folds = [done[h] for h in names]
     return {"settings": settings.to_dict(), "zoo": zoo.url, "folds": folds, "summary": summarise(folds, settings.seeds)}
