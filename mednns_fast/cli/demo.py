@@ -11,6 +11,7 @@ import torch
 from ..io import RunDir
 from .iac import iac_search
 from .metaspace import finetune, metaspace_train, query
+from .user_data import resolve
 from .zoo import zoo_build
 
 
@@ -45,11 +46,14 @@ def report(run: RunDir, cfg: dict, progress: bool = True) -> Path:
 
 def demo(run: RunDir, cfg: dict, progress: bool = True) -> dict:
     """The whole system on the built-in suite at demo size; each finished step is skipped on a rerun."""
+    # The metrics a step leaves are named by its dataset's name (a user file's name, not its path).
+    query_name = resolve(cfg["query"]["task"], run, cfg["seed"]).name
+    finetune_name = resolve(cfg["finetune"]["task"] or cfg["query"]["task"], run, cfg["seed"]).name
     steps = [
         ("zoo", lambda: zoo_build(run, cfg, progress)),
         ("metaspace", lambda: metaspace_train(run, cfg, progress)),
-        (f"query_{cfg['query']['task']}", lambda: query(run, cfg, progress)),
-        (f"finetune_{cfg['finetune']['task']}", lambda: finetune(run, cfg, progress)),
+        (f"query_{query_name}", lambda: query(run, cfg, progress)),
+        (f"finetune_{finetune_name}", lambda: finetune(run, cfg, progress)),
         ("iac", lambda: iac_search(run, cfg, progress, modes=("full", "lth"))),
         ("bench", lambda: bench(run, cfg, progress)),
     ]

@@ -30,6 +30,9 @@ USAGE = """The `mednns-fast` command (also `python -m mednns_fast`).
     mednns-fast study lodo | iac          the studies behind BENCHMARKS.md (resumable)
     mednns-fast demo                      all of the above at demo size, then the report
 
+Your own data wherever a task goes: `--data PATH` (a MedMNIST .npz, a folder of class folders, image/mask
+folders for `iac search`; docs/own_data.md).
+
 Every pipeline command writes into a run directory (--run-dir, default runs/mednns): the resolved config,
 a log, checkpoints, the SQLite zoo, JSON metrics and figures. Interrupt it (Ctrl-C) and run the same command
 again: it resumes. Settings come from built-in defaults, then --config FILE.toml, then --set KEY=VALUE
@@ -45,7 +48,10 @@ def _common() -> argparse.ArgumentParser:
     g.add_argument("--config", metavar="FILE.toml", help="settings file (sections as in --show-config)")
     g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting, e.g. --set zoo.branching=[2,2,2,4] (repeatable)")
-    g.add_argument("--device", default="cpu", help="device of the pipelines (cpu; see README)")
+    g.add_argument("--device", default="cpu", help="where the pipelines train and evaluate: cpu (default), cuda or "
+                   "cuda:N (under torchrun each rank takes cuda:LOCAL_RANK)")
+    g.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
+                   help="mixed precision of the training loops (autocast; fp16 with gradient scaling; default none)")
     g.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     g.add_argument("--workers", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
     g.add_argument("--no-progress", action="store_true",
@@ -161,4 +167,5 @@ def resolve_config(args: argparse.Namespace, name: str) -> dict:
     if name == "finetune" and not config["query"]["task"]:
         config["query"]["task"] = config["finetune"]["task"]
     config["seed"] = args.seed
+    config["device"], config["amp"] = args.device, args.amp  # every command hands them to the library
     return config
