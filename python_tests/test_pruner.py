@@ -228,3 +228,71 @@ def test_bad_arguments():
 
 def test_exported_from_mf_search():
     assert mf.search.ProgressivePruner is ProgressivePruner
+
+
+# ---------------------------------------------------------------- issue 22: warm-up, calibration, noise
+
+
+def test_no_pruning_before_the_warmup_ends():
+    """A trajectory that is settled from the start (a clear winner, no noise) is pruned at the earliest
+    epoch the pruner allows, and not before: the warm-up, then a full window and patience per prune."""
+    logits = torch.zeros(60, 3, OPS, dtype=torch.float64)
+    logits[:, :, 3] = 2.0
+    logits[:, :, 5] = 1.0
+    pruner, alphas = new_search(logits, window=3, patience=2, prune_fraction=0.5, warmup=10)
+    feed(pruner, alphas, logits, range(60))
+    assert pruner.done and pruner.events
+    assert min(ev.epoch for ev in pruner.events) >= 10 + 3 + 2 - 1
+    first = min(ev.epoch for ev in pruner.events)
+    assert first == 10 + 3 + 2 - 1  # the first window ends warm-up + window epochs in, then patience
+    decided = {ev.edge: ev.epoch for ev in pruner.events if len(ev.active) == 1}
+    assert all(d == pruner.earliest_decision_epoch(e) for e, d in decided.items())
+    assert all(pruner.masks[e].nonzero().flatten().tolist() == [3] for e in range(3))
+    # progressive: 8 -> 4 -> 2 -> 1, one event each
+    assert [len(ev.active) for ev in pruner.events if ev.edge == 0] == [4, 2, 1]
+    with pytest.raises(ValueError, match="warmup"):
+        ProgressivePruner(torch.zeros(2, 3), warmup=-1)
+
+
+def test_calibrated_pruner_never_fires_on_noise_of_the_measured_amplitude():
+    """Threshold and margin from one null run of the architecture optimiser (Adam at PC-DARTS' settings fed
+    gradients without information); other null runs of the same amplitude, and i.i.d. jitter of the
+    measured per-epoch step around a uniform distribution, are never pruned."""
+    from mednns_fast.iac.pruner import calibrate, null_trajectory
+
+    steps, lr, T, E = 12, 6e-4, 60, 5
+    cal = calibrate(null_trajectory(E, OPS, T, steps, lr, seed=0), window=5)
+    assert 0 < cal["noise_js_median"] <= cal["noise_js_quantile"] < cal["threshold"]
+    assert cal["margin"] > cal["noise_gap_max"] > 0
+    for seed in range(1, 6):
+        noise = null_trajectory(E, OPS, T, steps, lr, seed=seed)
+        pruner, alphas = new_search(noise, window=5, patience=5, threshold=cal["threshold"], margin=cal["margin"])
+        feed(pruner, alphas, noise, range(T))
+        assert not pruner.events, f"null run {seed} was pruned"
+        jitter = converging_logits(T, E, OPS, torch.Generator().manual_seed(seed), scale=0.0,
+                                   noise=cal["noise_step"])
+        pruner, alphas = new_search(jitter, window=5, patience=5, threshold=cal["threshold"], margin=cal["margin"])
+        feed(pruner, alphas, jitter, range(T))
+        assert not pruner.events, f"jitter {seed} was pruned"
+
+
+def test_calibrated_pruner_still_decides_converged_edges():
+    """The same calibration from a null of i.i.d. jitter: converging searches with that noise get pruned and
+    keep their final leader; pure jitter of that amplitude never does."""
+    from mednns_fast.iac.pruner import calibrate
+
+    noise = 0.02
+    null = converging_logits(EPOCHS, EDGES, OPS, torch.Generator().manual_seed(100), scale=0.0, noise=noise)
+    cal = calibrate(null, window=10)
+    logits = converging_logits(EPOCHS, EDGES, OPS, torch.Generator().manual_seed(1), noise=noise)
+    pruner, alphas = new_search(logits, window=10, patience=10, threshold=cal["threshold"], margin=cal["margin"])
+    feed(pruner, alphas, logits, range(EPOCHS))
+    decided = [e for e in range(EDGES) if pruner.decided(e)]
+    assert len(decided) >= EDGES // 2
+    final = logits[-1]
+    agree = sum(int(pruner.masks[e].nonzero().flatten()[0]) == int(final[e].argmax()) for e in decided)
+    assert agree >= 0.9 * len(decided)
+    jitter = converging_logits(EPOCHS, EDGES, OPS, torch.Generator().manual_seed(7), scale=0.0, noise=noise)
+    pruner, alphas = new_search(jitter, window=10, patience=10, threshold=cal["threshold"], margin=cal["margin"])
+    feed(pruner, alphas, jitter, range(EPOCHS))
+    assert not pruner.events

@@ -11,6 +11,12 @@ exactly 0 (`weights(e)`), and `apply_to` switches it off in the edges' `mf.nas.M
 compute it again. After a prune the edge's support has changed, so its window restarts. An edge is decided when
 `min_ops` candidates are left; the search is `done` when every edge is decided.
 
+Issue 22 additions: no pruning (and no window) before `warmup` epochs; a prune also needs the candidates it
+drops to stand out of the noise (`margin`); the dropped candidates are the tail of
+`nas.iac.cell.strongest_first`, the order `derive` takes its head from. `null_trajectory` + `calibrate` set
+`threshold` and `margin` from a null run of the architecture optimiser (docs/iac.md says how); the IAC
+search does that for ``threshold="auto"``. The fixed defaults below are those of the synthetic study.
+
 Defaults (window 10, threshold 3e-4, patience 10, prune_fraction 0.5, min_ops 1) come from
 `benchmarks/experiment_pruner_defaults.py` (full table in `benchmarks/experiment_pruner_defaults.txt`):
 synthetic DARTS-like searches (`mednns_fast.search.synthetic`) of 14 edges x 8 candidates over 200
@@ -45,6 +51,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ..nas.iac.cell import strongest_first
 from ..ops import js_stability
 
 _STATE_VERSION = 1
@@ -96,6 +103,12 @@ class ProgressivePruner:
         prune_fraction: share of the active candidates masked by one prune (at least one, never below
             `min_ops`); 1.0 goes straight to `min_ops`.
         names: optional candidate names per edge, for the trajectory and its figure.
+        warmup: epochs before architecture updates start (the search's weight-only warm-up): nothing is
+            pruned and no stable streak counts before it, and the first window starts after it.
+        margin: a prune also needs the candidates it drops to be separated from those it keeps: the log of
+            the weakest kept importance minus the log of the strongest dropped one must exceed `margin`
+            (0: no such test). `calibrate` sets it (and `threshold`) from a null run, so that a trajectory
+            that is only noise of the search's amplitude is never pruned.
 
     Use::
 
@@ -110,7 +123,7 @@ class ProgressivePruner:
 
     def __init__(self, alphas: torch.Tensor | Sequence[torch.Tensor], window: int = 10,
                  threshold: float = 3e-4, patience: int = 10, min_ops: int = 1, prune_fraction: float = 0.5,
-                 names: Sequence[Sequence[str]] | None = None) -> None:
+                 names: Sequence[Sequence[str]] | None = None, warmup: int = 0, margin: float = 0.0) -> None:
         # Kept as given and indexed at every use: a row view taken once would go stale (and trip
         # autograd's view checks) when the optimizer updates the parameter in place.
         if isinstance(alphas, torch.Tensor):
@@ -140,6 +153,11 @@ class ProgressivePruner:
             raise ValueError(f"ProgressivePruner: min_ops must be an int >= 1, got {min_ops!r}")
         if not 0 < prune_fraction <= 1:
             raise ValueError(f"ProgressivePruner: prune_fraction must be in (0, 1], got {prune_fraction!r}")
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+            raise ValueError(f"ProgressivePruner: warmup must be an int >= 0, got {warmup!r}")
+        _check_number(margin, "margin")
+        if not margin >= 0:
+            raise ValueError(f"ProgressivePruner: margin must be >= 0, got {margin!r}")
         self.num_candidates = [self.alpha(e).numel() for e in range(self.num_edges)]
         if names is not None:
             names = [list(n) for n in names]
@@ -148,7 +166,7 @@ class ProgressivePruner:
                                  f"per edge, got {[len(n) for n in names]}")
         self.names = names
         self.config = dict(window=window, threshold=float(threshold), patience=patience, min_ops=min_ops,
-                           prune_fraction=float(prune_fraction))
+                           prune_fraction=float(prune_fraction), warmup=warmup, margin=float(margin))
         self._reset()
 
     def _reset(self) -> None:
@@ -196,7 +214,10 @@ class ProgressivePruner:
             stab = [math.inf] * self.num_edges
         new_events = []
         row = []
+        warming = epoch < self.config["warmup"]
         for e in range(self.num_edges):
+            if warming:  # the alphas do not move yet: the first window starts after the warm-up
+                self._since[e] = len(self._history)
             # The window must lie after the edge's last prune: before it, the support was different.
             d = stab[e] if t - W >= self._since[e] else math.inf
             row.append(d)
@@ -204,21 +225,24 @@ class ProgressivePruner:
                 continue
             self._streak[e] = self._streak[e] + 1 if d < self.config["threshold"] else 0
             if self._streak[e] >= self.config["patience"]:
-                new_events.append(self._prune(e, epoch, d))
+                event = self._prune(e, epoch, d)
+                if event is not None:
+                    new_events.append(event)
         self.divergences.append(row)
         self.events.extend(new_events)
         return new_events
 
-    def _prune(self, e: int, epoch: int, divergence: float) -> PruneEvent:
+    def _prune(self, e: int, epoch: int, divergence: float) -> PruneEvent | None:
         K, W = self.num_candidates[e], self.window
         recent = torch.stack([h[e, :K] for h in self._history[-(W + 1):]])
         importance = torch.softmax(recent, -1).mean(0)
         active = self._masks[e].nonzero().flatten().tolist()
-        n_drop = max(1, int(math.floor(self.config["prune_fraction"] * len(active) + 1e-9)))
-        n_drop = min(n_drop, len(active) - self.config["min_ops"])
-        # lowest importance first; ties broken by candidate index (a stable sort)
-        order = sorted(active, key=lambda k: (importance[k].item(), k))
-        dropped = sorted(order[:n_drop])
+        n_drop = _n_drop(len(active), self.config["prune_fraction"], self.config["min_ops"])
+        # the tail of `strongest_first`: the rule `derive` uses (equal importance: the higher index goes)
+        order = strongest_first(importance.tolist(), active)
+        if self.config["margin"] > 0 and _cut_gap(importance, order, n_drop) <= self.config["margin"]:
+            return None  # stable, but the ranking is not out of the noise yet: keep watching
+        dropped = sorted(order[len(order) - n_drop:])
         self._masks[e][dropped] = False
         self._streak[e] = 0
         self._since[e] = len(self._history)  # the next row is the first with the new support
@@ -226,6 +250,16 @@ class ProgressivePruner:
                           float(divergence), tuple(importance.tolist()))
 
     # ---- what the search uses ------------------------------------------------------------------------
+
+    def earliest_decision_epoch(self, e: int) -> int:
+        """The first epoch at which edge e can be decided: after the warm-up, each prune needs a full window
+        after the previous one plus `patience` stable epochs (epochs counted from 0)."""
+        n = self.num_candidates[e]
+        events = 0
+        while n > self.config["min_ops"]:
+            n -= _n_drop(n, self.config["prune_fraction"], self.config["min_ops"])
+            events += 1
+        return self.config["warmup"] + events * (self.window + self.config["patience"]) - 1
 
     def decided(self, e: int) -> bool:
         """Whether edge e is down to `min_ops` candidates (or started with no more than that)."""
@@ -345,3 +379,71 @@ class ProgressivePruner:
             "masks": [m.tolist() for m in self._masks],
             "done": self.done,
         }
+
+
+def _n_drop(n_active: int, fraction: float, min_ops: int) -> int:
+    """Candidates one prune masks out of `n_active`: the fraction, at least one, never below `min_ops`."""
+    return min(max(1, int(math.floor(fraction * n_active + 1e-9))), n_active - min_ops)
+
+
+def _cut_gap(importance: torch.Tensor, order: Sequence[int], n_drop: int) -> float:
+    """log(weakest kept importance) - log(strongest dropped one), `order` strongest first."""
+    if n_drop <= 0:
+        return math.inf
+    kept, dropped = float(importance[order[len(order) - n_drop - 1]]), float(importance[order[len(order) - n_drop]])
+    return math.log(max(kept, 1e-300)) - math.log(max(dropped, 1e-300))
+
+
+def null_trajectory(edges: int, candidates: int, epochs: int, steps_per_epoch: int, lr: float,
+                    betas: tuple[float, float] = (0.5, 0.999), weight_decay: float = 1e-3,
+                    seed: int = 0) -> torch.Tensor:
+    """The architecture parameters of a search whose gradient carries no information: Adam with the
+    search's settings (learning rate, betas, weight decay, steps per epoch) fed i.i.d. N(0, 1) gradients,
+    from DARTS' 1e-3 N(0, 1) init. Returns the logits after each epoch, [epochs, edges, candidates]
+    (float64). This is the noise the JS signal of a real search sits on: Adam moves every alpha by about
+    `lr` per step whatever the gradient's size."""
+    gen = torch.Generator().manual_seed(seed)
+    alphas = torch.nn.Parameter(1e-3 * torch.randn(edges, candidates, generator=gen, dtype=torch.float64))
+    opt = torch.optim.Adam([alphas], lr=lr, betas=betas, weight_decay=weight_decay)
+    out = []
+    for _ in range(epochs):
+        for _ in range(steps_per_epoch):
+            alphas.grad = torch.randn(edges, candidates, generator=gen, dtype=torch.float64)
+            opt.step()
+        out.append(alphas.detach().clone())
+    return torch.stack(out)
+
+
+def calibrate(null_logits: torch.Tensor, window: int, prune_fraction: float = 0.5, min_ops: int = 1,
+              quantile: float = 0.99, multiple: float = 3.0, margin_multiple: float = 2.0) -> dict:
+    """Threshold and margin of the pruner from a null run (`null_trajectory`, [T, E, K] logits).
+
+    threshold = `multiple` x the `quantile` of the null run's JS-stability values (window `window`): an
+    edge counts as stable when it moves no more than noise does (a drifting edge, whose steps add up,
+    sits far above: its divergence grows with the square of the steps per window).
+    margin = `margin_multiple` x the largest cut gap (`ProgressivePruner`'s `margin` test, at every
+    candidate count a progressive prune passes through) anywhere in the null run: noise alone never
+    separates the candidates that much, so an edge is only pruned once its ranking stands out of the noise.
+    Returns {"threshold", "margin", "noise_js_quantile", "noise_js_median", "noise_gap_max", "noise_step"}.
+    """
+    T, E, K = null_logits.shape
+    if T <= window:
+        raise ValueError(f"calibrate: the null run needs more than window={window} epochs, got {T}")
+    js = js_stability(null_logits.to(torch.float64), window)[window:].flatten()
+    q = float(torch.quantile(js, quantile))
+    gaps = []
+    sizes, n = [], K
+    while n > min_ops:
+        sizes.append(n)
+        n -= _n_drop(n, prune_fraction, min_ops)
+    for t in range(window, T):
+        imp = torch.softmax(null_logits[t - window : t + 1], -1).mean(0)  # [E, K]
+        for e in range(E):
+            full = strongest_first(imp[e].tolist())
+            for n_active in sizes:  # the top `n_active` of the noise ranking, as after earlier prunes
+                order = full[:n_active]
+                gaps.append(_cut_gap(imp[e], order, _n_drop(n_active, prune_fraction, min_ops)))
+    step = float((null_logits[1:] - null_logits[:-1]).std())
+    return {"threshold": min(multiple * q, math.log(2)), "margin": margin_multiple * max(gaps),
+            "noise_js_quantile": q, "noise_js_median": float(js.median()), "noise_gap_max": max(gaps),
+            "noise_step": step}

@@ -186,14 +186,41 @@ class DerivedCell(nn.Module):
         return self.project(torch.cat(states[len(inputs):], dim=1))
 
 
+def strongest_first(values: Sequence[float], candidates: Sequence[int] | None = None) -> list[int]:
+    """`candidates` (default: every index of `values`) ordered from the strongest to the weakest value;
+    equal values go to the lower index first. The one tie-breaking rule of the IAC search: `derive` takes
+    the head of this order (operations and incoming edges), the pruner (`iac.pruner`) drops its tail."""
+    candidates = range(len(values)) if candidates is None else candidates
+    return sorted(candidates, key=lambda k: (-float(values[k]), k))
+
+
+def random_genotype(config: IACConfig, generator: torch.Generator, inputs_per_node: int = 2) -> Genotype:
+    """A control: per node `inputs_per_node` distinct incoming states and an operation other than `none`
+    for each, drawn uniformly from `generator` (seeded: the same generator state gives the same cell)."""
+    real = [p for p in config.primitives if p != "none"]
+    nodes = []
+    for i in range(config.nodes):
+        n_in = config.n_inputs + i
+        srcs = sorted(torch.randperm(n_in, generator=generator)[: min(inputs_per_node, n_in)].tolist())
+        nodes.append(tuple((real[int(torch.randint(len(real), (1,), generator=generator))], j) for j in srcs))
+    return Genotype(tuple(nodes), config.use_decoder)
+
+
+def skip_genotype(config: IACConfig, inputs_per_node: int = 2) -> Genotype:
+    """A control: the cell's wiring with every operation `skip_connect` (no searched content)."""
+    return Genotype(tuple(tuple(("skip_connect", j) for j in range(min(inputs_per_node, config.n_inputs + i)))
+                          for i in range(config.nodes)), config.use_decoder)
+
+
 def derive(weights: torch.Tensor, betas: torch.Tensor, config: IACConfig, inputs_per_node: int = 2) -> Genotype:
     """The genotype of a search: per node the `inputs_per_node` strongest incoming edges, each with its
     strongest operation other than `none`.
 
     weights: [E, P] edge distributions (softmax of the alphas, zeros where pruned). betas: [E] edge
     normalisation, normalised per node. An edge's strength is ``beta_e * max_{op != none} weights[e, op]``
-    (PC-DARTS). Ties go to the lower index. An edge whose only non-`none` weights are zero (pruned down to
-    `none`) has strength 0 and, if still chosen, takes the first non-`none` primitive.
+    (PC-DARTS). Ties follow `strongest_first` (the rule the pruner uses too: the lower index wins). An edge
+    whose only non-`none` weights are zero (pruned down to `none`) has strength 0 and, if still chosen,
+    takes the first non-`none` primitive.
     """
     E, P = config.n_edges, len(config.primitives)
     if weights.shape != (E, P) or betas.shape != (E,):
@@ -204,13 +231,13 @@ def derive(weights: torch.Tensor, betas: torch.Tensor, config: IACConfig, inputs
         raise ValueError("derive: the primitives hold nothing but 'none'")
     w = weights.detach().to("cpu", torch.float64)[:, real]
     b = betas.detach().to("cpu", torch.float64)
-    best_w, best_k = w.max(dim=1)  # torch.max returns the first maximal index
-    strength = (b * best_w).tolist()
+    best_k = [strongest_first(row.tolist())[0] for row in w]
+    strength = [float(b[e]) * float(w[e, k]) for e, k in enumerate(best_k)]
     nodes, e = [], 0
     for i in range(config.nodes):
         n_in = config.n_inputs + i
-        chosen = sorted(range(n_in), key=lambda j: (-strength[e + j], j))[: min(inputs_per_node, n_in)]
-        nodes.append(tuple((config.primitives[real[int(best_k[e + j])]], j) for j in sorted(chosen)))
+        chosen = strongest_first(strength[e : e + n_in])[: min(inputs_per_node, n_in)]
+        nodes.append(tuple((config.primitives[real[best_k[e + j]]], j) for j in sorted(chosen)))
         e += n_in
     return Genotype(tuple(nodes), config.use_decoder)
 

@@ -131,8 +131,13 @@ class IACNetwork(nn.Module):
 def implant(unet: UNet, cell: IACConfig | Genotype, levels: Sequence[int] | None = None,
             generator: torch.Generator | None = None) -> IACNetwork:
     """Put a cell in the skip connections `levels` (default: all) of `unet`, in place, and return the
-    network. `cell`: an `IACConfig` (search cells sharing one `IACArchitecture`, initialised from
-    `generator`) or a `Genotype` (derived cells). Skip levels already holding a cell are replaced."""
+    network. `cell`: an `IACConfig` (search cells sharing one `IACArchitecture`) or a `Genotype` (derived
+    cells). Skip levels already holding a cell are replaced.
+
+    generator: where the architecture parameters and the cells' initial weights come from. Two implants
+    from generators in the same state get identical cells (paired searches start from the same cells);
+    the global generator is neither read nor advanced then. None: the global generator (as torch's own
+    module initialisation)."""
     if not isinstance(unet, UNet):
         raise TypeError(f"implant: unet must be a mednns_fast.nas.UNet, got {type(unet).__name__}")
     levels = check_levels(levels, unet.depth)
@@ -144,6 +149,13 @@ def implant(unet: UNet, cell: IACConfig | Genotype, levels: Sequence[int] | None
         make = lambda C: DerivedCell(C, cell)  # noqa: E731
     else:
         raise TypeError(f"implant: cell must be an IACConfig or a Genotype, got {type(cell).__name__}")
-    for level in levels:
-        unet.skip_transforms[level] = ResidualSkip(make(unet.skip_channels[level]))
+    if generator is None:
+        for level in levels:
+            unet.skip_transforms[level] = ResidualSkip(make(unet.skip_channels[level]))
+    else:
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        with torch.random.fork_rng(devices=[]):  # module init draws from the global generator
+            torch.manual_seed(seed)
+            for level in levels:
+                unet.skip_transforms[level] = ResidualSkip(make(unet.skip_channels[level]))
     return IACNetwork(unet, levels, cell, arch)
