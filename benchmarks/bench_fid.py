@@ -3,8 +3,9 @@
 formula, plus the FeatureStats update kernel against plain ATen.
 
 Groups: (a) full rank, N=8 datasets, d=512, n=2000; (b) the MedNNS regime, N=12, d=2048, n=64
-(singular covariances); (c) one d=2048 pair with n=1000 and with n=5000. In (a) and (c) the baselines
-compute the same pairs as ours (all 28 pairs of (a)); in (b) pytorch-fid runs on 1 of the 66 pairs, one
+(singular covariances); (c) one d=2048 pair with n=1000 and with n=5000; (d) N=6, d=256, n=1000, with
+the floor (the factorisations and eigenvalue problems alone). In (a), (c) and (d) the baselines
+compute the same pairs as ours (all 28 pairs of (a), all 15 of (d)); in (b) pytorch-fid runs on 1 of the 66 pairs, one
 round (scipy's sqrtm at d=2048 takes tens of seconds per pair here: all pairs would take most of an hour
 per run). Every entry declares how many pairs one call computes (`units`) and the summary compares time
 per pair. Every result is
@@ -67,6 +68,7 @@ def suite(name: str) -> Suite:
             "b": lambda: Suite(12, 64, 2048, seed=1, reference="gram"),
             "c1000": lambda: Suite(2, 1000, 2048, seed=2, reference="gram"),
             "c5000": lambda: Suite(2, 5000, 2048, seed=3, reference="symmetric"),
+            "d": lambda: Suite(6, 1000, 256, seed=4, reference="symmetric"),
         }[name]()
     return _suites[name]
 
@@ -83,9 +85,9 @@ def loop(s: Suite, pairs, fn) -> dict[tuple[int, int], float]:
     return {(i, j): float(fn(*s.numpy[i], *s.numpy[j])) for i, j in pairs}
 
 
-def bench_pytorch_fid(benchmark, s: Suite, pairs) -> None:
+def bench_pytorch_fid(benchmark, s: Suite, pairs, rounds: int = 1) -> None:
     mark_baseline(benchmark)
-    values = benchmark.pedantic(loop, (s, pairs, calculate_frechet_distance), rounds=1, iterations=1)
+    values = benchmark.pedantic(loop, (s, pairs, calculate_frechet_distance), rounds=rounds, iterations=1)
     record(benchmark, s, values, len(pairs), ours=False)
 
 
@@ -146,6 +148,60 @@ def test_a_pair_op_one_pair_per_call(benchmark):
 
     values = benchmark.pedantic(pairs_in_turn, rounds=3, iterations=1, warmup_rounds=1)
     record(benchmark, s, values, len(s.pairs), ours=True)
+
+
+# ---- (d) N=6 datasets, d=256, n=1000: all 15 pairs against pytorch-fid, and the floor -----------------
+# The floor is the linear algebra no exact route avoids, timed alone with plain torch calls on one thread:
+# one factorisation per dataset and one symmetric eigenvalue problem of size d per pair (float64). Two
+# floors: the eigen route as stated (6 eigh + 15 eigvalsh) and ours (6 Cholesky + 15 eigvalsh);
+# fid_matrix adds the pair products L_i^T S_j L_i, the checks and the assembly, and runs the pairs one
+# per thread (so with T threads its floor is about 1/T of the one-thread floor).
+
+D = "(d) N=6 d=256 n=1000, per pair"
+
+
+@pytest.mark.benchmark(group=D)
+def test_d_pytorch_fid_all_pairs(benchmark):
+    bench_pytorch_fid(benchmark, suite("d"), suite("d").pairs, rounds=3)
+
+
+@pytest.mark.benchmark(group=D)
+def test_d_fid_matrix(benchmark):
+    bench_fid_matrix(benchmark, suite("d"), rounds=20)
+
+
+def _pair_matrices(s: Suite) -> list[torch.Tensor]:
+    """M_ij = L_i^T S_j L_i (eigenvalues those of S_i S_j) for every pair, formed before timing."""
+    sigmas = [st.sigma.double() for st in s.stats]
+    chol = [torch.linalg.cholesky(x) for x in sigmas]
+    return [chol[i].T @ sigmas[j] @ chol[i] for i, j in s.pairs]
+
+
+@pytest.mark.parametrize("factor", ["eigh", "cholesky"])
+def test_d_floor_1thread(benchmark, factor):
+    benchmark.group = D
+    s = suite("d")
+    sigmas = [st.sigma.double() for st in s.stats]
+    pair_matrices = _pair_matrices(s)
+    factorise = torch.linalg.eigh if factor == "eigh" else torch.linalg.cholesky_ex
+
+    def floor():
+        for x in sigmas:
+            factorise(x)
+        return [torch.linalg.eigvalsh(m) for m in pair_matrices]
+
+    benchmark.extra_info["role"] = "floor"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        lams = benchmark.pedantic(floor, rounds=20, iterations=1, warmup_rounds=1)
+    finally:
+        torch.set_num_threads(threads)
+    set_units(benchmark, len(s.pairs))
+    # The floor's eigenvalues give the pairs' FIDs too (what they leave out is cheap): a sanity check.
+    values = {p: float((s.stats[p[0]].mu.double() - s.stats[p[1]].mu.double()).square().sum() + sigmas[p[0]].trace()
+                       + sigmas[p[1]].trace() - 2 * lam.clamp_min(0).sqrt().sum()) for p, lam in zip(s.pairs, lams)}
+    assert s.rel_err(values) <= AGREEMENT
 
 
 # ---- (b) MedNNS: N=12, d=2048, n=64 ----------------------------------------------------------------

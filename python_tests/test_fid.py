@@ -557,6 +557,42 @@ def test_fid_matrix_large_ranks(device):
         assert abs(float(got[i, j]) - expected) <= 1e-9 * expected
 
 
+def test_fid_matrix_full_rank_blocked_congruence(device):
+    # Full-rank covariances of a dim that is no multiple of the pair products' 64-column blocks: every pair
+    # takes the Cholesky congruence L_i^T S_j L_i in blocks, then its eigenvalues.
+    from python_tests.support.outside_fid import symmetric_fid
+
+    d = 200
+    xs = [features(500 + 50 * k, d, seed=60 + k, offset=0.03 * k, device=device) for k in range(4)]
+    stats = [FeatureStats(d, device=device).update(x).finalize() for x in xs]
+    assert all(s.factor is None for s in stats)
+    assert all(fid._psd_factor(s.sigma, "s").lower for s in stats)
+    got = mf.ops.fid_matrix(stats)
+    assert_on(device, got)
+    for i in range(4):
+        for j in range(i + 1, 4):
+            expected = symmetric_fid(stats[i].mu.cpu(), stats[i].sigma.cpu(), stats[j].mu.cpu(), stats[j].sigma.cpu())
+            assert abs(float(got[i, j]) - expected) <= 1e-10 * expected
+
+
+def test_fid_matrix_restores_thread_count(device):
+    # fid_matrix factors small covariances on one thread and gives the caller its thread count back, also
+    # when it raises.
+    _, stats = mixed_suite(16, device)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        mf.ops.fid_matrix(stats)
+        assert torch.get_num_threads() == 2
+        neg = stats[0].sigma.clone()
+        neg[0, 0] = -50.0
+        with pytest.raises(ValueError, match="positive semi-definite"):
+            mf.ops.fid_matrix([stats[0]._replace(factor=None), stats[0]._replace(sigma=neg, factor=None)])
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_kernels_match_cpu():

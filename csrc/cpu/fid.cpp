@@ -76,6 +76,7 @@ void feature_stats_update_cpu(at::Tensor& mean, at::Tensor& m2, const at::Tensor
 
 // One pass over the upper block triangle, each tile read beside its mirror image (both stay in cache).
 constexpr int64_t kCheckTile = 64;
+constexpr int64_t kCheckMinParallel = int64_t(1) << 19;
 
 at::Tensor fid_covariance_defects_cpu(const at::Tensor& sigma) {
   check_square(sigma, "fid_covariance_defects: sigma");
@@ -83,9 +84,12 @@ at::Tensor fid_covariance_defects_cpu(const at::Tensor& sigma) {
   const at::Tensor s = sigma.contiguous();
   const int64_t d = s.size(0), tiles = (d + kCheckTile - 1) / kCheckTile;
   std::vector<double> asym(tiles, 0.0), amax(tiles, 0.0), bad(tiles, 0.0);
+  // Threads only where each gets at least kCheckMinParallel entries: a smaller check takes microseconds,
+  // less than waking a second thread (and, on a busy machine, far less than waiting for it).
+  const int64_t grain = std::max<int64_t>(1, tiles * kCheckMinParallel / std::max<int64_t>(1, d * d));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, s.scalar_type(), "fid_covariance_defects", [&] {
     const scalar_t* p = s.const_data_ptr<scalar_t>();
-    at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
+    at::parallel_for(0, tiles, grain, [&](int64_t t0, int64_t t1) {
       for (int64_t ti = t0; ti < t1; ++ti) {
         double a_sym = 0.0, a_max = 0.0, n_bad = 0.0;
         const int64_t i0 = ti * kCheckTile, i1 = std::min(d, i0 + kCheckTile);

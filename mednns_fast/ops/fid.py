@@ -22,8 +22,9 @@ textbook formula through symmetric square roots) and each op's `OpSpec`.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -43,6 +44,8 @@ _SVD_MAX_RANK = 128
 _SYM_RTOL = 1e-10
 # Eigenvalues below this times d * eps * the largest are rounding noise: the factor drops them.
 _RANK_NOISE = 16.0
+# Up to this dim fid_matrix factors each covariance on one thread (see _one_thread).
+_SERIAL_FACTOR_MAX_DIM = 512
 
 
 class GaussianStats(NamedTuple):
@@ -458,22 +461,43 @@ def fid_matrix(stats: Sequence[GaussianStats]) -> torch.Tensor:
         return reference_fid_matrix(stats)
     with torch.no_grad():
         factors, traces = [], []
-        for i, s in enumerate(stats):
-            if s.factor is None:
-                sigma = s.sigma.to(F64)
-                factors.append(_psd_factor(sigma, f"stats[{i}].sigma"))
-                traces.append(sigma.trace())
-            else:
-                factors.append(Factor(s.factor.to(F64)))
-                traces.append(torch.linalg.vector_norm(factors[-1].l).square())
-                if not torch.isfinite(traces[-1]):
-                    raise ValueError(f"stats[{i}].factor must be finite but contains NaN or infinity")
+        with _one_thread(stats[0].mu):
+            for i, s in enumerate(stats):
+                if s.factor is None:
+                    sigma = s.sigma.to(F64)
+                    factors.append(_psd_factor(sigma, f"stats[{i}].sigma"))
+                    traces.append(sigma.trace())
+                else:
+                    factors.append(Factor(s.factor.to(F64)))
+                    traces.append(torch.linalg.vector_norm(factors[-1].l).square())
+                    if not torch.isfinite(traces[-1]):
+                        raise ValueError(f"stats[{i}].factor must be finite but contains NaN or infinity")
         t = fid_trace_sqrt_pairs(factors)
         mu = torch.stack([s.mu.to(F64) for s in stats])
         tr = torch.stack(traces)
-        sq = torch.cdist(mu, mu, compute_mode="donot_use_mm_for_euclid_dist").square()
+        # ||mu_i - mu_j||^2 from the differences (exact where the Gram form cancels), one row at a time.
+        sq = torch.stack([(mu - m).square().sum(1) for m in mu])
         upper = (sq + tr[:, None] + tr[None, :] - 2 * t).clamp_min(0).triu(1)
         return upper + upper.T  # exactly symmetric: the sum above rounds differently in its two halves
+
+
+@contextlib.contextmanager
+def _one_thread(like: torch.Tensor) -> Iterator[None]:
+    """Intra-op threads set to 1 inside (restored after) for CPU tensors of dim <= _SERIAL_FACTOR_MAX_DIM.
+
+    A Cholesky or eigh of a few hundred rows gains nothing from a second thread, and on a busy machine
+    each threaded LAPACK call waits at its barriers for a descheduled thread: six Choleskys at d=256 took
+    139 ms with 2 threads against 20 ms with one (2-core VM, load average 7; 3.3 ms quiet). The pairs
+    after them run one per thread in the C++ op, which has a single barrier."""
+    n = torch.get_num_threads()
+    if n == 1 or like.device.type != "cpu" or like.shape[-1] > _SERIAL_FACTOR_MAX_DIM:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def fid_trace_sqrt_pairs(factors: Sequence[Factor]) -> torch.Tensor:
