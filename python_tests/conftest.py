@@ -12,6 +12,10 @@ def pytest_sessionstart(session):
         raise pytest.UsageError(f"the C++ extension did not load ({_library.LOAD_ERROR}); run `make build`")
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "pipeline: a pipeline test; `device` is cpu and cuda (skipped without a GPU)")
+
+
 def pytest_generate_tests(metafunc):
     """`device`: every op test takes it. C++/reference tests run on the CPU always and on CUDA when present
     (those cases carry the `gpu` marker); Triton tests run where the kernels run: the GPU when there is one,
@@ -19,6 +23,14 @@ def pytest_generate_tests(metafunc):
     if "device" not in metafunc.fixturenames:
         return
     has_gpu = torch.cuda.is_available()
+    if metafunc.definition.get_closest_marker("pipeline") is not None:
+        # pipeline tests (supernets, zoo, meta-space, fine-tuning, IAC): the CUDA case is always listed, skipped
+        # with its reason where the machine has no GPU
+        no_gpu = pytest.mark.skipif(not has_gpu, reason="no CUDA GPU on this machine (torch.cuda.is_available() "
+                                    "is False)")
+        metafunc.parametrize("device", [pytest.param(torch.device("cpu"), id="cpu"),
+                                        pytest.param(torch.device("cuda"), id="cuda", marks=[pytest.mark.gpu, no_gpu])])
+        return
     if metafunc.definition.get_closest_marker("triton") is not None:
         params = [pytest.param(torch.device("cuda"), id="cuda", marks=pytest.mark.gpu) if has_gpu
                   else pytest.param(torch.device("cpu"), id="cpu")]

@@ -26,13 +26,13 @@ def _run_pipeline(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     from mednns_fast.cli.config import ConfigError
     from mednns_fast.data import SourceMissing
     from mednns_fast.io import RunDir
+    from mednns_fast.nas.device import local_device
 
     name = command_name(args)
-    if args.device != "cpu":
-        if args.device.startswith("cuda") and not torch.cuda.is_available():
-            parser.error(f"--device {args.device}: CUDA is not available on this machine")
-        parser.error(f"--device {args.device}: the pipelines run on the CPU in this version (the ops themselves "
-                     "run on CUDA tensors where torch has CUDA)")
+    try:  # before anything is read or written: a device this machine lacks is one line
+        local_device(args.device)
+    except ValueError as exc:
+        parser.error(f"--{exc}")
     if args.workers < 0:
         parser.error(f"--workers must be >= 0, got {args.workers}")
     try:

@@ -35,7 +35,8 @@ def metaspace_train(run: RunDir, cfg: dict, progress: bool = True) -> dict:
     exclude = [ms["held_out"]] if ms["held_out"] else []
     try:
         qs = train_query_space(zoo_url(run, cfg), exclude, ms["method"], _lodo_settings(cfg).metaspace(), cfg["seed"],
-                               progress, checkpoint=run.checkpoints / "metaspace_train.pt", sources=run.path)
+                               progress, checkpoint=run.checkpoints / "metaspace_train.pt", sources=run.path,
+                               device=cfg["device"], amp=cfg["amp"])
     except KeyError as exc:
         raise CommandError(f"the zoo lacks {exc}: build it with `mednns-fast zoo build`") from None
     save_metaspace(qs.space, qs.topology, qs.functional, _metaspace_path(run))
@@ -82,13 +83,14 @@ def query(run: RunDir, cfg: dict, progress: bool = True) -> dict:
     """Rank the zoo's models for a task with the trained meta-space (architecture + source weights)."""
     q = cfg["query"]
     task = _task(q["task"], run, cfg["seed"])
-    space = _load_space(run)
+    space = _load_space(run).to(cfg["device"])
     answers = space.query(task, k=q["top_k"])
     with torch.no_grad():
         from ..metaspace.features import dataset_features
 
         emb = space.index.model.encode_datasets(
             dataset_features(space.extractor.model, task, space.images, space.image_seed).float())
+    emb = emb.cpu()
     out = {"task": task.name, "embedding": emb.tolist(), "answers": [
         {"rank": i + 1, "source_dataset": a.source_dataset, "predicted_accuracy": a.predicted_accuracy,
          "config": a.config, "weights": None if a.weights is None else
@@ -131,11 +133,12 @@ def finetune(run: RunDir, cfg: dict, progress: bool = True) -> dict:
             raise UsageError(f"finetune.baseline must be 'pooled_pretrained' or '', got {ft['baseline']!r}")
         nets["pooled_pretrained"] = lambda: pooled_baseline(zoo_url(run, cfg), [name], s.pooled_epochs,
                                                                  s.pooled_per_task, cfg["seed"], progress,
-                                                                 sources=run.path)
+                                                                 sources=run.path, device=cfg["device"],
+                                                                 amp=cfg["amp"])
     for label, make in nets.items():
         result = fine_tune(make(), task, s.finetune_epochs, s.finetune_lr, s.finetune_batch, s.max_train, s.max_eval,
                            seed=cfg["seed"], transform=standardise, calibration=finetune_calibration(s),
-                           progress=progress)
+                           progress=progress, device=cfg["device"], amp=cfg["amp"])
         curves[label] = result.curve
         print(f"{label:18s} test accuracy by epoch: " + " ".join(f"{r['test_acc']:.3f}" for r in result.curve))
     out = {"task": name, "source_dataset": top["source_dataset"], "config": top["config"],

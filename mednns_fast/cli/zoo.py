@@ -47,10 +47,11 @@ def _build_zoo(run: RunDir, cfg: dict, train_only: bool, progress: bool) -> dict
     tasks = checked_tasks(zoo["tasks"] or sn["tasks"], run=run, seed=cfg["seed"])
     model_kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in sn.items() if k in MODEL_KEYS[1:] and v}
     start = time.perf_counter()
-    with distributed() as (rank, _):
+    with distributed(cfg["device"]) as (rank, _):
         summary = build_zoo(zoo_url(run, cfg), run.path, tasks, schedule, tuple(zoo["branching"]),
                             zoo["calib_size"], cfg["seed"], train_only, progress, model_kwargs or None,
-                            zoo["max_groups"] or None, zoo["per_task"] or None)
+                            zoo["max_groups"] or None, zoo["per_task"] or None, device=cfg["device"],
+                            amp=cfg["amp"])
     for name, s in summary.items():
         print(f"rank {rank} {name}: train {s['train_seconds']:.1f}s, added {s['added']} records in "
               f"{s['eval_seconds']:.1f}s", flush=True)

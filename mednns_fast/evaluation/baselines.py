@@ -42,19 +42,21 @@ def supernet_hparams(supernets: Mapping[str, ElasticResNet], in_channels: int, n
 
 def pooled_network(supernets: Mapping[str, ElasticResNet], tasks: Mapping[str, object], names: Sequence[str],
                    epochs: int = POOLED_EPOCHS, per_task: int = POOLED_PER_TASK, seed: int = 0,
-                   progress: bool = False) -> nn.Module:
+                   progress: bool = False, device: str | torch.device = "cpu", amp: str = "none") -> nn.Module:
     """The pooled-pretrained baseline: the supernet architecture's largest network trained on the pooled
-    training images of `names` (one head per task), returned as a standalone subnet."""
+    training images of `names` (one head per task), returned as a standalone subnet (a CPU copy; it trains on
+    `device` in mixed precision `amp`)."""
     torch.manual_seed(seed)
     net = ElasticResNet(**supernet_hparams(supernets, 3, 1))
     train_pooled(_MaxFeatures(net), net.feature_dim, tasks, names, seed=seed, epochs=epochs, per_task=per_task,
-                 desc="pooled", transform=standardise, progress=progress)
+                 desc="pooled", transform=standardise, progress=progress, device=device, amp=amp)
     return net.subnet(max_config())
 
 
 def pooled_baseline(zoo_url: str, exclude: Sequence[str], epochs: int = POOLED_EPOCHS,
                     per_task: int = POOLED_PER_TASK, seed: int = 0, progress: bool = True,
-                    sources: str | os.PathLike | None = None) -> nn.Module:
+                    sources: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+                    amp: str = "none") -> nn.Module:
     """`pooled_network` over every dataset of the zoo at `zoo_url` except `exclude`. `sources`: the run directory
     whose `datasets.json` says where the zoo's user datasets are (`data.load_task`)."""
     zoo = Zoo(zoo_url)
@@ -62,4 +64,4 @@ def pooled_baseline(zoo_url: str, exclude: Sequence[str], epochs: int = POOLED_E
     if not names:
         raise ValueError(f"the zoo at {zoo_url} holds no dataset besides {list(exclude)}")
     suite = {n: load_task(n, sources=sources) for n in names}
-    return pooled_network(zoo_supernets(zoo, names), suite, names, epochs, per_task, seed, progress)
+    return pooled_network(zoo_supernets(zoo, names), suite, names, epochs, per_task, seed, progress, device, amp)

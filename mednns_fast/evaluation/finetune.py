@@ -8,6 +8,7 @@ recalibrates its BatchNorm statistics on the target's training images before the
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 
 from ..data.images import to_float_images
 from ..nas.bn_calibration import recalibrate_bn
+from ..nas.device import Precision, resolve_device
 
 
 def _last_linear(model: nn.Module) -> tuple[nn.Module, str, nn.Linear]:
@@ -57,11 +59,16 @@ def adapt_to_task(model: nn.Module, in_channels: int, n_classes: int, seed: int 
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> float:
-    """Top-1 accuracy of model on images x [N, C, H, W] with labels y [N] (eval mode)."""
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 256, precision=None) -> float:
+    """Top-1 accuracy of model on images x [N, C, H, W] with labels y [N] (eval mode; on their device, the count
+    read once at the end). precision: a `nas.device.Precision` whose autocast the forward passes run under."""
     model.eval()
-    correct = sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum()) for i in range(0, len(x), batch))
-    return correct / max(1, len(x))
+    correct = torch.zeros((), dtype=torch.int64, device=x.device)
+    for i in range(0, len(x), batch):
+        with precision.autocast() if precision is not None else contextlib.nullcontext():
+            logits = model(x[i:i + batch])
+        correct += (logits.argmax(1) == y[i:i + batch]).sum()
+    return int(correct) / max(1, len(x))
 
 
 @dataclass
@@ -89,7 +96,8 @@ def _split(task, name: str, channels: int, limit: int | None, rng: np.random.Gen
 def fine_tune(model: nn.Module, task, epochs: int = 5, lr: float = 1e-3, batch_size: int = 64,
               max_train: int | None = None, max_eval: int | None = None, channels: int | None = None,
               seed: int = 0, eval_val: bool = True, transform: Callable | None = None,
-              calibration: int | torch.Tensor | None = None, progress: bool = False) -> FineTuneResult:
+              calibration: int | torch.Tensor | None = None, progress: bool = False,
+              device: str | torch.device = "cpu", amp: str = "none") -> FineTuneResult:
     """Fine-tune every weight of `model` on task (a BuiltTask) for `epochs` epochs (AdamW), recording validation
     and test accuracy before training and after each epoch.
 
@@ -105,42 +113,52 @@ def fine_tune(model: nn.Module, task, epochs: int = 5, lr: float = 1e-3, batch_s
     task's channels); None or 0: keep the model's statistics. It runs after `adapt_to_task`, because the
     statistics of every BN layer depend on the first convolution, which adaptation changes when the channel
     counts differ (the new head has no BN after it). The training order does not depend on it.
+
+    device: the model and the (subsampled) splits are moved there once, then batches are slices on the device
+    (the returned model stays there); amp: "none", "bf16" or "fp16" (autocast; fp16 with gradient scaling).
+    The epoch's loss sum and the accuracy counts stay on the device until the epoch's row is written.
     """
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"fine_tune: epochs must be a non-negative int, got {epochs!r}")
     if not (calibration is None or isinstance(calibration, torch.Tensor)
             or (isinstance(calibration, int) and calibration >= 0)):
         raise ValueError(f"fine_tune: calibration must be None, a count >= 0 or an image tensor, got {calibration!r}")
+    device = resolve_device(device)
+    precision = Precision(device, amp)
     channels = channels or int(task["train"].n_channels)
     rng = np.random.default_rng(seed)
     xtr, ytr = _split(task, "train", channels, max_train, rng, transform)
     xva, yva = _split(task, "val", channels, max_eval, rng, transform)
     xte, yte = _split(task, "test", channels, max_eval, rng, transform)
     adapt_to_task(model, channels, int(task["train"].n_classes), seed)
+    model.to(device)
+    xtr, ytr, xva, yva, xte, yte = (t.to(device) for t in (xtr, ytr, xva, yva, xte, yte))
     if isinstance(calibration, torch.Tensor):
-        recalibrate_bn(model, calibration)
+        recalibrate_bn(model, calibration.to(device))
     elif calibration:
         pick = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(seed))[:calibration]
-        recalibrate_bn(model, xtr[pick])
+        recalibrate_bn(model, xtr[pick.to(device)])
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     g = torch.Generator().manual_seed(seed)
     def val() -> float | None:
-        return accuracy(model, xva, yva) if eval_val else None
+        return accuracy(model, xva, yva, precision=precision) if eval_val else None
 
-    curve = [{"epoch": 0, "train_loss": float("nan"), "val_acc": val(), "test_acc": accuracy(model, xte, yte)}]
+    curve = [{"epoch": 0, "train_loss": float("nan"), "val_acc": val(),
+              "test_acc": accuracy(model, xte, yte, precision=precision)}]
     for epoch in tqdm(range(1, epochs + 1), desc="fine-tune", disable=not progress, leave=False):
         model.train()
-        order = torch.randperm(len(xtr), generator=g)
-        total = 0.0
+        order = torch.randperm(len(xtr), generator=g).to(device)
+        total = torch.zeros((), dtype=torch.float64, device=device)  # float64: the sum Python floats gave
         for i in range(0, len(xtr), batch_size):
             b = order[i:i + batch_size]
             if len(b) < 2:  # BatchNorm needs two samples
                 continue
-            loss = F.cross_entropy(model(xtr[b]), ytr[b])
+            with precision.autocast():
+                loss = F.cross_entropy(model(xtr[b]), ytr[b])
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(b)
-        curve.append({"epoch": epoch, "train_loss": total / len(xtr), "val_acc": val(),
-                      "test_acc": accuracy(model, xte, yte)})
+            precision.backward(loss)
+            precision.step(opt)
+            total += loss.detach().double() * len(b)
+        curve.append({"epoch": epoch, "train_loss": float(total) / len(xtr), "val_acc": val(),
+                      "test_acc": accuracy(model, xte, yte, precision=precision)})
     return FineTuneResult(model, curve)

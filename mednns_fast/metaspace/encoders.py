@@ -66,9 +66,9 @@ def functional_embedding(features: torch.Tensor, dim: int) -> torch.Tensor:
                          f"got {tuple(features.shape)}")
     p = features.shape[0]
     per_probe = dim // p
-    rows = torch.zeros(p, per_probe)
+    rows = torch.zeros(p, per_probe, device=features.device)
     k = min(per_probe, features.shape[1])
     rows[:, :k] = features.detach().float()[:, :k]
-    out = torch.zeros(dim)
+    out = torch.zeros(dim, device=features.device)
     out[: p * per_probe] = rows.reshape(-1)
     return F.normalize(out, dim=0)

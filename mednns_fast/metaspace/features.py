@@ -21,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data.images import to_float_images, training_sample
+from ..nas.device import Precision, resolve_device
 from ..ops import FeatureStats, GaussianStats, fid_matrix
 
 # ---------------------------------------------------------------- pooled multi-task training
@@ -49,35 +50,58 @@ def pooled_training_set(tasks: Mapping[str, object], names: Sequence[str], per_t
 
 def train_pooled(backbone: nn.Module, feature_dim: int, tasks: Mapping[str, object], names: Sequence[str],
                  seed: int = 0, epochs: int = 3, per_task: int = 400, lr: float = 3e-3, batch_size: int = 64,
-                 desc: str = "pooled", transform: Callable | None = None, progress: bool = True) -> nn.Module:
+                 desc: str = "pooled", transform: Callable | None = None, progress: bool = True,
+                 device: str | torch.device = "cpu", amp: str = "none", log_every: int = 20) -> nn.Module:
     """Train backbone ([N, 3, H, W] -> [N, feature_dim]) with one head per task on the pooled train images of
     `names` (a list the caller built with `fold_tasks`). transform: applied to the [0, 1] images. Deterministic
-    given the seed; returns the backbone in eval mode (the heads are dropped)."""
+    given the seed; returns the backbone in eval mode (the heads are dropped), on `device`.
+
+    device: the backbone, heads and pooled images live there (moved once); which rows of a batch belong to
+    which task is worked out on the CPU, so a step never reads the device. amp: "none", "bf16" or "fp16".
+    The progress bar shows the loss every `log_every` steps."""
     if not names:
         raise ValueError("train_pooled: no task to train on")
+    device = resolve_device(device)
+    precision = Precision(device, amp)
     x, y, t = pooled_training_set(tasks, names, per_task, seed)
     x = transform(x) if transform is not None else x
     torch.manual_seed(seed)
     heads = nn.ModuleList(nn.Linear(feature_dim, int(tasks[n]["train"].n_classes)) for n in names)
+    backbone.to(device)
+    heads.to(device)
+    on_device = device.type != "cpu"
+    xd, yd = (x.to(device), y.to(device)) if on_device else (x, y)
     opt = torch.optim.AdamW([*backbone.parameters(), *heads.parameters()], lr=lr, weight_decay=1e-4)
     g = torch.Generator().manual_seed(seed)
     steps = epochs * ((len(x) + batch_size - 1) // batch_size)
     bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
     backbone.train()
+    done = 0
     for _ in range(epochs):
         order = torch.randperm(len(x), generator=g)
         for i in range(0, len(x), batch_size):
             b = order[i:i + batch_size]
             if len(b) < 2:  # BatchNorm needs two samples
                 continue
-            feats = backbone(x[b])
-            loss = sum(F.cross_entropy(heads[k](feats[t[b] == k]), y[b][t[b] == k], reduction="sum")
-                       for k in t[b].unique().tolist()) / len(b)
+            tb = t[b]  # the batch's task of each row: CPU
+            with precision.autocast():
+                if not on_device:
+                    feats = backbone(x[b])
+                    loss = sum(F.cross_entropy(heads[k](feats[tb == k]), y[b][tb == k], reduction="sum")
+                               for k in tb.unique().tolist()) / len(b)
+                else:  # the same rows, selected by index positions computed on the CPU
+                    bd = b.to(device)
+                    feats, yb = backbone(xd[bd]), yd[bd]
+                    parts = [(k, (tb == k).nonzero().squeeze(1).to(device)) for k in tb.unique().tolist()]
+                    loss = sum(F.cross_entropy(heads[k](feats[pos]), yb[pos], reduction="sum")
+                               for k, pos in parts) / len(b)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            precision.backward(loss)
+            precision.step(opt)
+            done += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+            if progress and (done % log_every == 0 or done == steps):
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
     bar.close()
     return backbone.eval()
 
@@ -105,9 +129,10 @@ class FeatureExtractor(nn.Module):
 
     @torch.no_grad()
     def features(self, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
-        """Features in eval mode, in batches: [N, 3, H, W] -> [N, feature_dim]."""
+        """Features in eval mode, in batches: [N, 3, H, W] -> [N, feature_dim] (on the extractor's device)."""
         was = self.training
         self.eval()
+        x = x.to(next(self.parameters()).device)
         out = torch.cat([self(x[i:i + batch]) for i in range(0, x.shape[0], batch)])
         self.train(was)
         return out
@@ -132,17 +157,19 @@ class Extractor:
 
 def train_extractor(tasks: Mapping[str, object], exclude: str | Sequence[str] = (), seed: int = 0,
                     epochs: int = 3, per_task: int = 400, feature_dim: int = 64, lr: float = 3e-3,
-                    batch_size: int = 64, progress: bool = True) -> Extractor:
+                    batch_size: int = 64, progress: bool = True, device: str | torch.device = "cpu",
+                    amp: str = "none") -> Extractor:
     """Train a FeatureExtractor on the pooled TRAIN splits of `tasks` ({name: BuiltTask}) minus `exclude`.
 
     per_task: at most this many training images per task (seeded sample). One linear head per task (label
-    spaces differ); the heads are dropped afterwards. Deterministic given the seed.
+    spaces differ); the heads are dropped afterwards. Deterministic given the seed. device / amp: where and in
+    which precision it trains (the extractor stays on `device`; its digest is device-independent).
     """
     names = fold_tasks(list(tasks), exclude) if exclude else list(tasks)
     torch.manual_seed(seed)
     model = FeatureExtractor(feature_dim)
     train_pooled(model, feature_dim, tasks, names, seed, epochs, per_task, lr, batch_size, desc="extractor",
-                 progress=progress)
+                 progress=progress, device=device, amp=amp)
     provenance = {"tasks": names, "excluded": [exclude] if isinstance(exclude, str) else list(exclude),
                   "seed": seed, "epochs": epochs, "per_task": per_task, "feature_dim": feature_dim,
                   "split": "train", "digest": state_digest(model)}
@@ -160,7 +187,7 @@ def dataset_features(extractor: FeatureExtractor, task, n: int = 256, seed: int 
 
 def feature_statistics(features: torch.Tensor) -> GaussianStats:
     """Mean and covariance of feature rows [n, F] (FeatureStats), ready for `fid_matrix`."""
-    return FeatureStats(int(features.shape[1])).update(features).finalize()
+    return FeatureStats(int(features.shape[1]), device=features.device).update(features).finalize()
 
 
 def dataset_fid(features: Mapping[str, torch.Tensor] | Sequence[torch.Tensor]) -> torch.Tensor:

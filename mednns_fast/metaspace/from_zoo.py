@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from ..data import load_task
 from ..data.images import standardise
+from ..nas.device import resolve_device
 from ..nas.ofa.config_space import config_key, encode_config
 from ..nas.ofa.elastic_resnet import ElasticResNet
 from ..zoo.checkpoint import load_supernet
@@ -77,11 +78,13 @@ def topology_encodings(records: Sequence[ZooRecord]) -> torch.Tensor:
 def functional_embeddings(records: Sequence[ZooRecord], supernets: Mapping[str, ElasticResNet],
                           dim: int = FUNCTIONAL_DIM, probes: int = PROBES, seed: int = 0,
                           progress: bool = False) -> torch.Tensor:
-    """[R, dim]: each record's subnet (sliced from its source supernet, no copy) on the fixed probe inputs."""
-    out = torch.empty(len(records), dim)
+    """[R, dim]: each record's subnet (sliced from its source supernet, no copy) on the fixed probe inputs; on the
+    supernets' device (the rows are written there, no per-record read)."""
+    device = next(next(iter(supernets.values())).parameters()).device if supernets else torch.device("cpu")
+    out = torch.empty(len(records), dim, device=device)
     for i, r in enumerate(tqdm(records, desc="functional embeddings", disable=not progress, leave=False)):
         net = supernets[r.dataset]
-        x = standardise(probe_inputs(probes, net.hparams["in_channels"], 28, seed))
+        x = standardise(probe_inputs(probes, net.hparams["in_channels"], 28, seed)).to(device)
         out[i] = functional_embedding(net.features(x, r.config), dim)
     return out
 
@@ -151,11 +154,17 @@ class QuerySpace:
 def train_query_space(zoo_url: str, exclude: Sequence[str] = (), method: str = "mednns",
                       settings: MetaSpaceSettings | None = None, seed: int = 0, progress: bool = True,
                       checkpoint: str | os.PathLike | None = None,
-                      sources: str | os.PathLike | None = None) -> QuerySpace:
+                      sources: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+                      amp: str = "none") -> QuerySpace:
     """Train the meta-space of `method` (a key of `space.PRESETS`) on every dataset of the zoo at `zoo_url`
     except `exclude`. `checkpoint`: a file the meta-space training saves to and resumes from. `sources`: the run
-    directory whose `datasets.json` says where the zoo's user datasets are (`data.load_task`)."""
+    directory whose `datasets.json` says where the zoo's user datasets are (`data.load_task`).
+
+    device: where the extractor and the meta-space train and the records are encoded; amp: mixed precision of
+    both trainings ("none", "bf16", "fp16"). The returned space and tensors are on the CPU (what is saved loads
+    anywhere; `TrainedMetaSpace.to(device)` moves it for queries)."""
     settings = settings or MetaSpaceSettings()
+    device = resolve_device(device)
     if method not in PRESETS:
         raise ValueError(f"method must be one of {sorted(PRESETS)}, got {method!r}")
     zoo = Zoo(zoo_url)
@@ -164,25 +173,28 @@ def train_query_space(zoo_url: str, exclude: Sequence[str] = (), method: str = "
         raise ValueError(f"the zoo at {zoo_url} holds {len(names)} dataset(s) besides {list(exclude)}; a meta-space "
                          "needs at least 2: build more with `mednns-fast zoo build --set zoo.tasks=[...]`")
     records = zoo_records(zoo, names)
-    supernets = zoo_supernets(zoo, names)
+    supernets = {n: net.to(device) for n, net in zoo_supernets(zoo, names).items()}
     suite = {n: load_task(n, sources=sources) for n in names}
     extractor = train_extractor(suite, seed=seed, epochs=settings.extractor_epochs,
-                                per_task=settings.extractor_per_task, progress=progress)
+                                per_task=settings.extractor_per_task, progress=progress, device=device, amp=amp)
     features = {n: dataset_features(extractor.model, suite[n], settings.images, seed=0) for n in names}
     encodings = record_encodings(records, supernets)
     flat = [r for n in names for r in records[n]]
     pairs = [encodings[(r.dataset, config_key(r.config))] for r in flat]
-    topo, func = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+    topo, func = torch.stack([p[0] for p in pairs]).to(device), torch.stack([p[1] for p in pairs]).to(device)
     data = metaspace_data(records, features, topo, func, settings.metric)
     config = replace(PRESETS[method], steps=settings.metaspace_steps, batch_records=settings.metaspace_batch,
                      seed=seed)
     resume = load_checkpoint(checkpoint) if checkpoint is not None else None
     result = train_metaspace(data, config, resume=resume, checkpoint_every=50 if checkpoint else 0,
                              on_checkpoint=(lambda st: save_checkpoint(st, checkpoint)) if checkpoint else None,
-                             progress=progress)
+                             progress=progress, device=device, amp=amp)
     model = result.model.eval()
     index = CandidateIndex(model, topo, func, candidate_refs(zoo, flat))
     with torch.no_grad():
         emb = torch.stack([model.encode_datasets(features[n].float()) for n in names])
     space = TrainedMetaSpace(extractor, index, settings.images, 0)
-    return QuerySpace(space, topo, func, names, dataset_fid(features), emb, list(result.history))
+    fid = dataset_fid(features)
+    cpu = torch.device("cpu")
+    return QuerySpace(space.to(cpu), topo.to(cpu), func.to(cpu), names, fid.to(cpu), emb.to(cpu),
+                      list(result.history))

@@ -34,9 +34,12 @@ def pairwise_rank_loss(scores: torch.Tensor, accuracy: torch.Tensor, groups: tor
     _check_vector("accuracy", accuracy, scores.shape[0])
     _check_vector("groups", groups, scores.shape[0])
     better = (accuracy[:, None] > accuracy[None, :]) & (groups[:, None] == groups[None, :])
+    gap = scores[:, None] - scores[None, :]
+    if scores.device.type != "cpu":  # no host read on an accelerator: a masked mean (0 without pairs)
+        terms = torch.relu(margin - gap).masked_fill(~better, 0.0)
+        return terms.sum() / better.sum().clamp(min=1).to(terms.dtype)
     if not bool(better.any()):
         return scores.sum() * 0.0
-    gap = scores[:, None] - scores[None, :]
     return torch.relu(margin - gap[better]).mean()
 
 

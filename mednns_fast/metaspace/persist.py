@@ -35,7 +35,7 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
 def load_checkpoint(path: str | os.PathLike) -> dict | None:
     """A checkpoint state, or None when the file does not exist (a fresh start)."""
     path = Path(path)
-    return torch.load(path, weights_only=True) if path.exists() else None
+    return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
 
 
 def _ref_to_dict(ref: CandidateRef) -> dict:
@@ -69,7 +69,7 @@ def save_metaspace(space: TrainedMetaSpace, topology: torch.Tensor, functional: 
 
 def load_metaspace(path: str | os.PathLike) -> TrainedMetaSpace:
     """Load a `save_metaspace` file; verifies the extractor's weight digest against its provenance."""
-    obj = torch.load(Path(path), weights_only=True)
+    obj = torch.load(Path(path), map_location="cpu", weights_only=True)  # saved on any device, loads on the CPU
     if obj.get("format") != FORMAT:
         raise ValueError(f"load_metaspace: {path} has format {obj.get('format')!r}, expected {FORMAT}")
     model = MetaSpace(**obj["dims"], config=MetaSpaceConfig(**obj["config"]))

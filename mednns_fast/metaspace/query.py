@@ -29,7 +29,8 @@ class WeightsHandle:
     digest: str
     config: dict
 
-    def load(self, loader=None, calibration: torch.Tensor | None = None) -> torch.nn.Module:
+    def load(self, loader=None, calibration: torch.Tensor | None = None,
+             device: str | torch.device = "cpu") -> torch.nn.Module:
         """The standalone subnet (eval mode) with the supernet's weights. loader(path) -> supernet (default: the zoo's
         `load_supernet`, which verifies the digest).
 
@@ -39,13 +40,14 @@ class WeightsHandle:
         without, it keeps the supernet's running statistics, a mix over every subnet sampled in training, on
         which it scores far below its zoo record. To change the input channels or classes first, load without
         and recalibrate after `evaluation.finetune.adapt_to_task` (`fine_tune(..., calibration=...)` does).
+        device: where the subnet goes (the checkpoint is read on the CPU; calibration images are moved there).
         """
         if loader is None:
             from ..zoo.checkpoint import load_supernet
             loader = load_supernet
-        net = loader(self.path).subnet(self.config)
+        net = loader(self.path).subnet(self.config).to(device)
         if calibration is not None:
-            recalibrate_bn(net, calibration)
+            recalibrate_bn(net, calibration.to(device))
         return net.eval()
 
 
@@ -87,7 +89,7 @@ class CandidateIndex:
         self.refs = list(refs)
         datasets = sorted({r.dataset for r in self.refs})
         self.datasets = datasets
-        self.dataset_of = torch.tensor([datasets.index(r.dataset) for r in self.refs])
+        self.dataset_of = torch.tensor([datasets.index(r.dataset) for r in self.refs], device=topology.device)
         with torch.no_grad():
             emb = [model.encode_models(topology[i:i + chunk], functional[i:i + chunk])
                    for i in range(0, len(refs), chunk)]
@@ -96,6 +98,18 @@ class CandidateIndex:
 
     def __len__(self) -> int:
         return len(self.refs)
+
+    @property
+    def device(self) -> torch.device:
+        return self.embeddings.device
+
+    def to(self, device: str | torch.device) -> CandidateIndex:
+        """This index with its model and encodings on `device` (in place; returns self)."""
+        device = torch.device(device)
+        self.model.to(device)
+        self.dataset_of, self.embeddings, self.keys = (t.to(device) for t in (self.dataset_of, self.embeddings,
+                                                                               self.keys))
+        return self
 
     def scores(self, dataset_emb: torch.Tensor) -> torch.Tensor:
         """Predicted accuracy [R] of every record on a dataset with embedding [D]."""
@@ -111,7 +125,7 @@ class CandidateIndex:
             allowed = None
             if exclude:
                 bad = [self.datasets.index(d) for d in exclude if d in self.datasets]
-                allowed = ~torch.isin(self.dataset_of, torch.tensor(bad, dtype=torch.long))
+                allowed = ~torch.isin(self.dataset_of, torch.tensor(bad, dtype=torch.long, device=self.device))
                 if not bool(allowed.any()):
                     raise ValueError(f"query: every record belongs to an excluded dataset {list(exclude)}")
             if self.model.config.head == "mlp":
@@ -121,7 +135,7 @@ class CandidateIndex:
                     cos = cos.masked_fill(~allowed, -float("inf"))
                 n = min(max(k, self.model.config.tans_shortlist), int(torch.isfinite(cos).sum()))
                 shortlist = cos.topk(n).indices
-                scores = torch.full((len(self),), -float("inf"))
+                scores = torch.full((len(self),), -float("inf"), device=self.device)
                 scores[shortlist] = self.model.predict_from_keys(dataset_emb, self.keys[shortlist])
             else:
                 scores = self.scores(dataset_emb)
@@ -138,7 +152,7 @@ class CandidateIndex:
     def query(self, dataset_features: torch.Tensor, k: int = 10, exclude: Sequence[str] = ()) -> list[Retrieved]:
         """Top-k records for a dataset given the frozen features [n, F] of a sample of its training images."""
         with torch.no_grad():
-            emb = self.model.encode_datasets(dataset_features.float())
+            emb = self.model.encode_datasets(dataset_features.float().to(self.device))
         return self.query_embedding(emb, k, exclude)
 
 
@@ -156,6 +170,13 @@ class TrainedMetaSpace:
         """Ranked [(config, source dataset, predicted accuracy, weights handle)] for a dataset: a BuiltTask (its
         train split is sampled) or a features tensor [n, F] from this extractor."""
         return query(self, dataset, k, exclude)
+
+    def to(self, device: str | torch.device) -> TrainedMetaSpace:
+        """This meta-space (extractor and index) on `device`, in place; returns self. Queries then encode the
+        dataset's images and rank the records there (a loaded space is on the CPU)."""
+        self.extractor.model.to(device)
+        self.index.to(device)
+        return self
 
 
 def query(space: TrainedMetaSpace, dataset, k: int = 10, exclude: Sequence[str] = ()) -> list[Retrieved]:

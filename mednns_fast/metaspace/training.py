@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from tqdm.auto import tqdm
 
+from ..nas.device import Precision, cpu_state, resolve_device
 from . import losses
 from .space import MetaSpace, MetaSpaceConfig
 
@@ -55,6 +56,16 @@ class MetaSpaceData:
     def feature_dim(self) -> int:
         return int(self.features[0].shape[1])
 
+    def to(self, device: str | torch.device) -> MetaSpaceData:
+        """The same data with every tensor on `device` (self when they are all there already)."""
+        device = torch.device(device)
+        tensors = [*self.features, self.fid, self.topology, self.functional, self.dataset_index, self.accuracy]
+        if all(t.device == device for t in tensors):
+            return self
+        return replace(self, features=[f.to(device) for f in self.features], fid=self.fid.to(device),
+                       topology=self.topology.to(device), functional=self.functional.to(device),
+                       dataset_index=self.dataset_index.to(device), accuracy=self.accuracy.to(device))
+
 
 @dataclass
 class TrainResult:
@@ -68,12 +79,13 @@ def build_metaspace(data: MetaSpaceData, config: MetaSpaceConfig) -> MetaSpace:
 
 
 def _sample_sets(data: MetaSpaceData, k: int, g: torch.Generator) -> torch.Tensor:
-    """[N, k, F]: k feature rows per dataset, drawn with replacement when a dataset has fewer."""
+    """[N, k, F]: k feature rows per dataset, drawn with replacement when a dataset has fewer (indices from the
+    CPU generator `g` on every device)."""
     rows = []
     for f in data.features:
         n = f.shape[0]
         idx = torch.randint(n, (k,), generator=g) if n < k else torch.randperm(n, generator=g)[:k]
-        rows.append(f[idx].float())
+        rows.append(f[idx.to(f.device)].float())
     return torch.stack(rows)
 
 
@@ -92,7 +104,7 @@ def step_losses(model: MetaSpace, data: MetaSpaceData, g: torch.Generator, fid_t
     c = model.config
     dataset_emb = model.encode_datasets(_sample_sets(data, c.images_per_set, g))  # [N, D]
     r = data.topology.shape[0]
-    batch = torch.randperm(r, generator=g)[: c.batch_records]
+    batch = torch.randperm(r, generator=g)[: c.batch_records].to(data.topology.device)
     model_emb = model.encode_models(data.topology[batch], data.functional[batch])
     groups = data.dataset_index[batch]
     acc = data.accuracy[batch].float()
@@ -114,14 +126,20 @@ def step_losses(model: MetaSpace, data: MetaSpaceData, g: torch.Generator, fid_t
 
 def train_metaspace(data: MetaSpaceData, config: MetaSpaceConfig, resume: dict | None = None,
                     checkpoint_every: int = 0, on_checkpoint: Callable[[dict], None] | None = None,
-                    progress: bool = True) -> TrainResult:
+                    progress: bool = True, device: str | torch.device = "cpu", amp: str = "none",
+                    log_every: int = 25) -> TrainResult:
     """Train a meta-space for `config.steps` steps (AdamW), deterministically from `config.seed`.
 
     resume: a state from `on_checkpoint` (or `persist.load_checkpoint`); training continues exactly where it
     stopped (model, optimiser, sampling generator, step). on_checkpoint(state) is called every
-    `checkpoint_every` steps and at the end.
+    `checkpoint_every` steps and at the end (its tensors on the CPU). device: where the model and the data
+    live while training (the returned model stays there); amp: "none", "bf16" or "fp16". The per-step losses
+    stay on the device and are read every `log_every` steps (the progress bar), at checkpoints and at the end.
     """
-    model = build_metaspace(data, config)
+    device = resolve_device(device)
+    precision = Precision(device, amp)
+    data = data.to(device)
+    model = build_metaspace(data, config).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     g = torch.Generator().manual_seed(config.seed)
     history: list[dict] = []
@@ -136,22 +154,40 @@ def train_metaspace(data: MetaSpaceData, config: MetaSpaceConfig, resume: dict |
     fid_target = losses.normalised_fid(data.fid.float())
     positives = _contrastive_models(data, config.contrastive_top)
 
+    pending: list[tuple[list[str], torch.Tensor]] = []  # steps whose losses are still on the device
+
+    def flush() -> None:
+        if pending:
+            values = torch.stack([v for _, v in pending]).tolist()  # one read for all of them
+            history.extend(dict(zip(keys, row)) for (keys, _), row in zip(pending, values))
+            pending.clear()
+
     def state(step: int) -> dict:
+        flush()
         # Deep copies: state_dict() tensors alias the live parameters, which keep training.
-        return copy.deepcopy({"step": step, "config": config.to_dict(), "model": model.state_dict(),
-                              "optimizer": opt.state_dict(), "generator": g.get_state(), "history": history})
+        if device.type == "cpu":
+            return copy.deepcopy({"step": step, "config": config.to_dict(), "model": model.state_dict(),
+                                  "optimizer": opt.state_dict(), "generator": g.get_state(), "history": history})
+        sd = opt.state_dict()
+        return copy.deepcopy({"step": step, "config": config.to_dict(), "model": cpu_state(model.state_dict()),
+                              "optimizer": {**sd, "state": {k: cpu_state(v) for k, v in sd["state"].items()}},
+                              "generator": g.get_state(), "history": history})
 
     model.train()
     bar = tqdm(range(start, config.steps), desc="meta-space", disable=not progress, leave=False)
     for step in bar:
-        values = step_losses(model, data, g, fid_target, positives)
+        with precision.autocast():
+            values = step_losses(model, data, g, fid_target, positives)
         opt.zero_grad(set_to_none=True)
-        values["total"].backward()
-        opt.step()
-        history.append({k: float(v.detach()) for k, v in values.items()})
-        bar.set_postfix(loss=f"{history[-1]['total']:.4f}")
+        precision.backward(values["total"])
+        precision.step(opt)
+        pending.append((list(values), torch.stack([v.detach().double() for v in values.values()])))
+        if progress and ((step + 1) % log_every == 0 or step + 1 == config.steps):
+            flush()
+            bar.set_postfix(loss=f"{history[-1]['total']:.4f}")
         if on_checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
             on_checkpoint(state(step + 1))
+    flush()
     if on_checkpoint is not None:
         on_checkpoint(state(config.steps))
     model.eval()

@@ -1,7 +1,8 @@
 """Build the model zoo: per dataset, train (or load) its supernet, sample subnets, recalibrate, evaluate, store.
 
 Run it as ``mednns-fast zoo build --run-dir DIR`` or sharded as
-``torchrun --nproc_per_node=N -m mednns_fast zoo build ...`` (gloo on CPU, NCCL on GPU).
+``torchrun --nproc_per_node=N -m mednns_fast zoo build ...`` (gloo on CPU, NCCL on GPU: ``--device cuda`` puts
+rank r on ``cuda:LOCAL_RANK``).
 
 * Supernet: ``DIR/supernets/<dataset>.pt`` is loaded when it exists and matches the digest the zoo registered;
   otherwise it is trained by progressive shrinking (DDP across ranks; on a seeded subsample of
@@ -29,6 +30,7 @@ import torch
 
 from ..data import BuiltTask, build_task, task_names
 from ..data.images import standardise
+from ..nas.device import local_device, to_device
 from ..nas.ofa.config_space import BASE_DEPTH, MAX_EXTRA_DEPTH, config_key, join_stages, sample_stage
 from ..nas.ofa.elastic_resnet import ElasticResNet
 from ..nas.ofa.subnet_eval import SubnetEvaluator
@@ -99,14 +101,23 @@ def _dist():
 
 class distributed:
     """Context: join the torchrun process group when launched by torchrun (WORLD_SIZE > 1; NCCL on GPUs, gloo on
-    CPU) and leave it at the end; a no-op in a single process. Yields (rank, world size)."""
+    CPU) and leave it at the end; a no-op in a single process. Yields (rank, world size).
+
+    device: the pipelines' device; a CUDA one (or None on a machine with CUDA) takes NCCL, with this rank's GPU
+    ``cuda:LOCAL_RANK`` made current first; "cpu" takes gloo."""
+
+    def __init__(self, device: str | torch.device | None = None) -> None:
+        self.device = device
 
     def __enter__(self) -> tuple[int, int]:
         self.owned = False
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and _dist() is None:
             import torch.distributed as dist
 
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+            cuda = torch.cuda.is_available() if self.device is None else torch.device(self.device).type == "cuda"
+            if cuda:
+                torch.cuda.set_device(local_device("cuda"))
+            dist.init_process_group("nccl" if cuda else "gloo")
             self.owned = True
         d = _dist()
         return (d.get_rank(), d.get_world_size()) if d is not None else (0, 1)
@@ -118,8 +129,10 @@ class distributed:
 
 def ensure_supernet(zoo: Zoo, task: BuiltTask, workdir: Path, schedule: ShrinkSchedule, rank: int = 0,
                     world_size: int = 1, progress: bool = True, model_kwargs: dict | None = None,
-                    train_subset: int | None = None) -> tuple[ElasticResNet, str, float]:
-    """Load the dataset's supernet (registered and on disk) or train it; returns (model, digest, train seconds)."""
+                    train_subset: int | None = None, device: str | torch.device = "cpu",
+                    amp: str = "none") -> tuple[ElasticResNet, str, float]:
+    """Load the dataset's supernet (registered and on disk) or train it on `device` (mixed precision `amp`);
+    returns (model on the CPU, digest, train seconds). The saved supernet holds CPU tensors."""
     name = task.name
     path = workdir / "supernets" / f"{name}.pt"
     try:
@@ -147,17 +160,21 @@ def ensure_supernet(zoo: Zoo, task: BuiltTask, workdir: Path, schedule: ShrinkSc
     if train_subset:
         keep = torch.randperm(len(train[0]), generator=torch.Generator().manual_seed(schedule.seed))[:train_subset]
         train = (train[0][keep], train[1][keep])
+    device = local_device(device)
+    model.to(device)  # before DDP wraps it
     wrapped: torch.nn.Module = model
     if dist is not None:
-        wrapped = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+        wrapped = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
 
     def save_state(st: TrainState) -> None:
         if rank == 0:
             atomic_save(asdict(st), ckpt)
 
     t0 = time.perf_counter()  # a resumed training counts only the epochs run in this process
-    state = train_supernet(wrapped, train, val, schedule, state, save_state, progress, rank, world_size)
+    state = train_supernet(wrapped, train, val, schedule, state, save_state, progress, rank, world_size, device, amp)
     seconds = time.perf_counter() - t0
+    model.cpu()
     model.load_state_dict(state.best_model if state.best_model is not None else state.model)
     model.eval()
     meta = {"train_seconds": seconds, "schedule": asdict(schedule), "best_val_score": state.best_score,
@@ -172,12 +189,16 @@ def ensure_supernet(zoo: Zoo, task: BuiltTask, workdir: Path, schedule: ShrinkSc
 
 
 def evaluate_groups(zoo: Zoo, task: BuiltTask, model: ElasticResNet, digest: str, groups: list[list[dict]],
-                    calib_size: int = 256, seed: int = 0, progress: bool = True, rank: int = 0) -> int:
-    """Evaluate the configs of `groups` the zoo lacks; one transaction per group. Returns records added."""
+                    calib_size: int = 256, seed: int = 0, progress: bool = True, rank: int = 0,
+                    device: str | torch.device = "cpu") -> int:
+    """Evaluate the configs of `groups` the zoo lacks on `device` (float32: records comparable across devices);
+    one transaction per group. Returns records added."""
+    device = local_device(device)
     x_train, _ = task_tensors(task, "train")
     order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(seed))
-    calib = x_train[order[:calib_size]]
-    evaluator = SubnetEvaluator(model, calib, {"val": task_tensors(task, "val"), "test": task_tensors(task, "test")})
+    calib = to_device(x_train[order[:calib_size]], device)
+    splits = {name: tuple(to_device(t, device) for t in task_tensors(task, name)) for name in ("val", "test")}
+    evaluator = SubnetEvaluator(model.to(device), calib, splits)
     have = zoo.keys(task.name)
     pending = [[c for c in g if config_key(c) not in have] for g in groups]
     total = sum(len(g) for g in pending)
@@ -208,13 +229,18 @@ def evaluate_groups(zoo: Zoo, task: BuiltTask, model: ElasticResNet, digest: str
 def build_zoo(url: str, workdir: str | os.PathLike, datasets: list[str] | None = None,
               schedule: ShrinkSchedule | None = None, branching=DEFAULT_BRANCHING, calib_size: int = 256,
               seed: int = 0, train_only: bool = False, progress: bool = True, model_kwargs: dict | None = None,
-              max_groups: int | None = None, train_subset: int | None = None) -> dict:
+              max_groups: int | None = None, train_subset: int | None = None, device: str | torch.device = "cpu",
+              amp: str = "none") -> dict:
     """Build (or resume) the zoo at `url` for `datasets` (default: every built-in classification task): built-in
     task names or loaded tasks (`mednns_fast.data.load_task(path)`: your own data, recorded under its name).
 
     train_subset: train each supernet on this many seeded training images (default: the whole split).
+    device: where supernets train and subnets are evaluated ("cpu", "cuda", "cuda:N"; under torchrun a CUDA
+    device is each rank's ``cuda:LOCAL_RANK``); amp: mixed precision of the supernet training ("none", "bf16",
+    "fp16"; the zoo's evaluation stays float32).
     Under torchrun each rank calls this; returns {dataset: {"train_seconds", "added", "eval_seconds"}}.
     """
+    device = local_device(device)
     workdir = Path(workdir)
     schedule = schedule or ShrinkSchedule(seed=seed)
     datasets = classification_tasks() if datasets is None else list(datasets)
@@ -230,14 +256,14 @@ def build_zoo(url: str, workdir: str | os.PathLike, datasets: list[str] | None =
         task = build_task(dataset) if isinstance(dataset, str) else dataset
         name = task.name
         model, digest, train_seconds = ensure_supernet(zoo, task, workdir, schedule, rank, world, progress,
-                                                       model_kwargs, train_subset)
+                                                       model_kwargs, train_subset, device, amp)
         summary[name] = {"train_seconds": train_seconds, "added": 0, "eval_seconds": 0.0}
         if train_only:
             continue
         groups = config_groups(name, seed, branching)[:max_groups]
         t0 = time.perf_counter()
         summary[name]["added"] = evaluate_groups(zoo, task, model, digest, groups[rank::world], calib_size, seed,
-                                                 progress, rank)
+                                                 progress, rank, device)
         summary[name]["eval_seconds"] = time.perf_counter() - t0
     if dist is not None:
         dist.barrier()

@@ -52,6 +52,8 @@ class SubnetEvaluator:
 
     calib: [Nc, C, H, W] training images for BN recalibration. splits: {name: (images [N, C, H, W], labels [N])},
     e.g. {"val": ..., "test": ...}. `evaluate(configs)` returns, per config, {split name: SplitResult}.
+    Everything runs on the supernet's device (the images are moved there once); each call of `evaluate` reads
+    its results from the device once, after its last subnet.
     """
 
     def __init__(self, supernet: ElasticResNet, calib: torch.Tensor,
@@ -61,10 +63,11 @@ class SubnetEvaluator:
         if not splits:
             raise ValueError("splits must name at least one (images, labels) split")
         self.net = supernet
-        self.calib = calib
+        device = next(supernet.parameters()).device
+        self.calib = calib.to(device)
         self.names = list(splits)
-        self.x_eval = torch.cat([x for x, _ in splits.values()])
-        self.labels = [y.long() for _, y in splits.values()]
+        self.x_eval = torch.cat([x.to(device) for x, _ in splits.values()])
+        self.labels = [y.to(device).long() for _, y in splits.values()]
         bounds = [0]
         for _, y in splits.values():
             bounds.append(bounds[-1] + len(y))
@@ -109,15 +112,20 @@ class SubnetEvaluator:
             sc, se = xc, xe
         return hc.add_(sc).relu_(), he.add_(se).relu_()
 
-    def _head(self, xe: torch.Tensor) -> dict[str, SplitResult]:
+    def _head(self, xe: torch.Tensor) -> torch.Tensor:
+        """[splits, 2] (correct count, mean cross-entropy) per split, float64, left on the device."""
         pooled = xe.mean((2, 3))
         c = pooled.shape[1]
         logits = F.linear(pooled, self.net.classifier.weight[:, :c], self.net.classifier.bias)
-        out = {}
-        for name, lo, hi, y in zip(self.names, self.bounds, self.bounds[1:], self.labels):
+        rows = []
+        for lo, hi, y in zip(self.bounds, self.bounds[1:], self.labels):
             part = logits[lo:hi]
-            out[name] = SplitResult(int((part.argmax(1) == y).sum()) / len(y), float(F.cross_entropy(part, y)))
-        return out
+            rows.append(torch.stack([(part.argmax(1) == y).sum().double(), F.cross_entropy(part, y).double()]))
+        return torch.stack(rows)
+
+    def _results(self, head: list) -> dict[str, SplitResult]:
+        return {name: SplitResult(int(correct) / len(y), loss)
+                for name, y, (correct, loss) in zip(self.names, self.labels, head)}
 
     @torch.no_grad()
     def evaluate(self, configs: Sequence[dict]) -> list[dict[str, SplitResult]]:
@@ -130,7 +138,11 @@ class SubnetEvaluator:
             node.setdefault(None, []).append(i)  # None: the subnets that end here
         results: list = [None] * len(configs)
         self._walk(trie, *self._stem(), results)
-        return results
+        if not results:
+            return []
+        # one read from the device for the whole call: [configs, splits, 2]
+        values = torch.stack(results).tolist()
+        return [self._results(v) for v in values]
 
     def _walk(self, node: dict, xc, xe, results: list) -> None:
         for spec, child in node.items():

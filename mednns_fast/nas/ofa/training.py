@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..device import Precision, cpu_state, resolve_device, to_device
 from .elastic_resnet import BNStats, ElasticResNet
 
 PHASES = ("full", "depth", "elastic", "sandwich")
@@ -108,17 +109,19 @@ def _kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -
 @torch.no_grad()
 def evaluate_config(model: ElasticResNet, config: dict, calib: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
                     batch_size: int = 512) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of subnet `config` on (x, y) after BN recalibration on `calib`."""
+    """(accuracy, mean cross-entropy) of subnet `config` on (x, y) after BN recalibration on `calib` (all on the
+    model's device; the sums stay there and are read once at the end)."""
     stats = BNStats(use=model.bn_statistics(calib, config))
     was_training = model.training
     model.eval()
-    correct, loss = 0, 0.0
+    correct = torch.zeros((), dtype=torch.int64, device=x.device)
+    loss = torch.zeros((), dtype=torch.float64, device=x.device)  # float64: the sum a Python float would give
     for i in range(0, len(x), batch_size):
         logits = model(x[i:i + batch_size], config, stats)
-        loss += float(F.cross_entropy(logits, y[i:i + batch_size], reduction="sum"))
-        correct += int((logits.argmax(1) == y[i:i + batch_size]).sum())
+        loss += F.cross_entropy(logits, y[i:i + batch_size], reduction="sum").double()
+        correct += (logits.argmax(1) == y[i:i + batch_size]).sum()
     model.train(was_training)
-    return correct / len(x), loss / len(x)
+    return int(correct) / len(x), float(loss) / len(x)
 
 
 def probe_configs(model: ElasticResNet, n_random: int, seed: int) -> list[dict]:
@@ -140,15 +143,24 @@ def train_supernet(
     progress: bool = True,
     rank: int = 0,
     world_size: int = 1,
+    device: str | torch.device = "cpu",
+    amp: str = "none",
 ) -> TrainState:
     """Train `model` (an ElasticResNet, or a DistributedDataParallel around one) by progressive shrinking.
 
     train, val: (images [N, C, H, W] float, labels [N] int64). state: resume from this state (as handed to
     on_epoch_end). Under DDP every rank passes the same data; rank r takes rows r::world_size of each batch.
-    Returns the final state; its ``best_model`` holds the selected weights (load them for the zoo).
+    device: where it trains (the model and both splits are moved there once; a DDP model must be there
+    already); amp: "none", "bf16" or "fp16" (autocast; fp16 with gradient scaling). The states handed to
+    `on_epoch_end` hold CPU tensors (a checkpoint written on a GPU loads anywhere). Data order and subnet
+    sampling come from CPU generators on every device. Returns the final state; its ``best_model`` holds the
+    selected weights (load them for the zoo).
     """
     schedule = schedule or ShrinkSchedule()
+    device = resolve_device(device)
+    precision = Precision(device, amp)
     net = _unwrap(model)
+    net.to(device)
     x_train, y_train = train
     x_val, y_val = val
     if x_train.dim() != 4 or len(x_train) != len(y_train):
@@ -157,8 +169,11 @@ def train_supernet(
     n_classes = net.num_classes
     if int(y_train.max()) >= n_classes or int(y_val.max()) >= n_classes:
         raise ValueError(f"labels must be in [0, {n_classes}) for a supernet with num_classes={n_classes}")
+    x_train, y_train, x_val, y_val = (to_device(t, device) for t in (x_train, y_train, x_val, y_val))
+    # what the states keep: on the CPU the live tensors (as always), on a GPU CPU copies
+    keep = (lambda sd: sd) if device.type == "cpu" else cpu_state
     calib = x_train[torch.randperm(len(x_train), generator=torch.Generator().manual_seed(schedule.seed))[
-        : schedule.calib_size]]
+        : schedule.calib_size].to(device)]
     probes = probe_configs(net, schedule.n_probe, schedule.seed)
 
     def make_optimizer():
@@ -174,14 +189,14 @@ def train_supernet(
         net.load_state_dict(state.model)
         optimizer.load_state_dict(state.optimizer)
     if state.teacher is not None:
-        teacher_net = _frozen(net, state.teacher)
+        teacher_net = _frozen(net, state.teacher).to(device)
 
     bar = _bar(schedule.total_epochs, state.epoch, progress and rank == 0)
     for epoch in range(state.epoch, schedule.total_epochs):
         phase = schedule.phase(epoch)
         if phase != "full" and teacher_net is None:  # the full network, frozen, teaches every later phase
-            state.teacher = copy.deepcopy(net.state_dict())
-            teacher_net = _frozen(net, state.teacher)
+            state.teacher = copy.deepcopy(keep(net.state_dict()))
+            teacher_net = _frozen(net, state.teacher).to(device)
         if phase == "elastic" and epoch == schedule.first_epoch("elastic") or (
                 phase == "sandwich" and epoch == schedule.first_epoch("sandwich") and schedule.elastic == 0):
             net.sort_channels()  # before widths shrink: keep the important middle channels first
@@ -191,8 +206,10 @@ def train_supernet(
             group["lr"] = lr
         model.train()
         order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(schedule.seed * 100003 + epoch))
+        order = to_device(order, device)
         rng = np.random.default_rng([schedule.seed, epoch])
-        total_loss, steps = 0.0, 0
+        # the epoch's loss sum stays on the device (float64: what summing Python floats gave), read at its end
+        total_loss, steps = torch.zeros((), dtype=torch.float64, device=device), 0
         for start in range(0, len(order) - 1, schedule.batch_size):
             idx = order[start:start + schedule.batch_size][rank::world_size]
             if len(idx) < 2:
@@ -201,30 +218,32 @@ def train_supernet(
             configs = _phase_configs(net, phase, rng, schedule.n_random)
             teacher_logits = None
             if teacher_net is not None and schedule.kd_weight > 0:
-                with torch.no_grad():
+                with torch.no_grad(), precision.autocast():
                     teacher_logits = teacher_net(xb)
             optimizer.zero_grad(set_to_none=True)
             for cfg in configs:
-                logits = model(xb, cfg)
-                loss = F.cross_entropy(logits, yb)
-                if teacher_logits is not None:
-                    loss = loss + schedule.kd_weight * _kd_loss(logits, teacher_logits, schedule.kd_temperature)
-                (loss / len(configs)).backward()
-                total_loss += float(loss.detach()) / len(configs)
+                with precision.autocast():
+                    logits = model(xb, cfg)
+                    loss = F.cross_entropy(logits, yb)
+                    if teacher_logits is not None:
+                        loss = loss + schedule.kd_weight * _kd_loss(logits, teacher_logits, schedule.kd_temperature)
+                precision.backward(loss / len(configs))
+                total_loss += loss.detach().double() / len(configs)
+            precision.unscale(optimizer)
             torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-            optimizer.step()
+            precision.step(optimizer)
             steps += 1
         scores = [evaluate_config(net, cfg, calib, x_val, y_val)[0] for cfg in probes]
         score = float(np.mean(scores))
-        record = {"epoch": epoch, "phase": phase, "lr": lr, "train_loss": total_loss / max(steps, 1),
+        record = {"epoch": epoch, "phase": phase, "lr": lr, "train_loss": float(total_loss) / max(steps, 1),
                   "val_acc_probes": scores, "val_score": score}
         state.history.append(record)
         if phase == PHASES[_last_phase(schedule)] and score > state.best_score:
             state.best_score = score
-            state.best_model = copy.deepcopy(net.state_dict())
+            state.best_model = copy.deepcopy(keep(net.state_dict()))
         state.epoch = epoch + 1
-        state.model = net.state_dict()
-        state.optimizer = optimizer.state_dict()
+        state.model = keep(net.state_dict())
+        state.optimizer = _keep_optimizer(optimizer.state_dict()) if device.type != "cpu" else optimizer.state_dict()
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(phase=phase, loss=f"{record['train_loss']:.3f}", val=f"{score:.3f}")
             bar.update(1)
@@ -233,6 +252,11 @@ def train_supernet(
     if hasattr(bar, "close"):
         bar.close()
     return state
+
+
+def _keep_optimizer(sd: dict) -> dict:
+    """An optimizer state dict with its tensors on the CPU (loads back onto any device's parameters)."""
+    return {**sd, "state": {k: cpu_state(v) for k, v in sd["state"].items()}}
 
 
 def _last_phase(schedule: ShrinkSchedule) -> int:
