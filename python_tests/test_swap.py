@@ -187,6 +187,96 @@ class TwoCellNet(nn.Module):
         return F.cross_entropy(self(x), y)
 
 
+class DartsNetwork(nn.Module):
+    """DARTS' `model_search.Network` (and PC-DARTS' with ``edge=PCMixedOp``): stem, ``layers`` cells with
+    reductions at 1/3 and 2/3, alphas kept outside `parameters()`, and `new()`, which the second-order
+    architect calls every step to build the virtual network (a fresh instance, alphas copied)."""
+
+    def __init__(self, C=16, num_classes=10, layers=5, steps=4, edge=DartsMixedOp, stem_multiplier=3):
+        super().__init__()
+        self._C, self._num_classes, self._layers, self._steps, self._edge = C, num_classes, layers, steps, edge
+        C_curr = stem_multiplier * C
+        self.stem = nn.Sequential(nn.Conv2d(3, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
+        C_prev_prev, C_prev, C_curr = C_curr, C_curr, C
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        for i in range(layers):
+            reduction = i in (layers // 3, 2 * layers // 3)
+            C_curr *= 2 if reduction else 1
+            self.cells.append(DartsCell(steps, C_prev_prev, C_prev, C_curr, reduction, reduction_prev, edge))
+            reduction_prev = reduction
+            C_prev_prev, C_prev = C_prev, steps * C_curr
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_prev, num_classes)
+        k = sum(2 + i for i in range(steps))
+        self.alphas_normal = (1e-3 * torch.randn(k, len(DARTS_ORDER))).requires_grad_()
+        self.alphas_reduce = (1e-3 * torch.randn(k, len(DARTS_ORDER))).requires_grad_()
+
+    def new(self):
+        model_new = DartsNetwork(self._C, self._num_classes, self._layers, self._steps, self._edge)
+        model_new.to(self.stem[0].weight.dtype)  # DARTS: .cuda()
+        model_new.alphas_normal, model_new.alphas_reduce = (a.detach().clone().requires_grad_()
+                                                            for a in self.arch_parameters())
+        return model_new
+
+    def double(self):
+        super().double()
+        self.alphas_normal, self.alphas_reduce = (a.detach().double().requires_grad_() for a in self.arch_parameters())
+        return self
+
+    def forward(self, x):
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            alphas = self.alphas_reduce if cell.reduction else self.alphas_normal
+            s0, s1 = s1, cell(s0, s1, F.softmax(alphas, dim=-1))
+        return self.classifier(self.global_pooling(s1).flatten(1))
+
+    def _loss(self, x, y):
+        return F.cross_entropy(self(x), y)
+
+    def arch_parameters(self):
+        return [self.alphas_normal, self.alphas_reduce]
+
+
+def _concat(xs):
+    return torch.cat([x.reshape(-1) for x in xs])
+
+
+def darts_unrolled_alpha_grads(model, train, val, optimizer, eta=0.025, momentum=0.9, weight_decay=3e-4):
+    """DARTS' `Architect._backward_step_unrolled` (cnn/architect.py), as written there: a virtual network
+    from `model.new()` loaded with the virtually stepped weights, its validation gradient, and the
+    finite-difference Hessian-vector product on the model. Returns the alphas' gradients."""
+    weights = list(model.parameters())
+    theta = _concat(weights).detach()
+    try:
+        moment = _concat(optimizer.state[v]["momentum_buffer"] for v in weights).mul_(momentum)
+    except KeyError:
+        moment = torch.zeros_like(theta)
+    dtheta = _concat(torch.autograd.grad(model._loss(*train), weights)).detach() + weight_decay * theta
+    theta = theta - eta * (moment + dtheta)
+    unrolled = model.new()  # _construct_model_from_theta
+    state, params, offset = model.state_dict(), {}, 0
+    for k, v in model.named_parameters():
+        params[k] = theta[offset: offset + v.numel()].view(v.size())
+        offset += v.numel()
+    state.update(params)
+    unrolled.load_state_dict(state)
+    unrolled._loss(*val).backward()
+    dalpha = [v.grad for v in unrolled.arch_parameters()]
+    vector = [v.grad.detach() for v in unrolled.parameters()]
+    R = 1e-2 / _concat(vector).norm()
+    grads = []
+    for sign in (1.0, -2.0):
+        with torch.no_grad():
+            for p, v in zip(weights, vector):
+                p.add_(sign * R * v)
+        grads.append(torch.autograd.grad(model._loss(*train), model.arch_parameters()))
+    with torch.no_grad():
+        for p, v in zip(weights, vector):
+            p.add_(R * v)
+    return [g - eta * (gp - gn) / (2 * R) for g, gp, gn in zip(dalpha, *grads)]
+
+
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: a second thread only contends
 
 
@@ -430,3 +520,163 @@ def test_saved_activation_bytes_counts_unique_storages():
     assert mf.nas.saved_activation_bytes(lambda: torch.relu(x * w), exclude=[w]) == (70 + 70) * 4
     assert mf.nas.saved_activation_bytes(lambda: torch.relu(x * w), include_output=True) == (70 + 7 + 70) * 4
     assert mf.nas.saved_activation_bytes(lambda: x * w, include_output=True) == (70 + 7 + 70) * 4
+
+
+# ---- the probe-verdict cache and fused new() (second-order DARTS) --------------------------------------------
+
+
+def darts_pair(edge=DartsMixedOp):
+    torch.manual_seed(0)
+    return DartsNetwork(C=8, layers=3, steps=2, edge=edge).double()
+
+
+def test_a_cached_verdict_is_reused_and_swaps_the_same():
+    mf.nas.clear_swap_cache()
+    # 15 edges of 5 geometries: (C=4, stride 1), then (8, 2), (8, 1), (16, 2), (16, 1); one probe each
+    assert swap_mixed_ops(ptdarts_net()).probed == 5
+    original = ptdarts_net()  # the same geometry, other weights
+    swapped = copy.deepcopy(original)
+    report = swap_mixed_ops(swapped)
+    assert report.probed == 0 and report.reused == 15
+    assert [e.primitives for e in report.edges] == [tuple(ptd.PRIMITIVES)] * 15
+    assert {e.stride for e in report.edges} == {1, 2}
+    assert_same_training(original, swapped, *batch())
+    assert swap_mixed_ops(ptdarts_net(), cache=False).probed == 15  # cache=False probes every edge
+
+
+class ScaledByAttribute(DartsMixedOp):
+    """An edge whose forward reads a plain attribute: the verdict depends on its value."""
+
+    def __init__(self, C, stride, scale=1.0):
+        super().__init__(C, stride)
+        self.scale = scale
+
+    def forward(self, x, weights):
+        return self.scale * super().forward(x, weights)
+
+
+def test_a_changed_geometry_is_probed_again():
+    mf.nas.clear_swap_cache()
+    # 10 edges of 3 geometries: (C=8, stride 1) in the normal cell, (16, 2) and (16, 1) in the reduction cell
+    assert swap_mixed_ops(TwoCellNet(DartsMixedOp)).probed == 3
+    assert swap_mixed_ops(TwoCellNet(DartsMixedOp)).probed == 0
+    assert swap_mixed_ops(TwoCellNet(DartsMixedOp, C=16)).probed == 2  # channels: (16, 1) was seen already
+    assert swap_mixed_ops(TwoCellNet(DartsMixedOp).double()).probed == 3  # dtype
+    assert swap_mixed_ops(TwoCellNet(PCMixedOp)).probed == 3  # another edge class (other shapes too)
+    with mf.ops.use_backend("reference"):  # the ops the fused forward calls run elsewhere
+        assert swap_mixed_ops(TwoCellNet(DartsMixedOp)).probed == 3
+
+    bn_eps = TwoCellNet(DartsMixedOp)  # one candidate's BatchNorm eps (a plain attribute)
+    bn_eps.cells[0]._ops[0]._ops[1][1].eps = 1e-3
+    assert swap_mixed_ops(bn_eps).probed == 1
+
+    # a plain attribute the edge's forward reads: verified at 1.0, then a network where it is 2.0
+    assert swap_mixed_ops(TwoCellNet(ScaledByAttribute)).probed == 3
+    scaled = TwoCellNet(ScaledByAttribute)
+    scaled.cells[1]._ops[2].scale = 2.0
+    with pytest.raises(ValueError, match=r"cells\.1\._ops\.2 .*computes something else"):
+        swap_mixed_ops(scaled)
+
+    # a forward hook (the fused forward would not run it): never cached, so probed and refused
+    hooked = TwoCellNet(DartsMixedOp)
+    hooked.cells[0]._ops[1]._ops[4].register_forward_hook(lambda m, i, out: 2 * out)
+    with pytest.raises(ValueError, match=r"cells\.0\._ops\.1 .*computes something else"):
+        swap_mixed_ops(hooked)
+
+    # an attribute the key cannot hold (a tensor): that edge is probed every time
+    tensor_attr = TwoCellNet(DartsMixedOp)
+    tensor_attr.cells[0]._ops[3].extra = torch.zeros(1)
+    assert swap_mixed_ops(tensor_attr).probed == 1
+
+
+def test_a_class_whose_forward_changed_is_probed_again(monkeypatch):
+    mf.nas.clear_swap_cache()
+    assert swap_mixed_ops(TwoCellNet(ScaledByAttribute)).probed == 3
+    monkeypatch.setattr(ScaledByAttribute, "forward", lambda self, x, w: 3 * DartsMixedOp.forward(self, x, w))
+    with pytest.raises(ValueError, match=r"computes something else"):
+        swap_mixed_ops(TwoCellNet(ScaledByAttribute))
+
+
+def test_the_quick_wrappers_are_what_from_layers_builds():
+    from mednns_fast.nas.darts import operations as ops
+    from mednns_fast.nas.darts import swap as sw
+
+    def layout(m):
+        return {k: (type(v), v if not isinstance(v, (nn.Module, dict, set)) else None)
+                for k, v in vars(m).items() if k != "_modules"}, {k: v for k, v in m._modules.items()}
+
+    dw, pw = nn.Conv2d(4, 4, 3, 2, 2, 2, groups=4, bias=False), nn.Conv2d(4, 4, 1, bias=False)
+    bn, pool = nn.BatchNorm2d(4, affine=False), nn.MaxPool2d(3, 1, 1)
+    c1, c2 = nn.Conv2d(4, 2, 1, 2, bias=False), nn.Conv2d(4, 2, 1, 2, bias=False)
+    built = sw._dil_stage(dw, pw, bn, 4)
+    for ours, theirs in ((built, ops.DilConv.from_layers(dw, pw, bn)),
+                         (sw._factorized_reduce(c1, c2, bn, 4), ops.FactorizedReduce.from_layers(c1, c2, bn)),
+                         (sw._built(ops.PoolBN, pool=pool, bn=bn), ops.PoolBN.from_layers(pool, bn)),
+                         (sw._built(ops.SepConv, stage1=built, stage2=built), ops.SepConv.from_stages(built, built))):
+        (ours_plain, ours_children), (theirs_plain, theirs_children) = layout(ours), layout(theirs)
+        assert type(ours) is type(theirs) and ours_plain == theirs_plain
+        assert list(ours_children) == list(theirs_children)
+        assert all(type(ours_children[k]) is type(v) and (v is ours_children[k] or isinstance(v, nn.ReLU))
+                   for k, v in theirs_children.items())
+
+
+@pytest.mark.parametrize("edge", [DartsMixedOp, PCMixedOp], ids=["darts", "pc_darts"])
+def test_fused_new_makes_the_darts_architect_step_fused_and_exact(edge):
+    """DARTS / PC-DARTS second order: `new()` builds the virtual network each step; after `fused_new` it is
+    swapped (probe verdicts reused) and the architecture gradients equal the unswapped ones (float64)."""
+    original = darts_pair(edge)
+    swapped = copy.deepcopy(original)
+    swap_mixed_ops(swapped)
+    built = []
+
+    class Network(DartsNetwork):
+        def new(self):  # the code base's own new(): a fresh, unswapped network
+            built.append(super().new())
+            return built[-1]
+
+    assert mf.nas.fused_new(Network) is Network and mf.nas.fused_new(Network) is Network  # wraps once
+    assert Network.new.__wrapped__ is Network.new.__fused_new_original__
+    swapped.__class__ = Network
+    train, val = batch(), batch()
+    train, val = (train[0].double(), train[1]), (val[0].double(), val[1])
+    grads = []
+    for model in (original, swapped):
+        optimizer = torch.optim.SGD(model.parameters(), 0.025, momentum=0.9)
+        grads.append(darts_unrolled_alpha_grads(model, train, val, optimizer))
+    virtual = list(built[-1].modules())
+    assert sum(isinstance(m, SwappedMixedOp) for m in virtual) == 15 and not any(isinstance(m, edge) for m in virtual)
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-13)
+
+
+def test_fused_new_as_a_decorator_passes_the_swap_options():
+    @mf.nas.fused_new(recompute=True)
+    class Network(DartsNetwork):
+        pass
+
+    model = Network(C=8, layers=3, steps=2)
+    virtual = model.new()  # DartsNetwork.new builds a DartsNetwork: swapped by the wrapper all the same
+    edges = [m for m in virtual.modules() if isinstance(m, SwappedMixedOp)]
+    assert len(edges) == 15 and all(e.recompute for e in edges)
+    with pytest.raises(TypeError, match="pass the network's class"):
+        mf.nas.fused_new(model)
+    with pytest.raises(TypeError, match="has no new"):
+        mf.nas.fused_new(TwoCellNet)
+
+
+class ClassScaled(DartsMixedOp):
+    """An edge whose forward reads a class attribute."""
+
+    scale = 1.0
+
+    def forward(self, x, weights):
+        return self.scale * super().forward(x, weights)
+
+
+def test_a_changed_class_attribute_is_probed_again(monkeypatch):
+    mf.nas.clear_swap_cache()
+    assert swap_mixed_ops(TwoCellNet(ClassScaled)).probed == 3
+    assert swap_mixed_ops(TwoCellNet(ClassScaled)).probed == 0
+    monkeypatch.setattr(ClassScaled, "scale", 2.0)
+    with pytest.raises(ValueError, match=r"computes something else"):
+        swap_mixed_ops(TwoCellNet(ClassScaled))

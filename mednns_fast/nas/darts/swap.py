@@ -7,18 +7,25 @@ class name), and replaces the edge by a fused edge built around the very same la
 objects and buffers, registered under the same names, so state dicts, optimizers, module paths and the
 caller's architecture weights (column k drives candidate k, in the caller's order) all stay as they were.
 Before anything is replaced every new edge is checked against the original on a probe input; whatever
-cannot be mapped is refused with the edge and candidate named, and the model is left unchanged.
-See docs/drop_in_darts.md.
+cannot be mapped is refused with the edge and candidate named, and the model is left unchanged. A check's
+verdict is cached per edge geometry (`_edge_key`: everything the forward's code reads but the tensors' values),
+so swapping a fresh copy of a network again (a second-order architect's `new()`, see `fused_new`) re-reads the
+layers without probing again. See docs/drop_in_darts.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import itertools
+import marshal
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.modules import module as _module_globals
 
+from ...ops import get_backend
 from .mixed_op import MixedOp
 from .operations import OPS, DilConv, FactorizedReduce, PoolBN, SepConv, Zero
 
@@ -40,7 +47,15 @@ class SwappedEdge:
 
 @dataclass(frozen=True)
 class SwapReport:
+    """The swapped edges; ``probed``: how many of them were checked on a probe input in this call (the others
+    reused the cached verdict of an edge of the same geometry)."""
+
     edges: tuple[SwappedEdge, ...]
+    probed: int = 0
+
+    @property
+    def reused(self) -> int:
+        return len(self.edges) - self.probed
 
     def __len__(self) -> int:
         return len(self.edges)
@@ -110,7 +125,7 @@ class PartialChannelMixedOp(SwappedMixedOp):
 
 
 def swap_mixed_ops(model: nn.Module, *, primitives: Sequence[str] | None = None,
-                   ops_attr: str = "_ops", recompute: bool = False) -> SwapReport:
+                   ops_attr: str = "_ops", recompute: bool = False, cache: bool = True) -> SwapReport:
     """Replace every DARTS mixed edge of ``model`` in place by a fused edge over the same layers.
 
     Args:
@@ -122,9 +137,16 @@ def swap_mixed_ops(model: nn.Module, *, primitives: Sequence[str] | None = None,
             order must equal it, else nothing is swapped.
         ops_attr: the name of the candidate list.
         recompute: put the fused edges in memory mode (`MixedOp`'s ``recompute``).
+        cache: reuse the checks' verdict of an earlier edge of the same geometry: the same classes (their
+            methods and class attributes as they are now), the same non-tensor attributes of every module of
+            the edge (kernel sizes, strides, channels, eps, ``k``, ...), the same parameter and buffer
+            shapes, dtypes and devices, no forward hooks, the same default dtype and op backends
+            (`_edge_key`). An edge with anything the key cannot hold (a tensor or callable attribute, a
+            forward hook) is always probed. False probes every edge (and caches nothing).
 
     Returns:
-        A `SwapReport` listing each swapped edge, its derived candidate order, channels and stride.
+        A `SwapReport` listing each swapped edge, its derived candidate order, channels and stride, and how
+        many edges were probed.
 
     Raises:
         ValueError: no edge found, or some edge or candidate cannot be mapped (each one named); the model is
@@ -132,19 +154,30 @@ def swap_mixed_ops(model: nn.Module, *, primitives: Sequence[str] | None = None,
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"swap_mixed_ops: model must be an nn.Module, got {type(model).__name__}")
-    found = [(name, m) for name, m in model.named_modules() if _is_edge(m, ops_attr)]
+    # global forward hooks would run in the original edge's modules only: no verdict is reused under them
+    cache = cache and not (_module_globals._global_forward_hooks or _module_globals._global_forward_pre_hooks)
+    classes: dict[type, int] | None = {} if cache else None  # class -> its `_class_token`, for this call
+    found, already = _find_edges(model, ops_attr, classes)
     if not found:
-        already = sum(isinstance(m, MixedOp) for m in model.modules())
         if already:
             return SwapReport(())
         raise ValueError(f"swap_mixed_ops: found no DARTS mixed edge in {type(model).__name__} (a module "
                          f"with its candidates in an nn.ModuleList named {ops_attr!r})")
-    replacements, refusals = [], []
-    for name, edge in found:
+    context = (ops_attr, torch.get_default_dtype(), tuple(get_backend(op) for op in _FUSED_OPS)) if cache else None
+    replacements, refusals, probed = [], [], 0
+    for name, edge, walks in found:
         try:
             if not name:
                 raise _Refused("is the model itself; call swap_mixed_ops on the network that holds it")
-            new, report = _map_edge(name, edge, ops_attr)
+            key = _edge_key(edge, ops_attr, walks, context, classes) if cache else None
+            known = _VERDICTS.get(key) if key is not None else None
+            new, report = _map_edge(name, edge, ops_attr, [mods for mods, _ in walks], known)
+            if known is None:
+                probed += 1
+                if key is not None:
+                    if len(_VERDICTS) >= _VERDICTS_MAX:
+                        _VERDICTS.clear()
+                    _VERDICTS[key] = report
             if primitives is not None and tuple(primitives) != report.primitives:
                 raise _Refused(f"has candidates in the order {list(report.primitives)}, not the declared "
                                f"primitives {list(primitives)}")
@@ -158,29 +191,222 @@ def swap_mixed_ops(model: nn.Module, *, primitives: Sequence[str] | None = None,
         new.recompute = recompute
         parent_name, _, child = name.rpartition(".")
         model.get_submodule(parent_name)._modules[child] = new
-    return SwapReport(tuple(r for _, _, r in replacements))
+    return SwapReport(tuple(r for _, _, r in replacements), probed)
 
 
-def _is_edge(module: nn.Module, ops_attr: str) -> bool:
-    ops = module._modules.get(ops_attr)
-    if isinstance(module, MixedOp) or not isinstance(ops, nn.ModuleList) or not len(ops):
-        return False
-    # A DARTS cell also keeps its edges in `_ops`: an edge's candidates hold no such list themselves.
-    return not any(ops_attr in sub._modules for op in ops for sub in op.modules())
+def clear_swap_cache() -> None:
+    """Forget every cached probe verdict (`swap_mixed_ops` then probes each edge again)."""
+    _VERDICTS.clear()
+    _CLASS_TOKENS.clear()
+    _LAYOUTS.clear()
 
 
-def _map_edge(name: str, edge: nn.Module, ops_attr: str) -> tuple[SwappedMixedOp, SwappedEdge]:
+def fused_new(cls: type | None = None, **swap_kwargs) -> type | Callable[[type], type]:
+    """Make ``cls.new()`` return a fused network: the one line for DARTS / PC-DARTS second-order search.
+
+    Their architect builds the virtual network of each step with ``model.new()`` (a fresh, unswapped
+    ``Network``) and loads the weights into it by state dict; after ``mf.nas.fused_new(Network)`` that copy
+    is swapped too (`swap_mixed_ops(copy, **swap_kwargs)`, probe checks reused from the cache, so a few ms
+    for 70 edges). Patches the class in place and returns it, so it also works as a class decorator
+    (``@mf.nas.fused_new`` or ``@mf.nas.fused_new(recompute=True)``); calling it twice wraps once. The model
+    you train still needs its own ``swap_mixed_ops(model)``.
+    """
+    if cls is None:
+        return functools.partial(fused_new, **swap_kwargs)
+    if not isinstance(cls, type):
+        raise TypeError(f"fused_new: pass the network's class (e.g. fused_new(type(model))), got "
+                        f"{type(cls).__name__}")
+    original = getattr(cls, "new", None)
+    if not callable(original):
+        raise TypeError(f"fused_new: {cls.__name__} has no new() method to wrap")
+    original = getattr(original, "__fused_new_original__", original)
+
+    @functools.wraps(original)
+    def new(self, *args, **kwargs):
+        model = original(self, *args, **kwargs)
+        swap_mixed_ops(model, **swap_kwargs)
+        return model
+
+    new.__fused_new_original__ = original
+    cls.new = new
+    return cls
+
+
+# ---- finding the edges --------------------------------------------------------------------------------------
+
+
+def _find_edges(model: nn.Module, ops_attr: str, classes: dict[type, int] | None) -> tuple[list, int]:
+    """(name, edge, walks) of every DARTS edge, in `named_modules` order, and the number of fused edges met.
+
+    An edge: a module (not a `MixedOp`) with a non-empty ``nn.ModuleList`` at ``ops_attr`` whose candidates
+    hold no such list themselves (a DARTS cell also keeps its edges in `_ops`: a container, not an edge).
+    ``walks``: one `_walk` per candidate (its modules, in `modules()` order, and its key part: None when
+    ``classes`` is None, i.e. without the cache).
+    """
+    found, memo, fused = [], set(), 0
+
+    def visit(m: nn.Module, name: str) -> None:
+        nonlocal fused
+        if id(m) in memo:
+            return
+        memo.add(id(m))
+        if isinstance(m, MixedOp):
+            fused += 1
+            return
+        skip = None
+        ops = m._modules.get(ops_attr)
+        if isinstance(ops, nn.ModuleList) and len(ops) and not any(ops_attr in op._modules for op in ops):
+            walks = [_walk(op, classes) for op in ops]
+            if not any(ops_attr in sub._modules for mods, _ in walks for sub in mods):
+                found.append((name, m, walks))
+                skip = ops_attr  # candidates hold no edge
+        for child_name, child in m._modules.items():
+            if child is not None and child_name != skip:
+                visit(child, f"{name}.{child_name}" if name else child_name)
+
+    visit(model, "")
+    return found, fused
+
+
+# ---- the cache of probe verdicts ----------------------------------------------------------------------------
+
+_VERDICTS: dict[tuple, SwappedEdge] = {}  # edge key -> what the checks and the probe found for that geometry
+_VERDICTS_MAX = 1024
+_FUSED_OPS = ("multi_depthwise_conv2d", "max_avg_pool3x3", "mixed_sum")  # what the fused forward calls
+_MODULE_INTERNALS = frozenset(vars(nn.Module()))  # nn.Module's own bookkeeping (hooks: checked apart)
+_LAYOUTS: dict[tuple, tuple[str, ...]] = {}  # (class, attribute names) -> the names that are not bookkeeping
+_CLASS_TOKENS: dict[tuple, int] = {}  # a class's fingerprint -> its number in the keys
+_TOKEN_NUMBERS = itertools.count()
+
+
+class _NoKey(Exception):
+    """Something the cache key cannot hold (a tensor or callable attribute, a hook): probe every time."""
+
+
+def _walk(root: nn.Module, classes: dict[type, int] | None) -> tuple[list[nn.Module], tuple | None]:
+    """``root``'s modules in `modules()` order and its key part (None when one of them cannot be keyed, or
+    without ``classes``: no key wanted).
+
+    The key part is the preorder of `_module_key`s (each names its children, so the tree is unambiguous),
+    None for an empty child slot and, where a module is met again (shared layers), its first position."""
+    mods: list[nn.Module] = []
+    seen: dict[int, int] = {}
+    parts: list = []
+    keyed = classes is not None
+    stack: list = [root]
+    while stack:  # preorder without recursion: this runs for every module of every edge, every swap
+        m = stack.pop()
+        if m is None:
+            parts.append(None)
+            continue
+        first = seen.get(id(m))
+        if first is not None:
+            parts.append(first)
+            continue
+        seen[id(m)] = len(mods)
+        mods.append(m)
+        if keyed:
+            try:
+                parts.append(_module_key(m, classes))
+            except _NoKey:
+                keyed = False
+        if m._modules:
+            stack.extend(reversed(m._modules.values()))
+    return mods, (tuple(parts) if keyed else None)
+
+
+def _module_key(m: nn.Module, classes: dict[type, int]) -> tuple:
+    """What one module's forward may read besides tensor values: its class (`_class_token`: its methods and
+    class attributes as they are now), the names of its attributes, children, parameters and buffers, its
+    other attributes' values (plain ones only, as `marshal` writes them: numbers, strings, None, tuples, lists
+    and dicts of them, so 1, 1.0 and True differ), its parameters' and buffers' types, shapes, dtypes and
+    devices. A forward hook or any other attribute value (a tensor, a callable, a dtype, ...) raises `_NoKey`."""
+    d = m.__dict__
+    if d["_forward_hooks"] or d["_forward_pre_hooks"]:
+        raise _NoKey
+    cls = type(m)
+    token = classes.get(cls)
+    if token is None:
+        token = classes[cls] = _class_token(cls)
+    attributes = tuple(d)
+    names = _LAYOUTS.get((cls, attributes))
+    if names is None:
+        if len(_LAYOUTS) >= _VERDICTS_MAX:
+            _LAYOUTS.clear()
+        names = _LAYOUTS[cls, attributes] = tuple(k for k in d if k not in _MODULE_INTERNALS)
+    try:
+        values = marshal.dumps(tuple(map(d.__getitem__, names)), 2)  # version 2: no back-references
+    except ValueError:
+        raise _NoKey from None
+    params, buffers = d["_parameters"], d["_buffers"]
+    tensors = tuple(None if t is None else (type(t), t.shape, t.dtype, t.device)
+                    for t in (*params.values(), *buffers.values())) if params or buffers else ()
+    return token, attributes, tuple(d["_modules"]), tuple(params), tuple(buffers), values, tensors
+
+
+def _class_token(cls: type) -> int:
+    """A number standing for ``cls`` as it is now: the class and every hashable entry of its and its bases'
+    namespaces (methods, class attributes; compared by identity or value and type), so that patching a
+    method or a class attribute gives another number. Computed once per class per swap."""
+    fingerprint = [cls]
+    for klass in cls.__mro__:
+        for name, value in vars(klass).items():
+            try:
+                hash(value)
+            except TypeError:  # a class-level list or dict (`__constants__`, annotations): not followed
+                continue
+            fingerprint.append((name, type(value), value))
+    fingerprint = tuple(fingerprint)
+    token = _CLASS_TOKENS.get(fingerprint)
+    if token is None:
+        if len(_CLASS_TOKENS) >= _VERDICTS_MAX:
+            _CLASS_TOKENS.clear()
+        token = _CLASS_TOKENS[fingerprint] = next(_TOKEN_NUMBERS)  # never reused, even after a clear
+    return token
+
+
+def _edge_key(edge: nn.Module, ops_attr: str, walks: list, context: tuple, classes: dict[type, int]) -> tuple | None:
+    """The cache key of an edge's probe verdict, or None (no caching) when some module cannot be keyed or
+    two candidates share a module (their `modules()` lists would overlap)."""
+    if any(part is None for _, part in walks):
+        return None
+    ids = [id(m) for mods, _ in walks for m in mods]
+    if len(set(ids)) != len(ids):
+        return None
+    try:
+        own = [_module_key(edge, classes), _module_key(edge._modules[ops_attr], classes)]
+        for child_name, child in edge._modules.items():
+            if child_name != ops_attr:
+                mods, part = _walk(child, classes) if child is not None else ((), (None,))
+                if part is None or any(id(m) in ids for m in mods):
+                    return None
+                own.append((child_name, part))
+    except _NoKey:
+        return None
+    return context, tuple(own), tuple(part for _, part in walks)
+
+
+# ---- mapping an edge ----------------------------------------------------------------------------------------
+
+
+def _map_edge(name: str, edge: nn.Module, ops_attr: str, candidate_modules: list[list[nn.Module]],
+              known: SwappedEdge | None = None) -> tuple[SwappedMixedOp, SwappedEdge]:
+    """The fused edge over ``edge``'s layers. ``known``: what the checks found for an edge of this geometry
+    (its candidate order, channels, stride and kind): the wrappers are then built from it, unchecked and
+    unprobed (every check reads only what the cache key holds)."""
+    if known is not None:
+        return _rebuild(name, edge, ops_attr, candidate_modules, known)
     ops = edge._modules[ops_attr]
     partial = isinstance(getattr(edge, "k", None), int) and isinstance(edge._modules.get("mp"), nn.MaxPool2d)
-    sizes = [_channels(op) for op in ops]
+    sizes = [_channels(mods) for mods in candidate_modules]
     C = next((c for c in sizes if c is not None), None)
     if any(c not in (None, C) for c in sizes):
         raise _Refused(f"its candidates disagree on the channel count: {sizes}")
     probe_C = C if C is not None else 4
     names, wrappers, strides, problems = [], [], set(), []
-    for k, op in enumerate(ops):
+    for k, (op, mods) in enumerate(zip(ops, candidate_modules)):
         try:
-            primitive, wrapper, stride = _map_candidate(op, probe_C)
+            primitive, wrapper, stride = _map_candidate(op, mods, probe_C)
         except _Refused as why:
             problems.append(f"candidate {ops_attr}.{k} ({type(op).__name__}) {why}")
             continue
@@ -202,26 +428,53 @@ def _map_edge(name: str, edge: nn.Module, ops_attr: str) -> tuple[SwappedMixedOp
     return new, SwappedEdge(name, kind, tuple(names), probe_C, stride)
 
 
-def _channels(op: nn.Module) -> int | None:
-    bns = [m for m in op.modules() if isinstance(m, nn.BatchNorm2d)]
+def _rebuild(name: str, edge: nn.Module, ops_attr: str, candidate_modules: list[list[nn.Module]],
+             known: SwappedEdge) -> tuple[SwappedMixedOp, SwappedEdge]:
+    """`_map_edge` for an edge whose geometry was checked and probed before: the same wrappers, built from the
+    candidate names found then (the edge's layers in the same positions, as the key guarantees)."""
+    stride, wrappers = known.stride, []
+    for primitive, mods in zip(known.primitives, candidate_modules):
+        if primitive == "none":
+            wrappers.append(Zero(stride))
+            continue
+        if primitive == "skip_connect" and stride == 1:
+            wrappers.append(nn.Identity())
+            continue
+        layers = _layers(mods)
+        if primitive == "skip_connect":
+            wrappers.append(_built(FactorizedReduce, relu=_RELU, conv1=layers[0], conv2=layers[1], bn=layers[2]))
+        elif primitive.startswith("sep_conv"):
+            wrappers.append(_built(SepConv, stage1=_dil_wrapper(*layers[:3]), stage2=_dil_wrapper(*layers[3:])))
+        elif primitive.startswith("dil_conv"):
+            wrappers.append(_dil_wrapper(*layers))
+        else:
+            wrappers.append(_built(PoolBN, pool=layers[0], bn=layers[1]))
+    cls = PartialChannelMixedOp if known.kind == "partial_channel" else SwappedMixedOp
+    new = cls(edge, ops_attr, known.primitives, wrappers, known.channels, stride)
+    return new, SwappedEdge(name, known.kind, known.primitives, known.channels, stride)
+
+
+def _channels(mods: list[nn.Module]) -> int | None:
+    bns = [m for m in mods if isinstance(m, nn.BatchNorm2d)]
     return bns[-1].num_features if bns else None
 
 
-def _layers(op: nn.Module) -> list[nn.Module]:
+def _layers(mods: list[nn.Module]) -> list[nn.Module]:
     """The candidate's leaf layers in registration order, its ReLUs left out (the probe checks them)."""
-    return [m for m in op.modules() if not m._modules and not isinstance(m, nn.ReLU)]
+    return [m for m in mods if not m._modules and not isinstance(m, nn.ReLU)]
 
 
-def _map_candidate(op: nn.Module, C: int) -> tuple[str, nn.Module, int]:
-    """(primitive name, wrapper over the same layers, stride) of one candidate."""
-    layers = _layers(op)
+def _map_candidate(op: nn.Module, mods: list[nn.Module], C: int) -> tuple[str, nn.Module, int]:
+    """(primitive name, wrapper over the same layers, stride) of one candidate; ``mods``: its `modules()`."""
+    layers = _layers(mods)
     kinds = tuple(_kind(m) for m in layers)
-    if kinds == ("other",) and not any(True for _ in op.parameters()) and not any(True for _ in op.buffers()):
+    if kinds == ("other",) and not any(t is not None for m in mods for t in m._parameters.values()) \
+            and not any(t is not None for m in mods for t in m._buffers.values()):
         return _map_parameterless(op, C)
     if kinds in (("max", "bn"), ("avg", "bn")):
         pool, bn = layers
         _check_pool(pool)
-        primitive, wrapper, stride = f"{kinds[0]}_pool_3x3", PoolBN.from_layers(pool, bn), pool.stride
+        primitive, wrapper, stride = f"{kinds[0]}_pool_3x3", _built(PoolBN, pool=pool, bn=bn), pool.stride
     elif kinds == ("conv", "conv", "bn") and layers[0].groups > 1:
         stage = _dil_stage(*layers, C)
         if stage.dilation == 1:
@@ -235,7 +488,7 @@ def _map_candidate(op: nn.Module, C: int) -> tuple[str, nn.Module, int]:
             raise _Refused("has two depthwise-separable stages that are not a DARTS sep_conv (dilation 1, "
                            "same kernel, second stage unstrided)")
         primitive, wrapper, stride = (f"sep_conv_{first.kernel_size}x{first.kernel_size}",
-                                      SepConv.from_stages(first, second), first.stride)
+                                      _built(SepConv, stage1=first, stage2=second), first.stride)
     else:
         raise _Refused(f"has layers {[type(m).__name__ for m in layers]}, which match no DARTS candidate")
     if primitive not in OPS:
@@ -302,7 +555,13 @@ def _dil_stage(depthwise: nn.Conv2d, pointwise: nn.Conv2d, bn: nn.BatchNorm2d, C
     if pointwise.kernel_size != (1, 1) or pointwise.groups != 1 or pointwise.stride != (1, 1) \
             or (pointwise.in_channels, pointwise.out_channels, bn.num_features) != (C, C, C):
         raise _Refused(f"has {pointwise} then {bn}, not a {C}->{C} pointwise conv and its BatchNorm")
-    return DilConv.from_layers(depthwise, pointwise, bn)
+    return _dil_wrapper(depthwise, pointwise, bn)
+
+
+def _dil_wrapper(depthwise: nn.Conv2d, pointwise: nn.Conv2d, bn: nn.BatchNorm2d) -> DilConv:
+    return _built(DilConv, kernel_size=depthwise.kernel_size[0], stride=depthwise.stride[0],
+                  padding=depthwise.padding[0], dilation=depthwise.dilation[0], relu=_RELU, depthwise=depthwise,
+                  pointwise=pointwise, bn=bn)
 
 
 def _factorized_reduce(conv1: nn.Conv2d, conv2: nn.Conv2d, bn: nn.BatchNorm2d, C: int) -> FactorizedReduce:
@@ -311,13 +570,33 @@ def _factorized_reduce(conv1: nn.Conv2d, conv2: nn.Conv2d, bn: nn.BatchNorm2d, C
         if (conv.kernel_size, conv.stride, conv.padding, conv.groups, conv.in_channels, conv.out_channels) != (
                 (1, 1), (2, 2), (0, 0), 1, C, C // 2) or bn.num_features != C:
             raise _Refused(f"has {conv}, not the two 1x1 stride-2 convs of a factorized reduce")
-    return FactorizedReduce.from_layers(conv1, conv2, bn)
+    return _built(FactorizedReduce, relu=_RELU, conv1=conv1, conv2=conv2, bn=bn)
+
+
+_RELU = nn.ReLU()  # stateless: the wrappers share one (they are not registered modules of the swapped edge)
+
+
+def _built(cls: type[nn.Module], **attrs) -> nn.Module:
+    """What ``cls.from_layers`` builds (an instance holding the given layers: the same module objects), without
+    `nn.Module.__setattr__`'s bookkeeping, which a fresh instance does not need: a second-order architect
+    swaps every step. python_tests/test_swap.py checks that both build the same thing."""
+    module = cls.__new__(cls)
+    nn.Module.__init__(module)
+    children = module._modules
+    plain = module.__dict__
+    for name, value in attrs.items():
+        if isinstance(value, nn.Module):
+            children[name] = value
+        else:
+            plain[name] = value
+    return module
 
 
 def _check_shared_bn(wrappers: list[nn.Module]) -> None:
     """The fused forward normalises all conv candidates in one call: their BatchNorms must agree."""
-    bns = [m for w in wrappers if isinstance(w, (SepConv, DilConv)) for m in w.modules()
-           if isinstance(m, nn.BatchNorm2d)]
+    stages = [s for w in wrappers for s in ((w.stage1, w.stage2) if isinstance(w, SepConv)
+                                            else (w,) if isinstance(w, DilConv) else ())]
+    bns = [s.bn for s in stages]
     settings = {(b.eps, b.momentum, b.affine, b.track_running_stats) for b in bns}
     if len(settings) > 1:
         raise _Refused(f"has conv candidates whose BatchNorms differ in (eps, momentum, affine, "
