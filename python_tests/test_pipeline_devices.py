@@ -17,6 +17,7 @@ import mednns_fast as mf
 from mednns_fast.nas.device import Precision, local_device, resolve_device
 from mednns_fast.nas.ofa.elastic_resnet import ElasticResNet
 from mednns_fast.nas.ofa.training import ShrinkSchedule, train_supernet
+from python_tests.support.on_device import cpu_tensors, module_on
 
 pytestmark = pytest.mark.pipeline  # conftest: `device` is cpu and cuda (skipped without a GPU)
 
@@ -27,20 +28,6 @@ SMALL = {"stem_channels": 8, "stage_channels": (8, 8, 16, 16)}
 @pytest.fixture(autouse=True)
 def _one_thread(one_thread):
     yield
-
-
-def _on(module: torch.nn.Module, device: torch.device) -> bool:
-    return all(p.device.type == device.type for p in module.parameters())
-
-
-def _cpu_tensors(obj) -> bool:
-    if isinstance(obj, torch.Tensor):
-        return obj.device.type == "cpu"
-    if isinstance(obj, dict):
-        return all(_cpu_tensors(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return all(_cpu_tensors(v) for v in obj)
-    return True
 
 
 def _classification(n: int = 48, classes: int = 3, channels: int = 1, seed: int = 0):
@@ -65,15 +52,15 @@ def test_supernet_training(device):
     net, states = _supernet(), []
     state = train_supernet(net, _classification(), _classification(24, seed=1), ShrinkSchedule(**TINY_SCHEDULE),
                            on_epoch_end=states.append, progress=False, device=device)
-    assert _on(net, device)
+    assert module_on(net, device)
     assert [h["phase"] for h in state.history] == ["full", "sandwich"]
     assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in state.history)
     # what a checkpoint holds loads on the CPU: weights, teacher, best weights, optimiser state
     for st in states:
-        assert _cpu_tensors(st.model) and _cpu_tensors(st.teacher) and _cpu_tensors(st.optimizer["state"])
+        assert cpu_tensors(st.model) and cpu_tensors(st.teacher) and cpu_tensors(st.optimizer["state"])
     cpu_net = _supernet()
     cpu_net.load_state_dict(state.best_model)
-    assert _on(cpu_net, torch.device("cpu"))
+    assert module_on(cpu_net, torch.device("cpu"))
 
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
@@ -95,7 +82,7 @@ def test_zoo_evaluation(device):
     configs = [net.max_config(), net.min_config()]
     expected = SubnetEvaluator(net, x[:16], {"val": (x[16:], y[16:])}).evaluate(configs)
     got = SubnetEvaluator(net.to(device), x[:16], {"val": (x[16:], y[16:])}).evaluate(configs)
-    assert _on(net, device)
+    assert module_on(net, device)
     for e, g in zip(expected, got, strict=True):
         assert g["val"].accuracy == pytest.approx(e["val"].accuracy, abs=0.1)  # TF32 on a GPU: a near tie may flip
         assert g["val"].loss == pytest.approx(e["val"].loss, rel=1e-2, abs=1e-3)
@@ -114,9 +101,9 @@ def test_zoo_build(device, tmp_path):
     assert all(0.0 <= r.test_acc <= 1.0 for r in zoo.records("lfw_faces"))
     zoo.close()
     model = load_supernet(tmp_path / "supernets" / "lfw_faces.pt")  # saved from any device, loads on the CPU
-    assert _on(model, torch.device("cpu"))
+    assert module_on(model, torch.device("cpu"))
     ckpt = torch.load(tmp_path / "train" / "lfw_faces.ckpt", map_location="cpu", weights_only=False)
-    assert _cpu_tensors(ckpt["model"])
+    assert cpu_tensors(ckpt["model"])
 
 
 def test_torchrun_rank_takes_its_local_gpu(monkeypatch):
@@ -175,10 +162,10 @@ def test_metaspace_training(device):
     states = []
     result = train_metaspace(_metaspace_data(), _metaspace_config(), checkpoint_every=3, on_checkpoint=states.append,
                              progress=True, device=device, log_every=4)
-    assert _on(result.model, device)
+    assert module_on(result.model, device)
     assert len(result.history) == 6 and set(result.history[0]) == {"performance", "rank", "fid", "total"}
     assert [s["step"] for s in states] == [3, 6, 6]
-    assert all(_cpu_tensors(s["model"]) and _cpu_tensors(s["optimizer"]["state"]) for s in states)
+    assert all(cpu_tensors(s["model"]) and cpu_tensors(s["optimizer"]["state"]) for s in states)
     # resumed from the step-3 state (on the CPU), it ends where the uninterrupted run ended
     resumed = train_metaspace(_metaspace_data(), _metaspace_config(), resume=states[0], progress=False, device=device)
     assert resumed.history == result.history
@@ -206,7 +193,7 @@ def test_query(device):
     task = mf.data.build_task("lfw_faces")
     expected = {r.index: r.predicted_accuracy for r in space.query(task, k=len(refs))}  # every record, on the CPU
     space.to(device)
-    assert _on(space.index.model, device) and _on(space.extractor.model, device)
+    assert module_on(space.index.model, device) and module_on(space.extractor.model, device)
     assert space.index.embeddings.device.type == device.type
     got = space.query(task, k=3, exclude=["a"])
     assert len(got) == 3 and all(r.source_dataset != "a" for r in got)
@@ -230,7 +217,7 @@ def test_fine_tune(device):
 
     result = fine_tune(_subnet(), mf.data.build_task("lfw_faces"), epochs=1, batch_size=16, max_train=48,
                        max_eval=16, transform=standardise, calibration=16, device=device)
-    assert _on(result.model, device)
+    assert module_on(result.model, device)
     assert [r["epoch"] for r in result.curve] == [0, 1]
     assert result.curve[1]["train_loss"] == result.curve[1]["train_loss"]
     assert all(0.0 <= r["test_acc"] <= 1.0 for r in result.curve)
@@ -285,4 +272,4 @@ def test_cli_supernet_train(device, tmp_path):
             "--set", "supernet.elastic=0", "--set", "supernet.sandwich=0", "--set", "supernet.batch_size=16",
             "--set", "supernet.calib_size=16", "--set", "supernet.n_probe=0"]
     assert cli.main(args) == 0
-    assert _on(load_supernet(run / "supernets" / "lfw_faces.pt"), torch.device("cpu"))
+    assert module_on(load_supernet(run / "supernets" / "lfw_faces.pt"), torch.device("cpu"))

@@ -17,3 +17,20 @@ def assert_on(device: torch.device | str, *tensors) -> None:
             continue
         assert isinstance(t, torch.Tensor), f"expected a tensor on {want}, got {type(t).__name__}"
         assert t.device.type == want, f"tensor on {t.device}, expected {want}"
+
+
+def module_on(module: torch.nn.Module, device: torch.device | str) -> bool:
+    """Every parameter of `module` is on `device` (by type): the pipeline tests' check of a trained model."""
+    want = torch.device(device).type
+    return all(p.device.type == want for p in module.parameters())
+
+
+def cpu_tensors(obj) -> bool:
+    """Every tensor in `obj` (nested dicts, lists, tuples) is on the CPU: a checkpoint that loads anywhere."""
+    if isinstance(obj, torch.Tensor):
+        return obj.device.type == "cpu"
+    if isinstance(obj, dict):
+        return all(cpu_tensors(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return all(cpu_tensors(v) for v in obj)
+    return True
