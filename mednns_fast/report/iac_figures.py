@@ -32,8 +32,7 @@ def plot_search_pair(full: SearchResult, lth: SearchResult, path: str | os.PathL
         for ev in lth.events:
             if ev.edge == e:
                 ax.axvline(ev.epoch, color="k", lw=1.6 if len(ev.active) == 1 else 0.8, ls=":")
-        ax.set_title(f"edge {e}", fontsize=8)
-        ax.set_ylim(0, 1)
+        ax.set_title(f"edge {e}", fontsize=8)  # y autoscaled: short searches move the weights little
         ax.tick_params(labelsize=6)
     axes[0][0].legend(fontsize=5, loc="upper right")
     ax = axes[E // cols][E % cols]
@@ -43,13 +42,37 @@ def plot_search_pair(full: SearchResult, lth: SearchResult, path: str | os.PathL
             ax.semilogy(ep_lth, ys, lw=0.8, color=f"C{e % 10}")
         for ev in lth.events:
             ax.plot([ev.epoch], [max(ev.divergence, 1e-12)], "kv", ms=3)
-        threshold = (lth.config.pruner or {}).get("threshold")
-        if threshold:
+        threshold = (getattr(lth, "calibration", None) or {}).get("threshold",
+                                                                 (lth.config.pruner or {}).get("threshold"))
+        if isinstance(threshold, float):  # calibrated ("auto") or given
             ax.axhline(threshold, color="r", ls=":", lw=1)
-    ax.set_title("LTH: JS stability per edge (threshold red, prunes v)", fontsize=7)
+    warmup = getattr(lth.config, "warmup_epochs", 0)
+    if warmup:
+        ax.axvspan(0, warmup - 0.5, color="0.9")
+    ax.set_title("LTH: JS stability per edge (calibrated threshold red, prunes v, warm-up grey)", fontsize=7)
     ax.tick_params(labelsize=6)
     for i in range(E + 1, rows * cols):
         axes[i // cols][i % cols].axis("off")
     fig.suptitle(f"{title}  (solid: full search, {full.epochs_run} ep; dashed: IAC-LTH, {lth.epochs_run} ep)",
                  fontsize=9)
+    return save_figure(fig, path, dpi=90)
+
+
+def plot_paired(summary: dict, path: str | os.PathLike) -> Path:
+    """PNG at `path`: per task x backbone, every paired per-case difference between arms (Dice points,
+    `iac.study.summarise`'s "paired") as its mean with the bootstrap 95 % interval; 0 dashed."""
+    rows = [r for r in summary["rows"] if r.get("paired")]
+    n = max(1, len(rows))
+    fig, axes = pyplot().subplots(1, n, figsize=(4.2 * n, 3.2), squeeze=False)
+    for ax, r in zip(axes[0], rows, strict=False):
+        names = [k for k, p in r["paired"].items() if p["mean"] is not None]
+        for i, k in enumerate(names):
+            p = r["paired"][k]
+            ax.errorbar([p["mean"]], [i], xerr=[[p["mean"] - p["lo"]], [p["hi"] - p["mean"]]], fmt="o",
+                        color="C0" if k.startswith(("full", "lth")) else "C7", capsize=3, ms=4)
+        ax.axvline(0, color="k", ls="--", lw=0.8)
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+        ax.set_xlabel("Dice difference, points (bootstrap 95 % CI over test cases)", fontsize=7)
+        ax.set_title(f"{r['task']} {r['backbone']} (seeds {len(r['seeds'])})", fontsize=8)
+        ax.tick_params(labelsize=7)
     return save_figure(fig, path, dpi=90)
