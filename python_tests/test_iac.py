@@ -175,6 +175,21 @@ def test_channel_shuffle_and_partial_edge():
     torch.testing.assert_close(out, expected)
 
 
+def killed_and_resumed(fresh, data, config, ckpt, kill_epoch: int):
+    """A search killed after `kill_epoch` (its checkpoint written), then resumed from the checkpoint."""
+
+    class Killed(Exception):
+        pass
+
+    def kill(epoch):
+        if epoch == kill_epoch:
+            raise Killed
+
+    with pytest.raises(Killed):
+        darts_search(fresh(), data, config, checkpoint=ckpt, progress=False, on_epoch_end=kill)
+    return darts_search(fresh(), data, config, checkpoint=ckpt, progress=False)
+
+
 def test_resume_equals_uninterrupted(tmp_path):
     data = random_data(8)
     config = SearchConfig(epochs=3, batch_size=2, alpha_lr=0.05,
@@ -184,19 +199,8 @@ def test_resume_equals_uninterrupted(tmp_path):
         return implant(small_unet(seed=1), IACConfig(nodes=1), generator=torch.Generator().manual_seed(3))
 
     straight = darts_search(fresh(), data, config, progress=False)
-
-    class Killed(Exception):
-        pass
-
-    def kill_after_first(epoch):
-        if epoch == 0:
-            raise Killed
-
     ckpt = tmp_path / "search.pt"
-    with pytest.raises(Killed):
-        darts_search(fresh(), data, config, checkpoint=ckpt, progress=False, on_epoch_end=kill_after_first)
-    net = fresh()
-    resumed = darts_search(net, data, config, checkpoint=ckpt, progress=False)
+    resumed = killed_and_resumed(fresh, data, config, ckpt, kill_epoch=0)
     assert resumed.genotype == straight.genotype
     assert torch.equal(resumed.weights, straight.weights)
     assert resumed.train_loss == straight.train_loss and resumed.arch_loss == straight.arch_loss
@@ -265,3 +269,137 @@ def test_tiny_search_on_a_real_task():
     metrics = evaluate(derived, test)
     assert metrics.dice.shape == (len(torch.unique(test.cases)), 2)
     assert 0 <= metrics.mean_dice() <= 1
+
+
+# ---------------------------------------------------------------- issue 22: paired searches, warm-up, controls
+
+
+def cell_tensors(net) -> dict[str, torch.Tensor]:
+    """Every implanted cell's parameters and buffers, and the architecture parameters."""
+    out = {f"cell{i}.{k}": v for i, cell in enumerate(net.cells()) for k, v in cell.state_dict().items()}
+    out.update({f"arch.{k}": v for k, v in net.arch.state_dict().items()})
+    return out
+
+
+def test_paired_implants_start_from_identical_cells():
+    backbone = small_unet(seed=0)
+    config = IACConfig(nodes=2, partial_channels=2)
+    first = implant(copy.deepcopy(backbone), config, generator=torch.Generator().manual_seed(5))
+    torch.manual_seed(123)  # whatever ran in between (the other search, a derived cell's training) ...
+    torch.rand(1000)
+    second = implant(copy.deepcopy(backbone), config, generator=torch.Generator().manual_seed(5))
+    a, b = cell_tensors(first), cell_tensors(second)
+    assert a.keys() == b.keys() and len(a) > 20
+    assert all(torch.equal(a[k], b[k]) for k in a), "paired searches must start from identical cells"
+    state = torch.random.get_rng_state()
+    other = implant(copy.deepcopy(backbone), config, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(state, torch.random.get_rng_state()), "a seeded implant leaves the global generator alone"
+    c = cell_tensors(other)
+    assert any(not torch.equal(a[k], c[k]) for k in a if k.endswith("weight"))
+
+
+def test_first_architecture_step_is_not_a_weight_decay_step():
+    """The zero projection makes the first architecture gradient exactly zero: no step is taken then
+    (Adam would turn the weight decay alone into a full learning-rate step)."""
+    from mednns_fast.iac import search_optimizers, search_step
+
+    data = random_data(4)
+    net = implant(small_unet(seed=0), IACConfig(nodes=1), generator=torch.Generator().manual_seed(0))
+    net.freeze_backbone()
+    w_opt, a_opt = search_optimizers(net, SearchConfig(alpha_lr=0.05, alpha_weight_decay=1e-3))
+    before = net.arch.alphas.detach().clone()
+    search_step(net, w_opt, a_opt, (data.images[:2], data.masks[:2]), (data.images[2:], data.masks[2:]))
+    assert torch.equal(net.arch.alphas, before)
+    assert net.cells()[0].project.weight.abs().sum() > 0  # the weight step moved the projection
+    search_step(net, w_opt, a_opt, (data.images[:2], data.masks[:2]), (data.images[2:], data.masks[2:]))
+    assert not torch.equal(net.arch.alphas, before)  # now the gradient is real
+
+
+def test_warmup_trains_weights_only():
+    data = random_data(8)
+    config = SearchConfig(epochs=4, batch_size=2, alpha_lr=0.05, warmup_epochs=2)
+    net = implant(small_unet(seed=1), IACConfig(nodes=1), generator=torch.Generator().manual_seed(3))
+    initial = net.arch.weights().detach().clone()
+    res = darts_search(net, data, config, progress=False)
+    assert torch.equal(res.weights[0], initial) and torch.equal(res.weights[1], initial)
+    assert not torch.equal(res.weights[3], initial)
+    assert res.arch_loss[:2] == [None, None] and all(v is not None for v in res.arch_loss[2:])
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        SearchConfig(epochs=3, warmup_epochs=3)
+
+
+def test_resume_with_warmup_and_calibrated_pruner_is_bit_identical(tmp_path):
+    data = random_data(8)
+    config = SearchConfig(epochs=6, batch_size=2, alpha_lr=0.05, warmup_epochs=2,
+                          pruner=dict(window=1, patience=1, prune_fraction=0.5, threshold="auto"))
+
+    def fresh():
+        return implant(small_unet(seed=1), IACConfig(nodes=1), generator=torch.Generator().manual_seed(3))
+
+    straight = darts_search(fresh(), data, config, progress=False)
+    assert straight.calibration is not None and straight.calibration["threshold"] > 0
+    resumed = killed_and_resumed(fresh, data, config, tmp_path / "search.pt", kill_epoch=2)
+    assert torch.equal(resumed.weights, straight.weights) and resumed.events == straight.events
+    assert resumed.train_loss == straight.train_loss and resumed.genotype == straight.genotype
+    assert resumed.calibration == straight.calibration
+
+
+def test_shared_tie_break_in_derive_and_pruner():
+    """One rule: equal strength goes to the lower index, in `derive` (kept) and in the pruner (the higher
+    index is dropped)."""
+    from mednns_fast.iac import ProgressivePruner
+    from mednns_fast.nas.iac.cell import strongest_first
+
+    assert strongest_first([0.2, 0.5, 0.5, 0.1]) == [1, 2, 0, 3]
+    assert strongest_first([0.2, 0.5, 0.5, 0.1], [0, 2, 3]) == [2, 0, 3]
+    config = IACConfig(nodes=1, use_decoder=False)  # one edge
+    logits = torch.zeros(1, P)
+    logits[0, 2] = logits[0, 5] = 1.0  # a tie between two real operations
+    genotype = derive(torch.softmax(logits, -1), torch.ones(1), config)
+    alphas = torch.nn.Parameter(logits.clone())
+    pruner = ProgressivePruner(alphas, window=1, patience=1, threshold=0.5, prune_fraction=1.0)
+    for t in range(3):
+        pruner.step(t)
+    assert pruner.done
+    kept = pruner.masks[0].nonzero().flatten().tolist()
+    assert kept == [2] and genotype.nodes[0][0][0] == DARTS_PRIMITIVES[2]
+
+
+def test_control_genotypes():
+    from mednns_fast.nas.iac.cell import random_genotype, skip_genotype
+
+    config = IACConfig(nodes=3)
+    a = random_genotype(config, torch.Generator().manual_seed(4))
+    b = random_genotype(config, torch.Generator().manual_seed(4))
+    assert a == b and all(op != "none" for node in a.nodes for op, _ in node)
+    assert [len(node) for node in a.nodes] == [2, 2, 2]
+    assert any(random_genotype(config, torch.Generator().manual_seed(s)) != a for s in range(5, 10))
+    skip = skip_genotype(config)
+    assert {op for node in skip.nodes for op, _ in node} == {"skip_connect"}
+    net = implant(small_unet(), skip, generator=torch.Generator().manual_seed(0))
+    assert net(torch.rand(2, 1, 16, 16)).shape == (2, 3, 16, 16)
+
+
+def test_paired_bootstrap_and_summary():
+    from mednns_fast.iac.study import paired_bootstrap
+
+    a = {0: [0.8, 0.9], 1: [0.7, 0.7], 2: [0.6, 0.65]}
+    b = {0: [0.7, 0.8], 1: [0.7, 0.6], 2: [0.6, 0.55]}
+    p = paired_bootstrap(a, b, n=500, seed=0)
+    assert p == paired_bootstrap(a, b, n=500, seed=0)
+    assert p["cases"] == 3 and p["lo"] <= p["mean"] <= p["hi"]
+    assert p["mean"] == pytest.approx(100 * (0.1 + 0.05 + 0.05) / 3)
+    same = paired_bootstrap(a, a, n=100)
+    assert same["mean"] == same["lo"] == same["hi"] == 0.0
+
+
+def test_experiment_presets():
+    from mednns_fast.iac.study import ExperimentConfig
+
+    full = ExperimentConfig.full_scale()
+    assert (full.downsample, full.train_images, full.depth, full.width, full.nodes) == (1, None, 3, 16, 4)
+    assert full.width // full.partial_channels >= 4 and full.warmup_epochs > 0 and full.patience > 0
+    assert full.alpha_lr == 6e-4 and full.pruner["prune_fraction"] < 1
+    inter = ExperimentConfig.intermediate(seeds=(0,))
+    assert inter.nodes >= 2 and inter.width // inter.partial_channels >= 4 and inter.seeds == (0,)
+    assert ExperimentConfig().nodes == 1 and ExperimentConfig().controls == ()  # the demo's tiny defaults

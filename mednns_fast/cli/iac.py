@@ -65,7 +65,8 @@ def iac_search(run: RunDir, cfg: dict, progress: bool = True, modes: tuple[str, 
     test = seg_data(built["test"]).downsample(ecfg.downsample)
     out_dir = run.path / "iac"
     tag = f"{task_name}_{ic['backbone']}_s{cfg['seed']}_{'_'.join(modes)}"
-    row = iac_pair(ecfg, task_name, ic["backbone"], cfg["seed"], train, test, out_dir, progress, modes, tag)
+    row = iac_pair(ecfg, task_name, ic["backbone"], cfg["seed"], train, test, out_dir, progress, modes, tag,
+                   device=cfg["device"], amp=cfg["amp"])
     row.pop("trajectories", None)
     summary = {"task": task_name, "backbone": ic["backbone"], "seed": cfg["seed"],
                "baseline_dice": row["baseline"]["mean_dice"]}

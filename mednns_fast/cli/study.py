@@ -1,7 +1,8 @@
 """`mednns-fast study lodo` and `mednns-fast study iac`: the studies behind BENCHMARKS.md, resumable.
 
     mednns-fast study lodo --zoo sqlite:///runs/zoo/zoo.db --out runs/metaspace_lodo [--seeds 0,1,2 ...]
-    mednns-fast study iac --out runs/iac_lth [--tasks T ...] [--seeds 0 1 2] [--search-epochs N]
+    mednns-fast study iac --out runs/iac_lth [--quick | --scale demo|intermediate|full] [--tasks T ...]
+                          [--backbones unet resunet] [--seeds 0 1 2] [--search-epochs N]
 
 The algorithms are `evaluation.lodo.run_lodo` and `iac.study.run_one`; this module writes what they return
 (one JSON per finished fold or run, so a killed study resumes with what it has) and draws the figures.
@@ -117,20 +118,28 @@ def lodo_study(zoo: str, out: str | Path, settings, progress: bool = True,
 
 
 def _add_iac(sub) -> None:
-    from ..iac.study import SEG_TASKS, ExperimentConfig
+    from ..iac.study import SEG_TASKS
 
     p = sub.add_parser("iac", help="IAC vs IAC-LTH on the built-in segmentation tasks")
     p.add_argument("--out", default="runs/iac_lth")
-    p.add_argument("--tasks", nargs="*", default=list(SEG_TASKS))
-    p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    p.add_argument("--search-epochs", type=int, default=ExperimentConfig.search_epochs)
+    p.add_argument("--scale", choices=("demo", "intermediate", "full"), default="demo",
+                   help="demo: the tiny defaults (mechanics only); intermediate: a loaded 2-core CPU, one task "
+                        "in ~30 min; full: issue 22's scale (64 px, whole training split, 4-node cells; a GPU)")
+    p.add_argument("--quick", action="store_true", help="minutes: the intermediate scale, one task, one seed")
+    p.add_argument("--tasks", nargs="*", default=None, help=f"default: {' '.join(SEG_TASKS)} (--quick: one)")
+    p.add_argument("--backbones", nargs="*", default=None, help="default: unet resunet")
+    p.add_argument("--seeds", nargs="*", type=int, default=None, help="default 0 1 2 (--quick: 0)")
+    p.add_argument("--search-epochs", type=int, default=None, help="default: the scale's")
     p.add_argument("--no-progress", action="store_true")
 
 
 def iac_pair(cfg, task: str, backbone: str, seed: int, train, test, out: Path, progress: bool,
-             modes: tuple[str, ...] = ("full", "lth"), name: str = "") -> dict:
+             modes: tuple[str, ...] = ("full", "lth"), name: str = "", device: str = "cpu",
+             amp: str = "none", val=None) -> dict:
     """One task x backbone x seed into `out` (read back from `out/runs/<name>.json` when finished: default
-    name `<task>_<backbone>_s<seed>`); draws the search pair to `out/figures/<task>_<backbone>_s<seed>.png`."""
+    name `<task>_<backbone>_s<seed>`); draws the search pair to `out/figures/<task>_<backbone>_s<seed>.png`.
+    device / amp: where and in which precision `run_one` trains. val: the validation split (early stopping
+    and validation selection when `cfg.patience` > 0)."""
     from ..iac.study import run_one
     from ..report.iac_figures import plot_search_pair
 
@@ -138,7 +147,8 @@ def iac_pair(cfg, task: str, backbone: str, seed: int, train, test, out: Path, p
     path = out / "runs" / f"{name or tag}.json"
     row = read_json(path)
     if row is None:
-        row, results = run_one(cfg, task, backbone, seed, train, test, out / "checkpoints", progress, modes)
+        row, results = run_one(cfg, task, backbone, seed, train, test, out / "checkpoints", progress, modes,
+                               device=device, amp=amp, val=val)
         if set(modes) == {"full", "lth"}:
             plot_search_pair(results["full"], results["lth"], out / "figures" / f"{tag}.png", tag)
         atomic_write_json(path, row)
@@ -151,6 +161,7 @@ def iac_study(cfg, out: str | Path, progress: bool = True) -> dict:
 
     from ..iac.segmentation import seg_data
     from ..iac.study import summarise
+    from ..report.iac_figures import plot_paired
     from ..report.iac_results import summary_table
 
     out = Path(out)
@@ -160,25 +171,47 @@ def iac_study(cfg, out: str | Path, progress: bool = True) -> dict:
     for task in cfg.tasks:
         built = mf.data.build_task(task)
         train = seg_data(built["train"], limit=cfg.train_images, seed=0).downsample(cfg.downsample)
+        val = seg_data(built["val"]).downsample(cfg.downsample)
         test = seg_data(built["test"]).downsample(cfg.downsample)
         for backbone_name in cfg.backbones:
             for seed in cfg.seeds:
-                row = iac_pair(cfg, task, backbone_name, seed, train, test, out, progress)
+                row = iac_pair(cfg, task, backbone_name, seed, train, test, out, progress, val=val)
                 runs.append(row)
+                arms = "  ".join(f"{a} {row[a]['test']['mean_dice']:.3f}" for a in ("extra", "random", "skip")
+                                 if a in row)
                 print(f"[{time.perf_counter() - started:7.1f}s] {task:17s} {backbone_name:8s} seed {seed}: "
                       f"baseline {row['baseline']['mean_dice']:.3f}  full {row['full']['test']['mean_dice']:.3f} "
                       f"({row['full']['search']['wall_seconds']:.1f}s)  lth {row['lth']['test']['mean_dice']:.3f} "
-                      f"({row['lth']['search']['wall_seconds']:.1f}s, {row['lth']['search']['epochs_run']} ep)",
+                      f"({row['lth']['search']['wall_seconds']:.1f}s, {row['lth']['search']['epochs_run']} ep)  {arms}",
                       flush=True)
-    summary = summarise(runs)
+    summary = summarise(runs, cfg.bootstrap)
     summary["config"] = asdict(cfg)
     summary["total_seconds"] = time.perf_counter() - started
     atomic_write_json(out / "summary.json", summary)
     (out / "summary.md").write_text(summary_table(summary) + "\n")
+    plot_paired(summary, out / "figures" / "paired.png")
     print(summary_table(summary))
     print(f"median wall speed-up {summary['median_speedup_wall']:.2f}x, min {summary['min_speedup_wall']:.2f}x, "
           f"total {summary['total_seconds']:.0f}s")
     return summary
+
+
+def iac_config(args: argparse.Namespace):
+    """The `ExperimentConfig` of `study iac`'s flags: the scale's preset, then the flags given."""
+    from ..iac.study import ExperimentConfig
+
+    if args.quick:
+        cfg = ExperimentConfig.quick()
+    else:
+        cfg = {"demo": ExperimentConfig, "intermediate": ExperimentConfig.intermediate,
+               "full": ExperimentConfig.full_scale}[args.scale]()
+    given = {"tasks": args.tasks, "backbones": args.backbones, "seeds": args.seeds}
+    overrides = {k: tuple(v) for k, v in given.items() if v is not None}
+    if args.search_epochs is not None:
+        overrides["search_epochs"] = args.search_epochs
+    from dataclasses import replace
+
+    return replace(cfg, **overrides)
 
 
 # ---------------------------------------------------------------- wiring
@@ -200,8 +233,5 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
         lodo_study(args.zoo, args.out, lodo_settings(args), progress=progress_bars(args.quiet), sources=args.sources)
     else:
-        from ..iac.study import ExperimentConfig
-
-        cfg = ExperimentConfig(tasks=tuple(args.tasks), seeds=tuple(args.seeds), search_epochs=args.search_epochs)
-        iac_study(cfg, args.out, progress=progress_bars(args.no_progress))
+        iac_study(iac_config(args), args.out, progress=progress_bars(args.no_progress))
     return 0

@@ -8,6 +8,13 @@ no unrolled step). Each half has its own endless batch stream. With `config.prun
 `ProgressivePruner` watches the alphas after every epoch; its masks switch pruned candidates off in every
 implanted cell (exact zero weights, so the MixedOps never compute them) and the search stops when every
 edge is decided. Without it the search runs `config.epochs` epochs (the full-length search).
+The first `config.warmup_epochs` epochs train the cells' weights only (PC-DARTS' warm-up): the cells'
+output projections start at zero, so until they have moved the architecture gradient is exactly zero.
+An architecture step whose gradient is exactly zero is skipped: Adam would otherwise turn the weight decay
+(1e-3 x alphas of 1e-3) into a full-size step of the learning rate in the direction -sign(alpha).
+A pruner dict with ``threshold="auto"`` is calibrated from a null run of the architecture optimiser
+(`pruner.null_trajectory` / `pruner.calibrate`, same learning rate, betas, weight decay, steps per epoch
+and length as this search); the values used are in `SearchResult.calibration`.
 With `checkpoint` set, the whole state is saved after every epoch and a rerun resumes from it exactly.
 """
 
@@ -25,30 +32,34 @@ import torch
 from tqdm.auto import tqdm
 
 from ..io import atomic_torch_save
+from ..nas.device import Precision, resolve_device
 from ..nas.iac.cell import Genotype, derive, primitive_names
 from ..nas.iac.implant import IACNetwork, implant
 from ..nas.iac.unet import UNet
 from .batches import BatchStream
-from .pruner import ProgressivePruner, PruneEvent
-from .segmentation import SegData, dice_ce_loss, split_halves, train_segmenter
+from .pruner import ProgressivePruner, PruneEvent, calibrate, null_trajectory
+from .segmentation import SegData, dice_ce_loss, split_halves, train_segmenter, train_selected
 
 _CHECKPOINT_VERSION = 1
 
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """epochs: the full-length search (the most epochs a pruned search may take). An epoch is one pass
-    over the weight half of the data. w_lr: Adam on the cells' weights. alpha_lr, alpha_weight_decay:
-    Adam (betas 0.5, 0.999, as DARTS) on alphas and betas. pruner: `ProgressivePruner` keyword arguments,
-    or None for the full-length search."""
+    """epochs: the full-length search (the most epochs a pruned search may take; warm-up included). An
+    epoch is one pass over the weight half of the data. warmup_epochs: weight-only epochs first (no
+    architecture step, no pruning). w_lr: Adam on the cells' weights. alpha_lr, alpha_weight_decay:
+    Adam (betas 0.5, 0.999) on alphas and betas (PC-DARTS: 6e-4, 1e-3). pruner: `ProgressivePruner`
+    keyword arguments (``threshold="auto"``: calibrated, see the module doc; ``noise_quantile``,
+    ``noise_multiple``, ``margin_multiple`` tune that), or None for the full-length search."""
 
     epochs: int = 50
     batch_size: int = 8
     w_lr: float = 3e-3
-    alpha_lr: float = 3e-3
+    alpha_lr: float = 6e-4
     alpha_weight_decay: float = 1e-3
     seed: int = 0
     pruner: dict | None = None
+    warmup_epochs: int = 0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -58,6 +69,9 @@ class SearchConfig:
         for name in ("w_lr", "alpha_lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"SearchConfig: {name} must be > 0, got {getattr(self, name)!r}")
+        w = self.warmup_epochs
+        if isinstance(w, bool) or not isinstance(w, int) or not 0 <= w < self.epochs:
+            raise ValueError(f"SearchConfig: warmup_epochs must be an int in [0, epochs), got {w!r}")
 
 
 @dataclass
@@ -88,6 +102,16 @@ class SearchResult:
     done: bool
     config: SearchConfig
     primitives: tuple[str, ...] = field(default=())
+    calibration: dict | None = None
+    earliest_decision: list[int] | None = None
+    steps_per_epoch: int = 0
+
+    def decided_at_earliest(self) -> int:
+        """Edges decided at the earliest epoch the pruner allows (`ProgressivePruner.earliest_decision_epoch`)."""
+        if self.earliest_decision is None:
+            return 0
+        return sum(d is not None and d <= first for d, first in zip(self.decided_epoch, self.earliest_decision,
+                                                                     strict=True))
 
     def summary(self) -> dict:
         """JSON-ready scalars and lists (no tensors)."""
@@ -98,6 +122,8 @@ class SearchResult:
             "decided_epoch": self.decided_epoch, "done": self.done,
             "events": [ev.to_dict() for ev in self.events], "config": asdict(self.config),
             "train_loss": self.train_loss, "arch_loss": self.arch_loss,
+            "calibration": self.calibration, "earliest_decision": self.earliest_decision,
+            "decided_at_earliest": self.decided_at_earliest(), "steps_per_epoch": self.steps_per_epoch,
         }
 
 
@@ -111,28 +137,51 @@ def search_optimizers(network: IACNetwork, config: SearchConfig) -> tuple[torch.
 
 
 def search_step(network: IACNetwork, w_opt: torch.optim.Optimizer, a_opt: torch.optim.Optimizer,
-                arch_batch: tuple[torch.Tensor, torch.Tensor],
+                arch_batch: tuple[torch.Tensor, torch.Tensor] | None,
                 weight_batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, float]:
     """One first-order DARTS step: the architecture parameters on `arch_batch` (images [N, C, H, W], masks
-    [N, H, W]), then the cells' weights on `weight_batch`. Returns (weight loss, architecture loss)."""
-    a_loss = dice_ce_loss(network(arch_batch[0]), arch_batch[1])
-    a_opt.zero_grad(set_to_none=True)
-    a_loss.backward()
-    a_opt.step()
-    w_loss = dice_ce_loss(network(weight_batch[0]), weight_batch[1])
+    [N, H, W]; None: a warm-up step, weights only), then the cells' weights on `weight_batch`. An
+    architecture gradient that is exactly zero (the projections still at their zero init) takes no step.
+    Returns (weight loss, architecture loss; nan for a warm-up step)."""
+    w_loss, a_loss = _step(network, w_opt, a_opt, arch_batch, weight_batch, Precision())
+    return float(w_loss), float(a_loss)
+
+
+def _step(network: IACNetwork, w_opt: torch.optim.Optimizer, a_opt: torch.optim.Optimizer,
+          arch_batch: tuple[torch.Tensor, torch.Tensor] | None, weight_batch: tuple[torch.Tensor, torch.Tensor],
+          precision: Precision) -> tuple[torch.Tensor, torch.Tensor]:
+    """`search_step` under `precision` (autocast; fp16 gradient scaling), its losses left on the device."""
+    a_loss = torch.full((), math.nan, device=weight_batch[0].device)
+    if arch_batch is not None:
+        with precision.autocast():
+            a_loss = dice_ce_loss(network(arch_batch[0]), arch_batch[1])
+        a_opt.zero_grad(set_to_none=True)
+        precision.backward(a_loss)
+        # Only while the projections may still be at their zero init is the gradient read on the host: once a
+        # step has been taken the check (a host sync per step) is skipped for good (a resumed search checks once).
+        if getattr(a_opt, "arch_gradient_seen", False) or any(
+                g is not None and bool(g.ne(0).any()) for g in (p.grad for p in network.arch_parameters())):
+            a_opt.arch_gradient_seen = True
+            precision.step(a_opt)
+    with precision.autocast():
+        w_loss = dice_ce_loss(network(weight_batch[0]), weight_batch[1])
     w_opt.zero_grad(set_to_none=True)  # also clears what the architecture step left on the weights
-    w_loss.backward()
-    w_opt.step()
-    return float(w_loss.detach()), float(a_loss.detach())
+    precision.backward(w_loss)
+    precision.step(w_opt)
+    return w_loss.detach(), a_loss.detach()
 
 
 def darts_search(network: IACNetwork, data: SegData, config: SearchConfig = SearchConfig(),
                  checkpoint: str | os.PathLike | None = None, progress: bool = True,
-                 on_epoch_end: Callable[[int], None] | None = None) -> SearchResult:
+                 on_epoch_end: Callable[[int], None] | None = None, device: str | torch.device = "cpu",
+                 amp: str = "none") -> SearchResult:
     """Search the cells implanted in `network` (from `mf.nas.implant(unet, IACConfig(...))`) on `data`
     (the training split). Resumes from `checkpoint` when that file exists, and writes it after every
     epoch. `on_epoch_end(epoch)` runs after each epoch's checkpoint (a place to log, or to stop).
-    Returns a `SearchResult`; `network` is left in its searched state (prune masks applied)."""
+    device: the network and the data are moved there once (the network stays there); amp: "none", "bf16" or
+    "fp16". The step losses stay on the device until the epoch ends; the checkpoint holds CPU tensors.
+    Returns a `SearchResult` (its tensors on the CPU); `network` is left in its searched state (prune masks
+    applied)."""
     if not isinstance(network, IACNetwork) or network.arch is None:
         raise TypeError("darts_search: network must be an IACNetwork with search cells (implant an IACConfig)")
     if data.n_classes != network.unet.config["n_classes"]:
@@ -140,21 +189,27 @@ def darts_search(network: IACNetwork, data: SegData, config: SearchConfig = Sear
                          f"{network.unet.config['n_classes']}")
     if len(data) < 2:
         raise ValueError(f"darts_search: needs at least 2 training images, got {len(data)}")
+    device = resolve_device(device)
+    precision = Precision(device, amp)
+    network.to(device)
+    data = data.to(device)
+    keep = (lambda obj: obj) if device.type == "cpu" else _cpu  # what the checkpoint holds: CPU tensors
     arch = network.arch
     network.freeze_backbone()
     w_opt, a_opt = search_optimizers(network, config)
     w_half, a_half = split_halves(data, config.seed)
     w_stream = BatchStream(len(w_half), config.batch_size, config.seed + 1)
     a_stream = BatchStream(len(a_half), config.batch_size, config.seed + 2)
-    pruner = None
+    pruner, calibration = None, None
     if config.pruner is not None:
-        pruner = ProgressivePruner(arch.alphas, names=primitive_names(arch.config), **config.pruner)
+        kwargs, calibration = pruner_settings(config, arch.alphas.shape, w_stream.batches_per_pass)
+        pruner = ProgressivePruner(arch.alphas, names=primitive_names(arch.config), **kwargs)
     history: dict[str, list] = {"weights": [], "betas": [], "train_loss": [], "arch_loss": [], "epoch_seconds": [],
                                "epoch_cpu_seconds": []}
     start = 0
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and path.exists():
-        state = torch.load(path, weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=False)
         if state.get("version") != _CHECKPOINT_VERSION or state["config"] != asdict(config):
             raise ValueError(f"darts_search: checkpoint {path} was written by a different search "
                              f"(config {state.get('config')}); remove it or pass the same config")
@@ -176,38 +231,76 @@ def darts_search(network: IACNetwork, data: SegData, config: SearchConfig = Sear
             break
         t0, c0 = time.perf_counter(), time.process_time()
         network.train()
-        sums = [0.0, 0.0]
+        sums = torch.zeros(2, dtype=torch.float64, device=device)  # float64: the sums Python floats gave
+        warming = epoch < config.warmup_epochs
         for _ in range(steps):
-            a_idx, w_idx = a_stream.next(), w_stream.next()
-            w_loss, a_loss = search_step(network, w_opt, a_opt, (a_half.images[a_idx], a_half.masks[a_idx]),
-                                         (w_half.images[w_idx], w_half.masks[w_idx]))
-            sums[0] += w_loss
-            sums[1] += a_loss
+            a_idx, w_idx = a_stream.next().to(device), w_stream.next().to(device)
+            w_loss, a_loss = _step(network, w_opt, a_opt,
+                                   None if warming else (a_half.images[a_idx], a_half.masks[a_idx]),
+                                   (w_half.images[w_idx], w_half.masks[w_idx]), precision)
+            sums += torch.stack([w_loss.double(), a_loss.double()])
+        sums = sums.tolist()  # the epoch's one read of its losses
         if pruner is not None and pruner.step(epoch):
             network.set_active(pruner.masks)
         history["epoch_seconds"].append(time.perf_counter() - t0)
         history["epoch_cpu_seconds"].append(time.process_time() - c0)
-        history["weights"].append(arch.weights().detach().clone())
-        history["betas"].append(arch.edge_betas().detach().clone())
+        history["weights"].append(arch.weights().detach().clone().cpu())
+        history["betas"].append(arch.edge_betas().detach().clone().cpu())
         history["train_loss"].append(sums[0] / steps)
-        history["arch_loss"].append(sums[1] / steps)
+        history["arch_loss"].append(None if warming else sums[1] / steps)  # None: a warm-up epoch
         bar.set_postfix(loss=f"{sums[0] / steps:.3f}",
                         decided=f"{sum(pruner.decided(e) for e in range(pruner.num_edges))}" if pruner else "-")
         if path is not None:
             atomic_torch_save({
                 "version": _CHECKPOINT_VERSION, "config": asdict(config), "epoch": epoch,
-                "network": network.state_dict(), "w_opt": w_opt.state_dict(), "a_opt": a_opt.state_dict(),
+                "network": keep(network.state_dict()), "w_opt": keep(w_opt.state_dict()),
+                "a_opt": keep(a_opt.state_dict()),
                 "w_stream": w_stream.state_dict(), "a_stream": a_stream.state_dict(),
                 "pruner": pruner.state_dict() if pruner is not None else None, "history": history,
             }, path)
         if on_epoch_end is not None:
             on_epoch_end(epoch)
     bar.close()
-    return _result(network, pruner, history, config)
+    return _result(network, pruner, history, config, calibration, steps)
+
+
+def pruner_settings(config: SearchConfig, shape: tuple[int, int], steps_per_epoch: int) -> tuple[dict, dict | None]:
+    """The `ProgressivePruner` keyword arguments of a search (warm-up from the search; ``threshold="auto"``
+    calibrated on a null run of `shape` [E, K] alphas, seeded by the search's seed) and the calibration
+    record (None when not calibrated)."""
+    kwargs = dict(config.pruner or {})
+    quantile = kwargs.pop("noise_quantile", 0.99)
+    multiple = kwargs.pop("noise_multiple", 3.0)
+    margin_multiple = kwargs.pop("margin_multiple", 2.0)
+    kwargs.setdefault("warmup", config.warmup_epochs)
+    if kwargs.get("threshold") != "auto":
+        return kwargs, None
+    window = kwargs.get("window", 10)
+    # The noise level does not depend on the search's length: a search too short for the window still gets a
+    # null run long enough to estimate it (its pruner then simply has no time to fire).
+    null_epochs = max(config.epochs - config.warmup_epochs, window + 20)
+    null = null_trajectory(int(shape[0]), int(shape[1]), null_epochs, steps_per_epoch,
+                           config.alpha_lr, (0.5, 0.999), config.alpha_weight_decay, seed=10_007 + config.seed)
+    cal = calibrate(null, window, kwargs.get("prune_fraction", 0.5), kwargs.get("min_ops", 1),
+                    quantile, multiple, margin_multiple)
+    kwargs["threshold"], kwargs["margin"] = cal["threshold"], cal["margin"]
+    return kwargs, {**cal, "quantile": quantile, "multiple": multiple, "margin_multiple": margin_multiple,
+                    "steps_per_epoch": steps_per_epoch}
+
+
+def _cpu(obj):
+    """`obj` with its tensors on the CPU (checkpoints load anywhere); CPU tensors are kept as they are."""
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return type(obj)((k, _cpu(v)) for k, v in obj.items())
+    if isinstance(obj, list):
+        return [_cpu(v) for v in obj]
+    return obj
 
 
 def _result(network: IACNetwork, pruner: ProgressivePruner | None, history: dict,
-            config: SearchConfig) -> SearchResult:
+            config: SearchConfig, calibration: dict | None = None, steps_per_epoch: int = 0) -> SearchResult:
     arch = network.arch
     genotype = derive(arch.weights(), arch.edge_betas(), arch.config)
     E = arch.config.n_edges
@@ -228,21 +321,36 @@ def _result(network: IACNetwork, pruner: ProgressivePruner | None, history: dict
         betas=torch.stack(history["betas"]) if history["betas"] else torch.empty(0, E),
         train_loss=list(history["train_loss"]), arch_loss=list(history["arch_loss"]),
         decided_epoch=decided, events=events, divergences=divergences, done=done, config=config,
-        primitives=arch.config.primitives)
+        primitives=arch.config.primitives, calibration=calibration, steps_per_epoch=steps_per_epoch,
+        earliest_decision=None if pruner is None else [pruner.earliest_decision_epoch(e) for e in range(E)])
 
 
 def train_derived(backbone: UNet, genotype: Genotype, data: SegData, epochs: int, finetune_epochs: int = 0,
                   batch_size: int = 16, lr: float = 3e-3, finetune_lr: float = 3e-4, seed: int = 0,
-                  levels: list[int] | None = None, progress: bool = True) -> IACNetwork:
-    """A copy of `backbone` with the derived cell implanted, the cells trained `epochs` epochs with the
-    backbone frozen, then (optionally) everything fine-tuned `finetune_epochs` epochs at `finetune_lr`.
-    `backbone` itself is not changed."""
-    torch.manual_seed(seed)  # the cells' initial weights
-    network = implant(copy.deepcopy(backbone), genotype, levels)
+                  levels: list[int] | None = None, progress: bool = True, val: SegData | None = None,
+                  patience: int = 5, device: str | torch.device = "cpu", amp: str = "none") -> IACNetwork:
+    """A copy of `backbone` with the derived cell implanted (initial weights from `seed`), the cells trained
+    `epochs` epochs with the backbone frozen, then (optionally) everything fine-tuned `finetune_epochs`
+    epochs at `finetune_lr`. With `val`: the cells are trained to convergence instead, at most `epochs`
+    passes, stopped after `patience` passes without a better validation Dice, the best pass kept
+    (`train_selected`; its record is `network.training_record`). `backbone` itself is not changed.
+    device / amp: where (the returned network stays there) and in which precision it trains."""
+    device = resolve_device(device)
+    data, val = data.to(device), None if val is None else val.to(device)
+    network = implant(copy.deepcopy(backbone), genotype, levels, generator=torch.Generator().manual_seed(seed))
+    network.to(device)
     network.freeze_backbone()
-    train_segmenter(network, network.cell_parameters(), data, epochs, batch_size, lr, seed, "cells", progress)
+    if val is None:
+        train_segmenter(network, network.cell_parameters(), data, epochs, batch_size, lr, seed, "cells", progress,
+                        amp)
+        network.training_record = {"epochs": epochs, "steps": epochs * BatchStream(len(data), batch_size, 0)
+                                   .batches_per_pass}
+    else:
+        # the untrained cell (zero projection: the backbone's function) competes too
+        network.training_record = train_selected(network, network.cell_parameters(), data, val, epochs, patience,
+                                                 batch_size, lr, seed, "cells", progress, select_initial=True)
     if finetune_epochs:
         network.unfreeze_backbone()
         train_segmenter(network, network.parameters(), data, finetune_epochs, batch_size, finetune_lr, seed + 1,
-                        "finetune", progress)
+                        "finetune", progress, amp)
     return network

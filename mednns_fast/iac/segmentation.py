@@ -21,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..nas.bn_calibration import recalibrate_bn
+from ..nas.device import Precision
 from .batches import BatchStream
 from .seg_metrics import CaseMetrics, case_metrics
 
@@ -38,8 +39,15 @@ class SegData:
         return len(self.images)
 
     def subset(self, index: torch.Tensor | np.ndarray) -> SegData:
-        index = torch.as_tensor(index, dtype=torch.long)
+        index = torch.as_tensor(index, dtype=torch.long).to(self.images.device)
         return SegData(self.images[index], self.masks[index], self.cases[index], self.n_classes)
+
+    def to(self, device: str | torch.device) -> SegData:
+        """The same data on `device` (self when it is there: no copy on the CPU)."""
+        device = torch.device(device)
+        if self.images.device == device:
+            return self
+        return SegData(self.images.to(device), self.masks.to(device), self.cases.to(device), self.n_classes)
 
     def downsample(self, factor: int) -> SegData:
         """Every `factor`-th pixel: images average-pooled, masks sampled at each block's top-left pixel."""
@@ -125,29 +133,82 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-
 
 def train_segmenter(model: nn.Module, params: Iterable[nn.Parameter], data: SegData, epochs: int,
                     batch_size: int = 16, lr: float = 3e-3, seed: int = 0, desc: str = "train",
-                    progress: bool = True) -> list[float]:
+                    progress: bool = True, amp: str = "none") -> list[float]:
     """Adam on `params` for `epochs` passes over `data` (seeded batches), then `recalibrate_batchnorm`;
     returns the mean loss per epoch. The model's own `train()` decides which modules update their
-    BatchNorm statistics."""
+    BatchNorm statistics. It trains where `data` is (put the model there too); amp: "none", "bf16" or "fp16".
+    The epoch's loss sum stays on the device until the epoch ends."""
     params = [p for p in params if p.requires_grad]
     if not params:
         raise ValueError("train_segmenter: no trainable parameters")
+    device = data.images.device
+    precision = Precision(device, amp)
     opt = torch.optim.Adam(params, lr=lr)
     stream = BatchStream(len(data), batch_size, seed)
     losses = []
     model.train()
     for _ in tqdm(range(epochs), desc=desc, disable=not progress, leave=False):
-        total = 0.0
+        total = torch.zeros((), dtype=torch.float64, device=device)  # float64: the sum Python floats gave
         for _ in range(stream.batches_per_pass):
+            idx = stream.next().to(device)
+            with precision.autocast():
+                loss = dice_ce_loss(model(data.images[idx]), data.masks[idx])
+            opt.zero_grad(set_to_none=True)
+            precision.backward(loss)
+            precision.step(opt)
+            total += loss.detach().double()
+        losses.append(float(total) / stream.batches_per_pass)
+    recalibrate_batchnorm(model, data, batch_size)
+    return losses
+
+
+def train_selected(model: nn.Module, params: Iterable[nn.Parameter], data: SegData, val: SegData,
+                   max_epochs: int, patience: int, batch_size: int = 16, lr: float = 3e-3, seed: int = 0,
+                   desc: str = "train", progress: bool = True, max_steps: int | None = None,
+                   select_initial: bool = False) -> dict:
+    """`train_segmenter` to convergence with validation selection: Adam on `params`, after every pass over
+    `data` the mean case Dice on `val` (eval mode); stops after `patience` passes without a better one (or
+    `max_epochs`, or `max_steps` optimiser steps), restores the best pass's weights, then recalibrates
+    BatchNorm on `data`. select_initial: the weights before training compete too (best_epoch -1).
+    Returns {"epochs", "steps", "best_epoch", "best_val_dice", "losses", "val_dice"}."""
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        raise ValueError("train_selected: no trainable parameters")
+    opt = torch.optim.Adam(params, lr=lr)
+    stream = BatchStream(len(data), batch_size, seed)
+    losses, val_dice, steps = [], [], 0
+    best, best_epoch, best_state = -1.0, -1, None
+    if select_initial:
+        best = evaluate(model, val).mean_dice()
+        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for epoch in tqdm(range(max_epochs), desc=desc, disable=not progress, leave=False):
+        model.train()
+        # float64 on the device: the sum Python floats gave, read once per pass (no host sync per step)
+        total, n = torch.zeros((), dtype=torch.float64, device=data.images.device), 0
+        for _ in range(stream.batches_per_pass):
+            if max_steps is not None and steps >= max_steps:
+                break
             idx = stream.next()
             loss = dice_ce_loss(model(data.images[idx]), data.masks[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss.detach())
-        losses.append(total / stream.batches_per_pass)
+            total, n, steps = total + loss.detach().double(), n + 1, steps + 1
+        if n == 0:
+            break
+        losses.append(float(total) / n)
+        val_dice.append(evaluate(model, val).mean_dice())
+        if val_dice[-1] > best:
+            best, best_epoch = val_dice[-1], epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        elif epoch - best_epoch >= patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.train()
     recalibrate_batchnorm(model, data, batch_size)
-    return losses
+    return {"epochs": len(losses), "steps": steps, "best_epoch": best_epoch, "best_val_dice": best,
+            "losses": losses, "val_dice": val_dice}
 
 
 @torch.no_grad()

@@ -1,17 +1,24 @@
-"""IAC vs IAC-LTH on the built-in segmentation tasks: baseline U-Net, full-length cell search, pruned search.
+"""IAC vs IAC-LTH on the built-in segmentation tasks: baseline U-Net, full-length cell search, pruned search,
+and the controls that say whether a searched cell is worth anything.
 
-For every task x backbone x seed: train the backbone (the frozen baseline), implant search cells and run
-the full-length first-order DARTS search, run the same search (same initial cells, same batches) with the
-JS-stability pruner (IAC-LTH, stops when every edge is decided), derive both genotypes, train each derived
-cell with the backbone frozen, and evaluate all three networks per case on the test split.
+For every task x backbone x seed: train the backbone (the frozen baseline; with `patience` > 0 to
+convergence on the training split, early stopping on the validation split), implant search cells from one
+seeded generator (both searches start from identical cells and draw the same batches) and run the
+full-length first-order DARTS search and the same search with the JS-stability pruner (IAC-LTH, stops when
+every edge is decided), in alternating order over seeds; derive both genotypes and train each derived cell
+with the backbone frozen (validation selection). Controls (`controls`): "extra" = the backbone itself
+trained on for as many optimiser steps as the full search plus its derived cell's training took; "random"
+= a seeded random genotype; "skip" = a cell of `skip_connect` operations only (both trained like the
+derived cells). Every arm is evaluated per case on the test split once, at the end. `summarise` gives
+paired per-case differences between arms with seeded bootstrap 95 % intervals over the test cases.
 
-Scaling (everything shrunk to fit a loaded 2-core CPU; `ExperimentConfig` holds it all): images
-downsampled 64 -> 32 px; 24 training images spread evenly over the cases; U-Nets of depth 2 and width 8;
-cells of 1 node (2 mixed edges: from the skip and from the decoder feature) with PC-DARTS K = 4; the
-full-length search of `search_epochs` = 200 as in the paper, but an epoch is one step on each half of the
-24 images (BENCHMARKS.md also reports a 20-epoch run); backbone 8 epochs, derived cell 5 epochs. Seeds can
-run as separate processes (`--seeds 0`, `--seeds 1`, ...); a last call with all seeds reads the finished
-runs back and summarises.
+Scales (`ExperimentConfig`): the defaults are the demo's tiny settings (32 px, 24 training images, depth 2,
+width 8, 1-node cells, fixed short training, no controls) -- mechanics, not evidence. `ExperimentConfig.
+quick()` (minutes, `study iac --quick`), `.full_scale()` (`--scale full`: 64 px, the whole training split,
+depth 3, width 16, 4-node cells with K = 4 (4 channels per candidate at the first level), early stopping,
+warm-up, PC-DARTS' architecture optimiser) and `.intermediate()` (`--scale intermediate`, what a loaded
+2-core CPU finishes for one task in about half an hour). Seeds can run as separate processes (`--seeds 0`,
+`--seeds 1`, ...); a last call with all seeds reads the finished runs back and summarises.
 
 Run:  mednns-fast study iac --out runs/iac_lth   (the study runner in `mednns_fast.cli.study` writes each run's
 JSON and figure; interrupted runs resume: finished runs are read back, searches from their checkpoints).
@@ -20,6 +27,7 @@ JSON and figure; interrupted runs resume: finished runs are read back, searches 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -27,11 +35,12 @@ from pathlib import Path
 
 import torch
 
-from ..nas.iac.cell import IACConfig
+from ..nas.device import resolve_device
+from ..nas.iac.cell import IACConfig, random_genotype, skip_genotype, strongest_first
 from ..nas.iac.implant import implant
 from ..nas.iac.unet import make_backbone
 from .search import SearchConfig, darts_search, train_derived
-from .segmentation import evaluate, train_segmenter
+from .segmentation import evaluate, train_segmenter, train_selected
 
 SEG_TASKS = ("brain_extraction", "brain_tissue_seg", "itk_tissue_seg", "nuclei_seg")
 
@@ -42,56 +51,146 @@ class ExperimentConfig:
     backbones: tuple[str, ...] = ("unet", "resunet")
     seeds: tuple[int, ...] = (0, 1, 2)
     downsample: int = 2
-    train_images: int = 24
+    train_images: int | None = 24    # None: the whole training split
     depth: int = 2
     width: int = 8
     norm: str = "batch"
-    backbone_epochs: int = 8
+    backbone_epochs: int = 8         # with patience > 0: the most epochs (early stopping on validation)
     nodes: int = 1
     partial_channels: int = 4
-    search_epochs: int = 200         # the full-length search (the paper's 200; each epoch one step per half)
-    search_batch: int = 12           # one step per epoch on each half of the 24 images
-    alpha_lr: float = 3e-2
+    search_epochs: int = 200         # the full-length search, warm-up included
+    search_batch: int = 12           # each epoch is a pass over the weight half in batches of this size
+    warmup_epochs: int = 2           # weight-only epochs before architecture steps (and before any pruning)
+    alpha_lr: float = 6e-4           # PC-DARTS: Adam 6e-4, betas (0.5, 0.999), weight decay 1e-3
     w_lr: float = 3e-3
-    pruner: dict = field(default_factory=lambda: dict(window=2, threshold=3e-4, patience=2, prune_fraction=1.0))
-    derived_epochs: int = 5
+    # progressive (half the active candidates per prune); threshold and margin calibrated on a null run
+    pruner: dict = field(default_factory=lambda: dict(window=5, patience=5, prune_fraction=0.5, threshold="auto"))
+    derived_epochs: int = 5          # with patience > 0: the most epochs (validation selection)
     batch_size: int = 8
+    patience: int = 0                # > 0: early stopping / validation selection (needs the validation split)
+    controls: tuple[str, ...] = ()   # of "extra", "random", "skip" (see the module doc)
+    bootstrap: int = 2000            # resamples of the paired intervals
 
     def cell(self) -> IACConfig:
         return IACConfig(nodes=self.nodes, partial_channels=self.partial_channels)
 
     def search(self, seed: int, pruned: bool) -> SearchConfig:
         return SearchConfig(epochs=self.search_epochs, batch_size=self.search_batch, w_lr=self.w_lr,
-                            alpha_lr=self.alpha_lr, seed=seed, pruner=dict(self.pruner) if pruned else None)
+                            alpha_lr=self.alpha_lr, seed=seed, pruner=dict(self.pruner) if pruned else None,
+                            warmup_epochs=self.warmup_epochs)
+
+    @classmethod
+    def full_scale(cls, **overrides) -> ExperimentConfig:
+        """Issue 22's scale: 64 px, the whole training split, depth 3, width 16, converged backbone (early
+        stopping), 4-node cells with K = 4, 10 warm-up epochs in a 100-epoch search, derived cells to
+        convergence, all controls. Hours on a CPU: the GPU recipe."""
+        preset = dict(downsample=1, train_images=None, depth=3, width=16, backbone_epochs=200, nodes=4,
+                      partial_channels=4, search_epochs=100, search_batch=16, warmup_epochs=10, derived_epochs=100,
+                      batch_size=16, patience=10, controls=("extra", "random", "skip"))
+        return dataclasses.replace(cls(), **{**preset, **overrides})
+
+    @classmethod
+    def intermediate(cls, **overrides) -> ExperimentConfig:
+        """Between the demo and the full scale, for a loaded 2-core CPU (one task x 2 backbones x 3 seeds
+        in about half an hour): 32 px, 96 training images, depth 3, width 8, 2-node cells with K = 2 (4
+        channels per candidate at the first level), a 50-epoch search (5 warm-up) in batches of 4 (12 steps per
+        epoch per half), backbone and cells with early stopping / validation selection."""
+        preset = dict(downsample=2, train_images=96, depth=3, width=8, backbone_epochs=80, nodes=2,
+                      partial_channels=2, search_epochs=50, search_batch=4, warmup_epochs=5, derived_epochs=30,
+                      batch_size=8, patience=8, controls=("extra", "random", "skip"))
+        return dataclasses.replace(cls(), **{**preset, **overrides})
+
+    @classmethod
+    def quick(cls, **overrides) -> ExperimentConfig:
+        """Minutes: `intermediate` on one task, one seed, shorter searches."""
+        base = dict(tasks=("brain_extraction",), seeds=(0,), train_images=48, backbone_epochs=40,
+                    search_epochs=30, warmup_epochs=4, derived_epochs=15, patience=5)
+        return cls.intermediate(**{**base, **overrides})
 
 
 def run_one(cfg: ExperimentConfig, task: str, backbone_name: str, seed: int, train, test, checkpoints: Path,
-            progress: bool, modes: tuple[str, ...] = ("full", "lth")) -> tuple[dict, dict]:
-    """Backbone, then one cell search per mode from the same implanted cells, derived cells trained and tested.
+            progress: bool, modes: tuple[str, ...] = ("full", "lth"), device: str | torch.device = "cpu",
+            amp: str = "none", val=None) -> tuple[dict, dict]:
+    """Backbone, then one cell search per mode from identical implanted cells (one seeded generator each),
+    derived cells trained, the controls of `cfg.controls`, and every arm tested once at the end.
 
-    checkpoints: directory of the searches' resume files. Returns (JSON-able row, {mode: SearchResult}).
+    val: the validation split (early stopping and validation selection; needed when `cfg.patience` > 0).
+    checkpoints: directory of the searches' resume files. device: where everything trains and is evaluated
+    (the splits are moved there once); amp: mixed precision of every training ("none", "bf16", "fp16").
+    Returns (JSON-able row, {mode: SearchResult}); row[arm]["test"] holds the per-case Dice of each arm.
     """
+    if cfg.patience > 0 and val is None:
+        raise ValueError("run_one: cfg.patience > 0 (early stopping) needs the validation split `val`")
+    device = resolve_device(device)
+    train, test = train.to(device), test.to(device)
+    val = None if val is None else val.to(device)
     tag = f"{task}_{backbone_name}_s{seed}"
     torch.manual_seed(seed)
     backbone = make_backbone(backbone_name, train.images.shape[1], train.n_classes, cfg.depth, cfg.width, cfg.norm)
+    backbone.to(device)
     t0 = time.perf_counter()
-    train_segmenter(backbone, backbone.parameters(), train, cfg.backbone_epochs, cfg.batch_size, 3e-3, seed,
-                    f"{tag} backbone", progress)
-    backbone_s = time.perf_counter() - t0
-    row: dict = {"task": task, "backbone": backbone_name, "seed": seed, "backbone_train_s": backbone_s,
-                 "baseline": evaluate(backbone, test).to_dict()}
+    if cfg.patience > 0:
+        record = train_selected(backbone, backbone.parameters(), train, val, cfg.backbone_epochs, cfg.patience,
+                                cfg.batch_size, 3e-3, seed, f"{tag} backbone", progress)
+    else:
+        train_segmenter(backbone, backbone.parameters(), train, cfg.backbone_epochs, cfg.batch_size, 3e-3, seed,
+                        f"{tag} backbone", progress, amp)
+        record = {"epochs": cfg.backbone_epochs}
+    row: dict = {"task": task, "backbone": backbone_name, "seed": seed, "backbone_train_s": time.perf_counter() - t0,
+                 "backbone_training": {k: v for k, v in record.items() if k not in ("losses",)}}
+    nets = {"baseline": backbone}
     results = {}
-    for mode in modes:
+    # search order alternates over seeds (a shared machine's load drifts; neither mode always goes first)
+    for mode in (modes if seed % 2 == 0 else tuple(reversed(modes))):
         net = implant(copy.deepcopy(backbone), cfg.cell(), generator=torch.Generator().manual_seed(seed))
         ckpt = checkpoints / f"{tag}_{mode}.pt"
-        res = darts_search(net, train, cfg.search(seed, mode == "lth"), checkpoint=ckpt, progress=progress)
-        derived = train_derived(backbone, res.genotype, train, cfg.derived_epochs, batch_size=cfg.batch_size,
-                                seed=seed, progress=progress)
-        row[mode] = {"search": res.summary(), "test": evaluate(derived, test).to_dict()}
+        res = darts_search(net, train, cfg.search(seed, mode == "lth"), checkpoint=ckpt, progress=progress,
+                           device=device, amp=amp)
+        t1 = time.perf_counter()
+        nets[mode] = _train_cell(cfg, backbone, res.genotype, train, val, seed, progress, device, amp)
+        row[mode] = {"search": res.summary(), "derived_train_s": time.perf_counter() - t1,
+                     "derived_training": _short(nets[mode].training_record)}
         results[mode] = res
+    row["order"] = list(results)
+    if "extra" in cfg.controls:  # the backbone trained on for as many steps as search + derived training took
+        ref = "full" if "full" in results else next(iter(results))
+        steps = results[ref].epochs_run * results[ref].steps_per_epoch + nets[ref].training_record["steps"]
+        extra = copy.deepcopy(backbone)
+        rec = train_selected(extra, extra.parameters(), train, val if val is not None else train, 10**6,
+                             10**6, cfg.batch_size, 3e-3, seed + 7, f"{tag} extra", progress, max_steps=steps,
+                             select_initial=True)
+        nets["extra"] = extra
+        row["extra"] = {"steps": steps, "training": _short(rec)}
+    if "random" in cfg.controls:
+        genotype = random_genotype(cfg.cell(), torch.Generator().manual_seed(1_000 + seed))
+        nets["random"] = _train_cell(cfg, backbone, genotype, train, val, seed, progress, device, amp)
+        row["random"] = {"genotype": genotype.to_dict(), "genotype_str": str(genotype),
+                         "training": _short(nets["random"].training_record)}
+    if "skip" in cfg.controls:
+        genotype = skip_genotype(cfg.cell())
+        nets["skip"] = _train_cell(cfg, backbone, genotype, train, val, seed, progress, device, amp)
+        row["skip"] = {"genotype_str": str(genotype), "training": _short(nets["skip"].training_record)}
+    # the test split, once, at the end
+    row["baseline"] = evaluate(backbone, test).to_dict()
+    for arm, net in nets.items():
+        if arm != "baseline":
+            row[arm]["test"] = evaluate(net, test).to_dict()
     row["trajectories"] = {m: {"weights": r.weights.tolist(), "divergences": r.divergences}
                            for m, r in results.items()}
     return row, results
+
+
+def _train_cell(cfg: ExperimentConfig, backbone, genotype, train, val, seed: int, progress: bool, device, amp):
+    """A derived (or control) cell in a copy of `backbone`, trained as `cfg` says (validation selection when
+    `cfg.patience` > 0)."""
+    selected = cfg.patience > 0
+    return train_derived(backbone, genotype, train, cfg.derived_epochs, batch_size=cfg.batch_size, seed=seed,
+                         progress=progress, val=val if selected else None, patience=max(cfg.patience, 1),
+                         device=device, amp=amp)
+
+
+def _short(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k != "losses"}
 
 
 def _stats(values: list[float]) -> dict:
@@ -105,31 +204,125 @@ def _case_dices(test: dict) -> list[float]:
             for row in test["dice"]]
 
 
-def summarise(runs: list[dict]) -> dict:
-    """Per task x backbone: Dice mean and std over cases and seeds, search times, speed-ups, epochs."""
+ARMS = ("baseline", "full", "lth", "extra", "random", "skip")
+# (a, b): the paired per-case difference a - b that the study reports
+COMPARISONS = (("lth", "full"), ("full", "baseline"), ("full", "extra"), ("full", "random"), ("full", "skip"),
+               ("lth", "extra"), ("extra", "baseline"), ("random", "baseline"))
+
+
+def _arm_test(run: dict, arm: str) -> dict | None:
+    return run["baseline"] if arm == "baseline" else (run.get(arm) or {}).get("test")
+
+
+def paired_bootstrap(a: dict[int, list[float]], b: dict[int, list[float]], n: int = 2000, seed: int = 0) -> dict:
+    """Paired per-case difference a - b with a seeded bootstrap 95 % interval.
+
+    a, b: case id -> that case's Dice in each seed's run (same order of seeds in both). Per case the mean
+    over seeds of the difference; the interval resamples the cases (the unit that carries the noise of
+    the test split). Returns {"mean", "lo", "hi", "cases", "per_case"} (points are Dice x 100)."""
+    cases = sorted(set(a) & set(b))
+    per_case = []
+    for c in cases:
+        d = [x - y for x, y in zip(a[c], b[c], strict=True) if x == x and y == y]
+        if d:
+            per_case.append(100 * statistics.fmean(d))
+    if not per_case:
+        return {"mean": None, "lo": None, "hi": None, "cases": 0, "per_case": []}
+    t = torch.tensor(per_case, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randint(len(t), (n, len(t)), generator=gen)
+    boot = t[idx].mean(1)
+    return {"mean": float(t.mean()), "lo": float(torch.quantile(boot, 0.025)), "hi": float(torch.quantile(boot, 0.975)),
+            "cases": len(per_case), "per_case": per_case}
+
+
+def _per_case(group: list[dict], arm: str) -> dict[int, list[float]] | None:
+    out: dict[int, list[float]] = {}
+    for r in group:
+        test = _arm_test(r, arm)
+        if test is None:
+            return None
+        for c, d in zip(test["cases"], _case_dices(test), strict=True):
+            out.setdefault(int(c), []).append(d)
+    return out
+
+
+def _leaders(weights: list) -> list[list[int]]:
+    """[T][E] -> the leading candidate per epoch and edge (ties: `strongest_first`)."""
+    return [[strongest_first(edge)[0] for edge in row] for row in weights]
+
+
+def settling(run: dict) -> dict:
+    """How the LTH search's decisions relate to the full search's trajectory (identical until the first
+    prune): per decided edge, whether it was decided before the full search's leader stopped changing
+    (its last change; the edge's signal had not settled) and whether it kept the full search's final
+    leader."""
+    traj = run.get("trajectories", {})
+    if "full" not in traj or "lth" not in traj or not traj["full"]["weights"]:
+        return {}
+    full = _leaders(traj["full"]["weights"])
+    lth_final = _leaders(traj["lth"]["weights"][-1:])[0]
+    E = len(full[0])
+    settle = [max([t for t in range(1, len(full)) if full[t][e] != full[t - 1][e]], default=0) for e in range(E)]
+    decided = run["lth"]["search"]["decided_epoch"]
+    early = [e for e in range(E) if decided[e] is not None and decided[e] < settle[e]]
+    agree = [e for e in range(E) if decided[e] is not None and lth_final[e] == full[-1][e]]
+    return {"full_settle_epoch": settle, "decided_before_settled": len(early),
+            "decided": sum(d is not None for d in decided), "agree_with_full": len(agree),
+            "decided_at_earliest": run["lth"]["search"].get("decided_at_earliest", 0)}
+
+
+def summarise(runs: list[dict], bootstrap: int = 2000) -> dict:
+    """Per task x backbone: each arm's Dice (mean and std over cases and seeds), paired per-case
+    differences between arms with bootstrap 95 % intervals (`COMPARISONS`), search times and speed-ups
+    (search alone and end to end with the derived cell's training), epochs, and how the LTH decisions
+    relate to the full search (`settling`)."""
     rows = []
     for key in dict.fromkeys((r["task"], r["backbone"]) for r in runs):
         group = [r for r in runs if (r["task"], r["backbone"]) == key]
-        full_s = [r["full"]["search"]["wall_seconds"] for r in group]
-        lth_s = [r["lth"]["search"]["wall_seconds"] for r in group]
-        full_c = [r["full"]["search"]["cpu_seconds"] for r in group]
-        lth_c = [r["lth"]["search"]["cpu_seconds"] for r in group]
-        rows.append({
-            "task": key[0], "backbone": key[1], "seeds": [r["seed"] for r in group],
-            "baseline_dice": _stats([d for r in group for d in _case_dices(r["baseline"])]),
-            "full_dice": _stats([d for r in group for d in _case_dices(r["full"]["test"])]),
-            "lth_dice": _stats([d for r in group for d in _case_dices(r["lth"]["test"])]),
-            "baseline_seed_means": [r["baseline"]["mean_dice"] for r in group],
-            "full_seed_means": [r["full"]["test"]["mean_dice"] for r in group],
-            "lth_seed_means": [r["lth"]["test"]["mean_dice"] for r in group],
-            "full_wall_s": statistics.fmean(full_s), "lth_wall_s": statistics.fmean(lth_s),
-            "speedup_wall": sum(full_s) / sum(lth_s), "speedup_cpu": sum(full_c) / sum(lth_c),
-            "speedup_wall_per_seed": [f / max(s, 1e-9) for f, s in zip(full_s, lth_s, strict=True)],
-            "full_epochs": group[0]["full"]["search"]["epochs_run"],
-            "lth_epochs": statistics.fmean(r["lth"]["search"]["epochs_run"] for r in group),
-            "lth_decided_epoch": [r["lth"]["search"]["decided_epoch"] for r in group],
-            "genotypes": {m: [r[m]["search"]["genotype_str"] for r in group] for m in ("full", "lth")},
-        })
-    speedups = [r["speedup_wall"] for r in rows]
+        row: dict = {"task": key[0], "backbone": key[1], "seeds": [r["seed"] for r in group]}
+        for arm in ARMS:
+            tests = [_arm_test(r, arm) for r in group]
+            if all(t is not None for t in tests):
+                row[f"{arm}_dice"] = _stats([d for t in tests for d in _case_dices(t)])
+                row[f"{arm}_seed_means"] = [t["mean_dice"] for t in tests]
+        row["paired"] = {}
+        for i, (a, b) in enumerate(COMPARISONS):
+            pa, pb = _per_case(group, a), _per_case(group, b)
+            if pa is not None and pb is not None:
+                row["paired"][f"{a}-{b}"] = paired_bootstrap(pa, pb, bootstrap, seed=i)
+        if all("full" in r and "lth" in r for r in group):
+            full_s = [r["full"]["search"]["wall_seconds"] for r in group]
+            lth_s = [r["lth"]["search"]["wall_seconds"] for r in group]
+            full_c = [r["full"]["search"]["cpu_seconds"] for r in group]
+            lth_c = [r["lth"]["search"]["cpu_seconds"] for r in group]
+            full_e2e = [f + r["full"].get("derived_train_s", 0.0) for f, r in zip(full_s, group, strict=True)]
+            lth_e2e = [f + r["lth"].get("derived_train_s", 0.0) for f, r in zip(lth_s, group, strict=True)]
+            full_ep = [r["full"]["search"]["epochs_run"] for r in group]
+            lth_ep = [r["lth"]["search"]["epochs_run"] for r in group]
+            per_epoch_full = sum(full_s) / sum(full_ep)
+            per_epoch_lth = sum(lth_s) / sum(lth_ep)
+            settle = [settling(r) for r in group]
+            row.update({
+                "full_wall_s": statistics.fmean(full_s), "lth_wall_s": statistics.fmean(lth_s),
+                "speedup_wall": sum(full_s) / sum(lth_s), "speedup_cpu": sum(full_c) / sum(lth_c),
+                "speedup_wall_per_seed": [f / max(x, 1e-9) for f, x in zip(full_s, lth_s, strict=True)],
+                "speedup_end_to_end": sum(full_e2e) / sum(lth_e2e),
+                "epoch_ratio": sum(full_ep) / sum(lth_ep),
+                "per_epoch_saving": per_epoch_full / per_epoch_lth,
+                "full_epochs": full_ep[0], "lth_epochs_per_seed": lth_ep,
+                "lth_epochs": statistics.fmean(lth_ep),
+                "lth_done": [r["lth"]["search"]["done"] for r in group],
+                "lth_decided_epoch": [r["lth"]["search"]["decided_epoch"] for r in group],
+                "earliest_decision": group[0]["lth"]["search"].get("earliest_decision"),
+                "decided_at_earliest": sum(x.get("decided_at_earliest", 0) for x in settle),
+                "decided_before_settled": sum(x.get("decided_before_settled", 0) for x in settle),
+                "decided_edges": sum(x.get("decided", 0) for x in settle),
+                "agree_with_full": sum(x.get("agree_with_full", 0) for x in settle),
+                "calibration": group[0]["lth"]["search"].get("calibration"),
+                "genotypes": {m: [r[m]["search"]["genotype_str"] for r in group] for m in ("full", "lth")},
+            })
+        rows.append(row)
+    speedups = [r["speedup_wall"] for r in rows if "speedup_wall" in r]
     return {"rows": rows, "median_speedup_wall": statistics.median(speedups) if speedups else None,
             "min_speedup_wall": min(speedups) if speedups else None}
