@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..io import atomic_torch_save
-from ..nas.device import Precision, resolve_device
+from ..nas.device import Precision, on_cpu, resolve_device
 from ..nas.iac.cell import Genotype, derive, primitive_names
 from ..nas.iac.implant import IACNetwork, implant
 from ..nas.iac.unet import UNet
@@ -193,7 +193,6 @@ def darts_search(network: IACNetwork, data: SegData, config: SearchConfig = Sear
     precision = Precision(device, amp)
     network.to(device)
     data = data.to(device)
-    keep = (lambda obj: obj) if device.type == "cpu" else _cpu  # what the checkpoint holds: CPU tensors
     arch = network.arch
     network.freeze_backbone()
     w_opt, a_opt = search_optimizers(network, config)
@@ -253,8 +252,8 @@ def darts_search(network: IACNetwork, data: SegData, config: SearchConfig = Sear
         if path is not None:
             atomic_torch_save({
                 "version": _CHECKPOINT_VERSION, "config": asdict(config), "epoch": epoch,
-                "network": keep(network.state_dict()), "w_opt": keep(w_opt.state_dict()),
-                "a_opt": keep(a_opt.state_dict()),
+                "network": on_cpu(network.state_dict()), "w_opt": on_cpu(w_opt.state_dict()),
+                "a_opt": on_cpu(a_opt.state_dict()),
                 "w_stream": w_stream.state_dict(), "a_stream": a_stream.state_dict(),
                 "pruner": pruner.state_dict() if pruner is not None else None, "history": history,
             }, path)
@@ -286,17 +285,6 @@ def pruner_settings(config: SearchConfig, shape: tuple[int, int], steps_per_epoc
     kwargs["threshold"], kwargs["margin"] = cal["threshold"], cal["margin"]
     return kwargs, {**cal, "quantile": quantile, "multiple": multiple, "margin_multiple": margin_multiple,
                     "steps_per_epoch": steps_per_epoch}
-
-
-def _cpu(obj):
-    """`obj` with its tensors on the CPU (checkpoints load anywhere); CPU tensors are kept as they are."""
-    if isinstance(obj, torch.Tensor):
-        return obj.cpu()
-    if isinstance(obj, dict):
-        return type(obj)((k, _cpu(v)) for k, v in obj.items())
-    if isinstance(obj, list):
-        return [_cpu(v) for v in obj]
-    return obj
 
 
 def _result(network: IACNetwork, pruner: ProgressivePruner | None, history: dict,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from tqdm.auto import tqdm
 
-from ..nas.device import Precision, cpu_state, resolve_device
+from ..nas.device import Precision, on_cpu, resolve_device
 from . import losses
 from .space import MetaSpace, MetaSpaceConfig
 
@@ -165,13 +165,8 @@ def train_metaspace(data: MetaSpaceData, config: MetaSpaceConfig, resume: dict |
     def state(step: int) -> dict:
         flush()
         # Deep copies: state_dict() tensors alias the live parameters, which keep training.
-        if device.type == "cpu":
-            return copy.deepcopy({"step": step, "config": config.to_dict(), "model": model.state_dict(),
-                                  "optimizer": opt.state_dict(), "generator": g.get_state(), "history": history})
-        sd = opt.state_dict()
-        return copy.deepcopy({"step": step, "config": config.to_dict(), "model": cpu_state(model.state_dict()),
-                              "optimizer": {**sd, "state": {k: cpu_state(v) for k, v in sd["state"].items()}},
-                              "generator": g.get_state(), "history": history})
+        return copy.deepcopy({"step": step, "config": config.to_dict(), "model": on_cpu(model.state_dict()),
+                              "optimizer": on_cpu(opt.state_dict()), "generator": g.get_state(), "history": history})
 
     model.train()
     bar = tqdm(range(start, config.steps), desc="meta-space", disable=not progress, leave=False)

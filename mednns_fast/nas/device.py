@@ -19,7 +19,7 @@ import os
 
 import torch
 
-__all__ = ["AMP_MODES", "Precision", "cpu_state", "local_device", "resolve_device", "to_device"]
+__all__ = ["AMP_MODES", "Precision", "on_cpu", "local_device", "resolve_device", "to_device"]
 
 AMP_MODES = ("none", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -63,9 +63,17 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t if t.device == device else t.to(device)
 
 
-def cpu_state(state: dict) -> dict:
-    """A state dict with every tensor copied to the CPU (checkpoints load on a machine without the GPU)."""
-    return {k: v.detach().to("cpu", copy=True) if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+def on_cpu(obj):
+    """`obj` (a tensor, or dicts / lists / tuples of them, e.g. a model's or an optimizer's state dict) with every
+    tensor on the CPU: tensors elsewhere are copied there (checkpoints load on a machine without the GPU), CPU
+    tensors are kept as they are (no copy: on the CPU a kept state is the live one, as without a device)."""
+    if isinstance(obj, torch.Tensor):
+        return obj if obj.device.type == "cpu" else obj.detach().cpu()
+    if isinstance(obj, dict):
+        return type(obj)((k, on_cpu(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(on_cpu(v) for v in obj)
+    return obj
 
 
 class Precision:

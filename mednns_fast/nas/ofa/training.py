@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..device import Precision, cpu_state, resolve_device, to_device
+from ..device import Precision, on_cpu, resolve_device, to_device
 from .elastic_resnet import BNStats, ElasticResNet
 
 PHASES = ("full", "depth", "elastic", "sandwich")
@@ -170,8 +170,6 @@ def train_supernet(
     if int(y_train.max()) >= n_classes or int(y_val.max()) >= n_classes:
         raise ValueError(f"labels must be in [0, {n_classes}) for a supernet with num_classes={n_classes}")
     x_train, y_train, x_val, y_val = (to_device(t, device) for t in (x_train, y_train, x_val, y_val))
-    # what the states keep: on the CPU the live tensors (as always), on a GPU CPU copies
-    keep = (lambda sd: sd) if device.type == "cpu" else cpu_state
     calib = x_train[torch.randperm(len(x_train), generator=torch.Generator().manual_seed(schedule.seed))[
         : schedule.calib_size].to(device)]
     probes = probe_configs(net, schedule.n_probe, schedule.seed)
@@ -195,7 +193,7 @@ def train_supernet(
     for epoch in range(state.epoch, schedule.total_epochs):
         phase = schedule.phase(epoch)
         if phase != "full" and teacher_net is None:  # the full network, frozen, teaches every later phase
-            state.teacher = copy.deepcopy(keep(net.state_dict()))
+            state.teacher = copy.deepcopy(on_cpu(net.state_dict()))
             teacher_net = _frozen(net, state.teacher).to(device)
         if phase == "elastic" and epoch == schedule.first_epoch("elastic") or (
                 phase == "sandwich" and epoch == schedule.first_epoch("sandwich") and schedule.elastic == 0):
@@ -240,10 +238,10 @@ def train_supernet(
         state.history.append(record)
         if phase == PHASES[_last_phase(schedule)] and score > state.best_score:
             state.best_score = score
-            state.best_model = copy.deepcopy(keep(net.state_dict()))
+            state.best_model = copy.deepcopy(on_cpu(net.state_dict()))
         state.epoch = epoch + 1
-        state.model = keep(net.state_dict())
-        state.optimizer = _keep_optimizer(optimizer.state_dict()) if device.type != "cpu" else optimizer.state_dict()
+        state.model = on_cpu(net.state_dict())  # on the CPU the live tensors (as always), else CPU copies
+        state.optimizer = on_cpu(optimizer.state_dict())
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(phase=phase, loss=f"{record['train_loss']:.3f}", val=f"{score:.3f}")
             bar.update(1)
@@ -252,11 +250,6 @@ def train_supernet(
     if hasattr(bar, "close"):
         bar.close()
     return state
-
-
-def _keep_optimizer(sd: dict) -> dict:
-    """An optimizer state dict with its tensors on the CPU (loads back onto any device's parameters)."""
-    return {**sd, "state": {k: cpu_state(v) for k, v in sd["state"].items()}}
 
 
 def _last_phase(schedule: ShrinkSchedule) -> int:
