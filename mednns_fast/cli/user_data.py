@@ -35,14 +35,13 @@ def data_specs(command: str, config: dict) -> list[str]:
 
 
 def _splits_file(spec: str, run_dir: Path) -> Path | None:
-    from ..data.user import SPLITS_DIR, name_from_stem
+    from ..data.user import SPLITS_DIR, name_from_stem, split_name
 
-    name, sep, rest = spec.partition("=")
-    path = Path(rest if sep and not Path(spec).exists() else spec).expanduser()
+    name, text = split_name(spec)  # the same reading of NAME=PATH as load_task's
+    path = Path(text).expanduser()
     if not path.is_dir():
         return None
-    name = name if sep and not Path(spec).exists() else name_from_stem(path.resolve().name)
-    return run_dir / SPLITS_DIR / f"{name}.json"
+    return run_dir / SPLITS_DIR / f"{name or name_from_stem(path.resolve().name)}.json"
 
 
 def _load(spec: str, run_dir: Path, seed: int):

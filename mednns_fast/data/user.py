@@ -32,7 +32,7 @@ from .suite import BuiltTask, build_task, registry
 from .task import Task, TaskCard
 
 __all__ = ["PIPELINE_SIZE", "DataError", "UserTask", "load_task", "looks_like_data", "read_sources",
-           "register_sources", "resize_images", "task_from_arrays"]
+           "register_sources", "resize_images", "split_name", "task_from_arrays"]
 
 PIPELINE_SIZE = 28  # the built-in supernets' input size
 SOURCES_FILE = "datasets.json"  # in a run directory: {name: how to load the dataset again}
@@ -278,7 +278,8 @@ def looks_like_data(spec) -> bool:
     return text not in registry() and (any(c in text for c in "/.:=") or Path(text).exists())
 
 
-def _split_name(spec: str) -> tuple[str | None, str]:
+def split_name(spec: str) -> tuple[str | None, str]:
+    """`NAME=PATH` -> (NAME, PATH); anything else (an existing path with `=` in it too) -> (None, spec)."""
     name, sep, rest = spec.partition("=")
     if sep and _NAME.match(name) and not Path(spec).exists():
         return name, rest
@@ -308,7 +309,7 @@ def load_task(spec, *, name: str | None = None, size: int | None = PIPELINE_SIZE
     text = os.fspath(spec)
     if text in registry():
         return build_task(text)
-    given, text = _split_name(text)
+    given, text = split_name(text)
     name = name or given
     known = read_sources(sources) if sources is not None else {}
     if text in known:
