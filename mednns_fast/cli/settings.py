@@ -31,8 +31,9 @@ def _defaults() -> dict[str, Any]:
         # stage_channels / stem_channels: 0 or [] keep the supernet's defaults
         "supernet": {"tasks": [], "stage_channels": [], "stem_channels": 0, **_fields(ShrinkSchedule, skip=("seed",))},
         # per_task: train each supernet on this many seeded training images (0: all; a small zoo)
+        # transfers: subnets per source measured on every other dataset (transfer labels; 0: none)
         "zoo": {"db": "", "tasks": [], "branching": list(DEFAULT_BRANCHING), "max_groups": 0, "calib_size": 256,
-                "per_task": 0},
+                "per_task": 0, "transfers": 0, "transfer_fit": 512, "transfer_steps": 50},
         "metaspace": {"method": "mednns", "held_out": "",
                       **{k: lodo[k] for k in ("images", "extractor_epochs", "extractor_per_task", "metaspace_steps",
                                               "metaspace_batch", "metric")}},
