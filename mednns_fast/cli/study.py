@@ -3,6 +3,7 @@
     mednns-fast study lodo --zoo sqlite:///runs/zoo/zoo.db --out runs/metaspace_lodo [--seeds 0,1,2 ...]
     mednns-fast study iac --out runs/iac_lth [--quick | --scale demo|intermediate|full] [--tasks T ...]
                           [--backbones unet resunet] [--seeds 0 1 2] [--search-epochs N]
+                          [--device cpu|cuda|cuda:N] [--amp none|bf16|fp16]
 
 The algorithms are `evaluation.lodo.run_lodo` and `iac.study.run_one`; this module writes what they return
 (one JSON per finished fold or run, so a killed study resumes with what it has) and draws the figures.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -130,6 +132,10 @@ def _add_iac(sub) -> None:
     p.add_argument("--backbones", nargs="*", default=None, help="default: unet resunet")
     p.add_argument("--seeds", nargs="*", type=int, default=None, help="default 0 1 2 (--quick: 0)")
     p.add_argument("--search-epochs", type=int, default=None, help="default: the scale's")
+    p.add_argument("--device", default="cpu", help="where every arm trains and is evaluated: cpu (default), cuda "
+                   "or cuda:N (checked before anything is written)")
+    p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
+                   help="mixed precision of the training loops (default none)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -155,14 +161,16 @@ def iac_pair(cfg, task: str, backbone: str, seed: int, train, test, out: Path, p
     return row
 
 
-def iac_study(cfg, out: str | Path, progress: bool = True) -> dict:
-    """Run (or resume) the whole IAC study into `out`; returns the summary (also `out/summary.json`, `.md`)."""
+def iac_study(cfg, out: str | Path, progress: bool = True, device: str = "cpu", amp: str = "none") -> dict:
+    """Run (or resume) the whole IAC study into `out`; returns the summary (also `out/summary.json`, `.md`).
+    device / amp: where and in which precision every run trains and is evaluated (`run_one`); the summary
+    records them. Selection uses each task's validation split, the test split is evaluated once per arm."""
     import mednns_fast as mf
 
-    from ..iac.segmentation import seg_data
     from ..iac.study import summarise
     from ..report.iac_figures import plot_paired
     from ..report.iac_results import summary_table
+    from .iac import search_splits
 
     out = Path(out)
     torch.set_num_threads(1)
@@ -170,12 +178,11 @@ def iac_study(cfg, out: str | Path, progress: bool = True) -> dict:
     started = time.perf_counter()
     for task in cfg.tasks:
         built = mf.data.build_task(task)
-        train = seg_data(built["train"], limit=cfg.train_images, seed=0).downsample(cfg.downsample)
-        val = seg_data(built["val"]).downsample(cfg.downsample)
-        test = seg_data(built["test"]).downsample(cfg.downsample)
+        train, val, test = search_splits(built, cfg)
         for backbone_name in cfg.backbones:
             for seed in cfg.seeds:
-                row = iac_pair(cfg, task, backbone_name, seed, train, test, out, progress, val=val)
+                row = iac_pair(cfg, task, backbone_name, seed, train, test, out, progress, val=val, device=device,
+                               amp=amp)
                 runs.append(row)
                 arms = "  ".join(f"{a} {row[a]['test']['mean_dice']:.3f}" for a in ("extra", "random", "skip")
                                  if a in row)
@@ -186,6 +193,7 @@ def iac_study(cfg, out: str | Path, progress: bool = True) -> dict:
                       flush=True)
     summary = summarise(runs, cfg.bootstrap)
     summary["config"] = asdict(cfg)
+    summary["device"], summary["amp"] = str(device), amp
     summary["total_seconds"] = time.perf_counter() - started
     atomic_write_json(out / "summary.json", summary)
     (out / "summary.md").write_text(summary_table(summary) + "\n")
@@ -233,5 +241,13 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
         lodo_study(args.zoo, args.out, lodo_settings(args), progress=progress_bars(args.quiet), sources=args.sources)
     else:
-        iac_study(iac_config(args), args.out, progress=progress_bars(args.no_progress))
+        from ..nas.device import local_device
+
+        try:  # a device this machine lacks: one line, nothing read or written
+            device = local_device(args.device)
+        except ValueError as exc:
+            print(f"mednns-fast: study iac: --{exc}", file=sys.stderr)
+            return 2
+        iac_study(iac_config(args), args.out, progress=progress_bars(args.no_progress), device=str(device),
+                  amp=args.amp)
     return 0
