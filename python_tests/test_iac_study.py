@@ -162,3 +162,45 @@ def test_step_costs_by_hand():
     assert parts["speedup_with_backbone"] == pytest.approx(28 / 25.5)
     assert parts["speedup_wall_by_order"] == {"full_first": None, "lth_first": pytest.approx(15 / 11)}
     assert parts["undecided_edges"] == 2 and parts["decided_histogram"] == {}
+
+
+# ---------------------------------------------------------------- the GPU recipe
+
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_iac_study.sh"
+
+
+def test_gpu_recipe_is_the_full_grid_at_full_scale():
+    """benchmarks/gpu_iac_study.sh (dry run: no GPU needed) runs `study iac` at the full scale on cuda over
+    the 4 tasks x 2 backbones x 5 seeds, and its flags parse into that config."""
+    import shlex
+    import subprocess
+    import sys
+
+    from mednns_fast.cli.parser import build_parser
+    from mednns_fast.cli.study import iac_config
+    from mednns_fast.iac.study import SEG_TASKS, ExperimentConfig
+
+    done = subprocess.run(["bash", str(SCRIPT), "/tmp/iac_out"], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "GPU_IAC_DRY_RUN": "1"})
+    assert done.returncode == 0, done.stderr
+    argv = shlex.split(done.stdout.strip())
+    assert argv[:3] == [sys.executable, "-m", "mednns_fast"]
+    args = build_parser().parse_args(argv[3:])
+    assert (args.device, args.amp, args.out) == ("cuda", "none", "/tmp/iac_out")
+    cfg = iac_config(args)
+    full = ExperimentConfig.full_scale()
+    assert cfg.tasks == SEG_TASKS and cfg.backbones == ("unet", "resunet") and cfg.seeds == (0, 1, 2, 3, 4)
+    assert (cfg.downsample, cfg.nodes, cfg.search_epochs, cfg.controls) == (full.downsample, full.nodes,
+                                                                           full.search_epochs, full.controls)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_gpu_recipe_runs_nothing_without_a_gpu(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "study"
+    done = subprocess.run(["bash", str(SCRIPT), str(out)], capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable})
+    assert done.returncode == 2 and "no CUDA GPU" in done.stderr and not out.exists()
