@@ -39,6 +39,7 @@ from ..nas.device import resolve_device
 from ..nas.iac.cell import IACConfig, random_genotype, skip_genotype, strongest_first
 from ..nas.iac.implant import implant
 from ..nas.iac.unet import make_backbone
+from ..stats import paired_bootstrap
 from .search import SearchConfig, darts_search, train_derived
 from .segmentation import evaluate, train_segmenter, train_selected
 
@@ -214,28 +215,6 @@ COMPARISONS = (("lth", "full"), ("full", "baseline"), ("full", "extra"), ("full"
 
 def _arm_test(run: dict, arm: str) -> dict | None:
     return run["baseline"] if arm == "baseline" else (run.get(arm) or {}).get("test")
-
-
-def paired_bootstrap(a: dict[int, list[float]], b: dict[int, list[float]], n: int = 2000, seed: int = 0) -> dict:
-    """Paired per-case difference a - b with a seeded bootstrap 95 % interval.
-
-    a, b: case id -> that case's Dice in each seed's run (same order of seeds in both). Per case the mean
-    over seeds of the difference; the interval resamples the cases (the unit that carries the noise of
-    the test split). Returns {"mean", "lo", "hi", "cases", "per_case"} (points are Dice x 100)."""
-    cases = sorted(set(a) & set(b))
-    per_case = []
-    for c in cases:
-        d = [x - y for x, y in zip(a[c], b[c], strict=True) if x == x and y == y]
-        if d:
-            per_case.append(100 * statistics.fmean(d))
-    if not per_case:
-        return {"mean": None, "lo": None, "hi": None, "cases": 0, "per_case": []}
-    t = torch.tensor(per_case, dtype=torch.float64)
-    gen = torch.Generator().manual_seed(seed)
-    idx = torch.randint(len(t), (n, len(t)), generator=gen)
-    boot = t[idx].mean(1)
-    return {"mean": float(t.mean()), "lo": float(torch.quantile(boot, 0.025)), "hi": float(torch.quantile(boot, 0.975)),
-            "cases": len(per_case), "per_case": per_case}
 
 
 def _per_case(group: list[dict], arm: str) -> dict[int, list[float]] | None:
