@@ -63,7 +63,7 @@ def defaults() -> dict[str, Any]:
 DEMO: dict[str, Any] = {
     "supernet": {"tasks": ["brain_tissue", "brain_plane", "nuclei_patch", "modality", "ihc_stain"],
                  "full": 2, "depth": 1, "elastic": 1, "sandwich": 1, "calib_size": 128},
-    "zoo": {"branching": [2, 2, 3, 8], "calib_size": 128},
+    "zoo": {"branching": [2, 2, 3, 8], "calib_size": 128, "transfers": 4},
     "metaspace": {"held_out": "nuclei_patch", "extractor_epochs": 1, "extractor_per_task": 100,
                   "metaspace_steps": 150, "images": 64},
     "query": {"task": "nuclei_patch", "top_k": 5},
