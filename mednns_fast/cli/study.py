@@ -104,6 +104,23 @@ def format_lodo(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def resumable_folds(fold_dir: Path, settings, key) -> tuple[dict, object]:
+    """One JSON per finished fold, so a killed study resumes with the folds it has (same settings required).
+    Returns ({key(fold): fold} already there, keep(fold) writing one); key(fold) names a fold's file."""
+    from ..report.metaspace_lodo import write_json
+
+    done = {}
+    for path in sorted(fold_dir.glob("*.json")) if fold_dir.is_dir() else []:
+        fold = json.loads(path.read_text())
+        if fold.get("settings") == json.loads(json.dumps(settings.to_dict())):
+            done[key(fold)] = fold
+
+    def keep(fold: dict) -> None:
+        write_json({**fold, "settings": settings.to_dict()}, fold_dir / f"{key(fold)}.json")
+
+    return done, keep
+
+
 def lodo_study(zoo: str, out: str | Path, settings, progress: bool = True,
                sources: str | Path | None = None) -> dict:
     """Run (or resume) the leave-one-dataset-out study into `out` (lodo.json, lodo.png, folds/*.json)."""
@@ -111,17 +128,8 @@ def lodo_study(zoo: str, out: str | Path, settings, progress: bool = True,
     from ..report.metaspace_lodo import plot_lodo, write_json
 
     out = Path(out)
-    # One JSON per finished fold: a killed run resumes with the folds it has (same settings required).
-    fold_dir = out / "folds"
-    done = {}
-    for path in sorted(fold_dir.glob("*.json")) if fold_dir.is_dir() else []:
-        fold = json.loads(path.read_text())
-        if fold.get("settings") == json.loads(json.dumps(settings.to_dict())):
-            done[fold["held_out"]] = fold
+    done, keep = resumable_folds(out / "folds", settings, lambda fold: fold["held_out"])
     start = time.time()
-
-    def keep(fold: dict) -> None:
-        write_json({**fold, "settings": settings.to_dict()}, fold_dir / f"{fold['held_out']}.json")
 
     results = run_lodo(zoo, settings, progress=progress, done=done, on_fold=keep, sources=sources)
     results["wall_seconds"] = time.time() - start
@@ -197,16 +205,8 @@ def mednns_study(zoo: str, out: str | Path, settings, progress: bool = True,
     from ..report.metaspace_study import plot_study
 
     out = Path(out)
-    fold_dir = out / "folds"
-    done = {}
-    for path in sorted(fold_dir.glob("*.json")) if fold_dir.is_dir() else []:
-        fold = json.loads(path.read_text())
-        if fold.get("settings") == json.loads(json.dumps(settings.to_dict())):
-            done["+".join(fold["group"])] = fold
+    done, keep = resumable_folds(out / "folds", settings, lambda fold: "+".join(fold["group"]))
     start = time.time()
-
-    def keep(fold: dict) -> None:
-        write_json({**fold, "settings": settings.to_dict()}, fold_dir / f"{'+'.join(fold['group'])}.json")
 
     try:
         results = run_study(zoo, settings, progress=progress, done=done, on_fold=keep, sources=sources)

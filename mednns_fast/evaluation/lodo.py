@@ -16,9 +16,8 @@ import copy
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
-from multiprocessing import get_context
+from functools import partial
 
 import numpy as np
 import torch
@@ -46,6 +45,7 @@ from ..zoo.builder import task_tensors
 from ..zoo.database import Zoo
 from .baselines import POOLED_EPOCHS, POOLED_PER_TASK, pooled_network, supernet_hparams
 from .finetune import fine_tune
+from .folds import run_folds
 from .metrics import epochs_to_reach, regret, spearman
 
 _META = MetaSpaceSettings()  # the meta-space budget's defaults, shared with `mednns-fast metaspace train`
@@ -293,14 +293,8 @@ def run_lodo(zoo_url: str, settings: LodoSettings = LodoSettings(), progress: bo
             on_fold(fold)
         bar.update(1)
 
-    if settings.workers > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(settings.workers, mp_context=get_context("fork")) as pool:
-            futures = [pool.submit(run_fold, h, zoo_url, settings, encodings, False, sources) for h in todo]
-            for f in as_completed(futures):
-                finished(f.result())
-    else:
-        for h in todo:
-            finished(run_fold(h, zoo_url, settings, encodings, sources=sources))
+    run_folds(partial(run_fold, zoo_url=zoo_url, settings=settings, encodings=encodings, sources=sources), todo,
+              settings.workers, finished)
     bar.close()
     folds = [done[h] for h in names]
     return {"settings": settings.to_dict(), "zoo": zoo.url, "folds": folds, "summary": summarise(folds, settings.seeds)}

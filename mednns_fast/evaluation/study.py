@@ -28,9 +28,8 @@ import math
 import os
 import statistics
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
-from multiprocessing import get_context
+from functools import partial
 
 import numpy as np
 import torch
@@ -58,6 +57,7 @@ from ..stats import paired_bootstrap
 from ..zoo.database import Zoo
 from .baselines import pooled_network, supernet_hparams
 from .finetune import fine_tune
+from .folds import run_folds
 from .metrics import epochs_to_reach, spearman
 
 ARMS = ("pooled_pretrained", "scratch", "random_subnet", "largest_subnet", "oracle", "nearest_fid")
@@ -342,14 +342,8 @@ def run_study(zoo_url: str, settings: StudySettings = StudySettings(), progress:
             on_fold(fold)
         bar.update(1)
 
-    if settings.workers > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(settings.workers, mp_context=get_context("fork")) as pool:
-            futures = [pool.submit(run_group, g, zoo_url, settings, encodings, False, sources) for g in todo]
-            for f in as_completed(futures):
-                finished(f.result())
-    else:
-        for g in todo:
-            finished(run_group(g, zoo_url, settings, encodings, sources=sources))
+    run_folds(partial(run_group, zoo_url=zoo_url, settings=settings, encodings=encodings, sources=sources), todo,
+              settings.workers, finished)
     bar.close()
     folds = [done["+".join(g)] for g in groups]
     return {"settings": settings.to_dict(), "zoo": zoo.url, "folds": folds, "summary": summarise(folds, settings)}
