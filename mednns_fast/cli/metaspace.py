@@ -54,7 +54,7 @@ def metaspace_train(run: RunDir, cfg: dict, progress: bool = True) -> dict:
            "extractor": qs.space.extractor.provenance, "pairs": qs.pairs, "n_pairs": qs.n_pairs}
     run.write_metrics("metaspace", out)
     print(f"meta-space ({ms['method']}) over {len(qs.datasets)} datasets, {len(index)} records, learnt from "
-          f"{qs.n_pairs} {qs.pairs} pairs -> {_metaspace_path(run)}")
+          f"{qs.n_pairs} pairs ({qs.pairs}) -> {_metaspace_path(run)}")
     return out
 
 
