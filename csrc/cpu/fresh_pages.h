@@ -87,18 +87,28 @@ inline std::vector<at::Tensor> fresh_outputs(int64_t count, at::IntArrayRef size
   return outs;
 }
 
-// Fault in, writable, every page that [p, p + bytes) touches. Called per chunk right before the chunk is
-// written, so the zeroed pages are still in cache when the kernel's stores arrive. The range is rounded out
-// to whole pages; those pages hold bytes of the same allocation, so they are mapped.
+// Fault in, writable, every page that [p, p + bytes) touches and that is not resident yet. Called per chunk
+// right before the chunk is written, so the zeroed pages are still in cache when the kernel's stores arrive.
+// The range is rounded out to whole pages; those pages hold bytes of the same allocation, so they are mapped.
 inline void prefault_for_write(const void* p, size_t bytes) {
 #if defined(__linux__)
 #ifndef MADV_POPULATE_WRITE
   constexpr int MADV_POPULATE_WRITE = 23;  // Linux 5.14 value, for older C library headers
 #endif
   static const uintptr_t kPage = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  constexpr uintptr_t kPiece = 256;  // pages asked about per mincore call
   const uintptr_t begin = reinterpret_cast<uintptr_t>(p) & ~(kPage - 1);
   const uintptr_t end = reinterpret_cast<uintptr_t>(p) + bytes;
-  if (bytes > 0) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_WRITE);
+  // Reused heap memory is already resident, and populating it anyway walks every page (~0.2 us each: ~1 ms
+  // per 16 MiB): only pieces with a page not yet resident are populated (mincore reads the page table).
+  unsigned char resident[kPiece];
+  for (uintptr_t a = begin; a < end; a += kPiece * kPage) {
+    const uintptr_t len = std::min<uintptr_t>(kPiece * kPage, end - a), pages = (len + kPage - 1) / kPage;
+    if (mincore(reinterpret_cast<void*>(a), len, resident) == 0 &&
+        std::all_of(resident, resident + pages, [](unsigned char r) { return r & 1; }))
+      continue;
+    madvise(reinterpret_cast<void*>(a), len, MADV_POPULATE_WRITE);
+  }
 #else
   (void)p;
   (void)bytes;
