@@ -6,6 +6,8 @@
 #
 #   benchmarks/gpu_check.sh [RESULTS_FILE]      # default: gpu_check_results.txt in the repository root
 #
+# The IAC / IAC-LTH study at the paper's scale (hours, not part of this check): benchmarks/gpu_iac_study.sh.
+#
 # Exit status: 0 when every step passed; 1 when a step failed or timed out; 2 without a CUDA GPU (nothing is
 # run: a GPU check must not pass on a machine that has none).
 set -u

@@ -71,9 +71,10 @@ def test_task_splits_and_labels(built, name):
     for s in SPLITS:
         split = b[s]
         assert split.images.dtype == np.uint8 and split.images.shape[1:] == shape
-        assert len(split) >= 20, f"{name}/{s} has only {len(split)} samples"
         assert split.groups is not None and len(split.groups) == len(split)
         groups[s] = set(split.groups.tolist())
+        # enough samples, or (one image per case, as nuclei_seg's tiles) enough cases
+        assert len(split) >= 20 or len(groups[s]) >= 8, f"{name}/{s}: {len(split)} samples, {len(groups[s])} cases"
         if task.kind == "segmentation":
             assert split.masks.shape == split.images.shape[:3]
             assert split.masks.min() >= 0 and split.masks.max() < task.n_classes
@@ -87,7 +88,7 @@ def test_task_splits_and_labels(built, name):
     assert not groups["train"] & groups["test"]
     assert not groups["val"] & groups["test"]
     total = sum(len(b[s]) for s in SPLITS)
-    assert 150 <= total <= 3000
+    assert 150 <= total <= 3000 or (total < 150 and sum(map(len, groups.values())) == total >= 60)
     assert len(b["train"]) > len(b["val"]) and len(b["train"]) > len(b["test"])
     assert set(b.balance) == set(SPLITS) and len(b.balance["train"]) == task.n_classes
 
@@ -282,6 +283,56 @@ def test_patch_sampling_stays_inside_blocks():
     assert len(tops) == 400
     for t, v in zip(tops, lefts):
         assert len(np.unique(blocks[t : t + 28, v : v + 28])) == 1
+
+
+def _locate(image: np.ndarray, crop: np.ndarray) -> list[tuple[int, int]]:
+    """Every (top, left) where `crop` (h, w) equals a block of `image` (H, W): candidates by block sum
+    (an integral image), then checked pixel by pixel."""
+    h, w = crop.shape
+    integral = np.pad(image.astype(np.int64), ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    sums = integral[h:, w:] - integral[:-h, w:] - integral[h:, :-w] + integral[:-h, :-w]
+    return [(int(t), int(v)) for t, v in zip(*np.nonzero(sums == int(crop.sum())))
+            if np.array_equal(image[t : t + h, v : v + w], crop)]
+
+
+def test_nuclei_seg_cases_per_split_and_no_shared_pixels(built):
+    """nuclei_seg: every image is found in the source image, inside one 64-px tile; each tile is one case
+    (one group); val and test hold >= 8 cases each; no source pixel lies in two splits."""
+    from mednns_fast.data.tasks_micro import SEG_SIZE, _nuclei_uint8
+
+    b = built["nuclei_seg"]
+    assert b.task.version >= 2
+    image, nucleus = _nuclei_uint8()
+    owner = np.full(image.shape, -1)  # which split each source pixel went to
+    cases = {}
+    for i, s in enumerate(SPLITS):
+        split = b[s]
+        cases[s] = set(split.groups.tolist())
+        tiles_of_case: dict[int, set] = {}
+        for im, mask, g in zip(split.images, split.masks, split.groups):
+            (t, v), *others = _locate(image, im)
+            assert not others, "a nuclei_seg image matches more than one place of the source"
+            assert t % SEG_SIZE == 0 and v % SEG_SIZE == 0, "a crop crosses a tile border"
+            assert np.array_equal(mask, nucleus[t : t + SEG_SIZE, v : v + SEG_SIZE])
+            region = owner[t : t + SEG_SIZE, v : v + SEG_SIZE]
+            assert ((region == -1) | (region == i)).all(), f"{s} shares pixels with another split"
+            region[...] = i
+            tiles_of_case.setdefault(int(g), set()).add((t, v))
+        assert all(len(tiles) == 1 for tiles in tiles_of_case.values()), "a case spans more than one tile"
+    assert len(cases["val"]) >= 8 and len(cases["test"]) >= 8 and len(cases["train"]) > len(cases["val"])
+    assert not (cases["train"] & cases["val"]) and not (cases["train"] & cases["test"])
+    assert not (cases["val"] & cases["test"])
+    assert (owner >= 0).all()  # the 512x512 image is tiled whole
+
+
+def test_nuclei_seg_cases_are_the_iac_cases(built):
+    """The IAC study's per-case Dice pools by `groups`: one nuclei_seg case is one tile."""
+    from mednns_fast.iac.segmentation import seg_data
+
+    test = built["nuclei_seg"]["test"]
+    data = seg_data(test)
+    assert torch.equal(data.cases, torch.from_numpy(test.groups.astype(np.int64)))
+    assert len(torch.unique(data.cases)) == len(test) >= 8
 
 
 # ------------------------------------------------------------------------------------------ MedMNIST reader

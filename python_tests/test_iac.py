@@ -381,7 +381,7 @@ def test_control_genotypes():
 
 
 def test_paired_bootstrap_and_summary():
-    from mednns_fast.iac.study import paired_bootstrap
+    from mednns_fast.stats import paired_bootstrap
 
     a = {0: [0.8, 0.9], 1: [0.7, 0.7], 2: [0.6, 0.65]}
     b = {0: [0.7, 0.8], 1: [0.7, 0.6], 2: [0.6, 0.55]}

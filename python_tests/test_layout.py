@@ -15,15 +15,16 @@ ALLOWED = {
     "ops": set(),
     "triton": {"ops"},
     "io": set(),
+    "stats": set(),
     "data": {"io"},
     "nas": {"ops"},
-    "iac": {"ops", "io", "data", "nas"},
+    "iac": {"ops", "io", "stats", "data", "nas"},
     "search": {"iac"},
     "zoo": {"ops", "io", "data", "nas"},
     "metaspace": {"ops", "io", "data", "nas", "zoo"},
-    "evaluation": {"ops", "io", "data", "nas", "zoo", "metaspace"},
-    "report": {"ops", "io", "iac"},
-    "cli": {"ops", "io", "data", "nas", "iac", "zoo", "metaspace", "evaluation", "report"},
+    "evaluation": {"ops", "io", "stats", "data", "nas", "zoo", "metaspace"},
+    "report": {"ops", "io", "stats", "iac"},
+    "cli": {"ops", "io", "stats", "data", "nas", "iac", "zoo", "metaspace", "evaluation", "report"},
 }
 
 

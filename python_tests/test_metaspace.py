@@ -146,8 +146,11 @@ def _index(model, data):
 
 @pytest.mark.parametrize("preset", ["mednns", "tans"])
 def test_query_on_toy_zoo_returns_planted_best(preset):
+    # Raw-accuracy targets: the planted model stands out by its value (with per-dataset ranks it is only one
+    # rank above the next; test_query_source_follows_the_query covers the presets as they are).
     data, planted = _toy_data()
-    config = replace(ms.PRESETS[preset], steps=300, batch_records=72, images_per_set=32, lr=1e-2)
+    config = replace(ms.PRESETS[preset], steps=300, batch_records=72, images_per_set=32, lr=1e-2, target="raw",
+                     balanced=False)
     model = ms.train_metaspace(data, config, progress=False).model
     index = _index(model, data)
     for d, name in enumerate(data.datasets):
@@ -321,3 +324,79 @@ def test_lodo_summary_hand_computed():
     assert s["epochs_to_pooled_final"]["mednns"]["mean"] == pytest.approx(2.0)
     assert s["epochs_to_pooled_final"]["mednns"]["reached_fraction"] == pytest.approx(0.5)
     assert s["epochs_to_pooled_final"]["pooled_pretrained"]["mean"] == pytest.approx(1.5)
+
+
+def _family_zoo(seed: int = 0, per_source: int = 12):
+    """Two families of two datasets each (features near one of two centres); a model transfers well within its
+    source's family and badly across: transfer pairs (source != target) only, as the zoo's transfer labels."""
+    g = torch.Generator().manual_seed(seed)
+    centres = [4 * torch.randn(8, generator=g) for _ in range(2)]
+    family = [0, 0, 1, 1]
+    features = [torch.randn(60, 8, generator=g) + centres[f] + 0.5 * torch.randn(8, generator=g) for f in family]
+    source_code = [torch.randn(6, generator=g) for _ in family]
+    models = [(k, (torch.rand(12, generator=g) < 0.5).float(), source_code[k] + 0.3 * torch.randn(6, generator=g))
+              for k in range(4) for _ in range(per_source)]
+    topo, func, index, acc = [], [], [], []
+    for j in range(4):
+        for k, t, f in models:
+            if k == j:
+                continue
+            topo.append(t)
+            func.append(f)
+            index.append(j)
+            acc.append((0.8 if family[k] == family[j] else 0.4) + 0.1 * float(torch.rand((), generator=g)))
+    data = ms.MetaSpaceData([f"d{i}" for i in range(4)], features, ms.dataset_fid(features).float(), torch.stack(topo),
+                            torch.stack(func), torch.tensor(index), torch.tensor(acc))
+    candidates = (torch.stack([m[1] for m in models]), torch.stack([m[2] for m in models]),
+                  [ms.CandidateRef({"row": i}, f"d{m[0]}") for i, m in enumerate(models)])
+    return data, candidates, centres, family
+
+
+@pytest.mark.parametrize("preset", ["mednns", "mednns_two_stage", "tans"])
+def test_query_source_follows_the_query(preset):
+    """A planted zoo whose sources differ: a new dataset from family A retrieves a family-A source, one from
+    family B a family-B source."""
+    data, (topo, func, refs), centres, family = _family_zoo()
+    config = replace(ms.PRESETS[preset], steps=300, batch_records=64, images_per_set=32, lr=1e-2)
+    model = ms.train_metaspace(data, config, progress=False).model
+    with torch.no_grad():
+        emb = {n: model.encode_datasets(data.features[i]) for i, n in enumerate(data.datasets)}
+    index = ms.CandidateIndex(model, topo, func, refs, source_embeddings=emb)
+    g = torch.Generator().manual_seed(7)
+    for f in (0, 1):
+        query = torch.randn(60, 8, generator=g) + centres[f] + 0.5 * torch.randn(8, generator=g)
+        top = index.query(query, k=5)
+        families = {family[int(r.source_dataset[1:])] for r in top}
+        assert families == {f}, (preset, f, [r.source_dataset for r in top])
+
+
+def test_two_stage_needs_source_embeddings():
+    data, (topo, func, refs), _, _ = _family_zoo(per_source=2)
+    config = replace(ms.PRESETS["mednns_two_stage"], steps=2, batch_records=8, images_per_set=8)
+    model = ms.train_metaspace(data, config, progress=False).model
+    with pytest.raises(ValueError, match="source_embeddings"):
+        ms.CandidateIndex(model, topo, func, refs)
+
+
+def test_per_dataset_rank_and_fid_spread():
+    from mednns_fast.metaspace import losses
+
+    acc = torch.tensor([0.2, 0.9, 0.5, 0.5, 0.1, 0.3])
+    groups = torch.tensor([0, 0, 0, 1, 1, 2])
+    torch.testing.assert_close(losses.per_dataset_rank(acc, groups), torch.tensor([0.0, 1.0, 0.5, 1.0, 0.0, 0.5]))
+    fid = torch.tensor([[0.0, 1.0, 100.0], [1.0, 0.0, 10.0], [100.0, 10.0, 0.0]])
+    t = losses.fid_targets(fid, "spread")
+    assert t[0, 1].item() == pytest.approx(0.3) and t[0, 2].item() == pytest.approx(1.6)
+    assert t[1, 2].item() == pytest.approx(0.3 + 1.3 * 0.5) and torch.all(t.diagonal() == 0)
+    assert losses.fid_targets(fid, "max")[0, 2].item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="mode"):
+        losses.fid_targets(fid, "log")
+
+
+def test_balanced_batches_cover_datasets_evenly():
+    from mednns_fast.metaspace.training import _balanced_batch
+
+    groups = torch.tensor([0] * 90 + [1] * 9 + [2] * 1)
+    batch = _balanced_batch(groups, 3000, torch.Generator().manual_seed(0))
+    counts = torch.bincount(groups[batch], minlength=3).float() / 3000
+    assert torch.all((counts - 1 / 3).abs() < 0.05), counts

@@ -246,3 +246,49 @@ def test_postgres_concurrent_writers_and_a_killed_writer_lose_nothing(postgres_u
         by_key = {r.key: r for r in recs}
         for i in (0, n // 2, n - 1):
             assert by_key[config_key(cfgs[i])].params == 1000 + i
+
+
+def test_transfer_records_are_resumable_and_idempotent(tmp_path):
+    """Transfer labels through the real builder: every (source, target) pair gets its chosen subnets; a rerun adds
+    nothing; rows lost (a killed build) are measured again with the same values; no transfer onto its own source."""
+    import sqlalchemy as sa
+
+    from mednns_fast.nas.ofa.training import ShrinkSchedule
+    from mednns_fast.zoo import TransferProtocol, build_zoo
+
+    url = f"sqlite:///{tmp_path / 'zoo.db'}"
+    schedule = ShrinkSchedule(full=1, depth=0, elastic=0, sandwich=1, batch_size=16, calib_size=16, n_probe=0)
+    protocol = TransferProtocol(per_source=3, calib=16, fit=32, steps=5)
+    kwargs = dict(branching=(1, 1, 1, 4), calib_size=16, progress=False, train_subset=48,
+                  model_kwargs={"stem_channels": 8, "stage_channels": (8, 8, 16, 16)}, transfers=protocol)
+    first = build_zoo(url, tmp_path, ["lfw_faces", "brain_plane"], schedule, **kwargs)
+    assert first["transfers"]["added"] == 6
+    zoo = Zoo(url)
+    before = {(t.source, t.key, t.target): (t.val_acc, t.val_loss) for t in zoo.transfers()}
+    assert {(s, t) for s, _, t in before} == {("lfw_faces", "brain_plane"), ("brain_plane", "lfw_faces")}
+    assert all(0 <= a <= 1 for a, _ in before.values())
+    assert {t.protocol for t in zoo.transfers()} == {protocol.key}
+    assert build_zoo(url, tmp_path, ["lfw_faces", "brain_plane"], schedule, **kwargs)["transfers"]["added"] == 0
+    with zoo.engine.begin() as conn:  # a killed build: two rows never written
+        conn.execute(sa.text("DELETE FROM transfers WHERE id IN (SELECT id FROM transfers ORDER BY id LIMIT 2)"))
+    assert build_zoo(url, tmp_path, ["lfw_faces", "brain_plane"], schedule, **kwargs)["transfers"]["added"] == 2
+    after = {(t.source, t.key, t.target): (t.val_acc, t.val_loss) for t in zoo.transfers()}
+    assert after == before
+    with pytest.raises(ValueError, match="two datasets"):
+        zoo.add_transfers([mf.zoo.TransferRecord("a", zoo.transfers()[0].config, "a", "p", 0.5, 1.0)])
+    zoo.close()
+
+
+def test_version_1_zoo_gains_the_transfers_table(tmp_path):
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'z.db'}"
+    Zoo(url).close()
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE transfers"))
+        conn.execute(sa.text("UPDATE zoo_meta SET value='1' WHERE key='schema_version'"))
+    engine.dispose()
+    zoo = Zoo(url)
+    assert zoo.count_transfers() == 0 and zoo.transfers() == []
+    zoo.close()

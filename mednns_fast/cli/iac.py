@@ -33,14 +33,26 @@ def prepare_iac_search(cfg: dict, run_path: str | Path) -> dict:
     return {"data": user_seg_data(cfg, run_path)} if cfg["iac"].get("data") else {}
 
 
+def search_splits(built, ecfg) -> tuple:
+    """(train, val, test) `SegData` of a built task or user folder for `ExperimentConfig` `ecfg`: train limited
+    to `ecfg.train_images` (drawn evenly over its cases), all three downsampled. Early stopping, validation
+    selection and the "extra" control select on `val` (never on train or test); test is only evaluated."""
+    from ..iac.segmentation import seg_data
+
+    train = seg_data(built["train"], limit=ecfg.train_images, seed=0).downsample(ecfg.downsample)
+    val = seg_data(built["val"]).downsample(ecfg.downsample)
+    test = seg_data(built["test"]).downsample(ecfg.downsample)
+    return train, val, test
+
+
 def iac_search(run: RunDir, cfg: dict, progress: bool = True, modes: tuple[str, ...] = ("lth",),
                data=None) -> dict:
     """Train the backbone, implant search cells, search (IAC-LTH and/or full length), train and test the
-    derived cells; resumable (finished runs are read back, searches resume from their checkpoints).
-    data: the `iac.data` folder as `prepare_iac_search` read it (read here when not given)."""
+    derived cells; resumable (finished runs are read back, searches resume from their checkpoints). With
+    `iac.patience` > 0 the backbone stops early and the derived cells are selected on the validation split
+    (`search_splits`). data: the `iac.data` folder as `prepare_iac_search` read it (read here when not given)."""
     import mednns_fast as mf
 
-    from ..iac.segmentation import seg_data
     from ..iac.study import ExperimentConfig
     from .study import iac_pair
 
@@ -61,12 +73,11 @@ def iac_search(run: RunDir, cfg: dict, progress: bool = True, modes: tuple[str, 
     ecfg = ExperimentConfig(**{k: tuple(v) if isinstance(v, list) and k != "pruner" else v
                                for k, v in ic.items() if k in names},
                             tasks=(task_name,), backbones=(ic["backbone"],), seeds=(cfg["seed"],))
-    train = seg_data(built["train"], limit=ecfg.train_images, seed=0).downsample(ecfg.downsample)
-    test = seg_data(built["test"]).downsample(ecfg.downsample)
+    train, val, test = search_splits(built, ecfg)
     out_dir = run.path / "iac"
     tag = f"{task_name}_{ic['backbone']}_s{cfg['seed']}_{'_'.join(modes)}"
     row = iac_pair(ecfg, task_name, ic["backbone"], cfg["seed"], train, test, out_dir, progress, modes, tag,
-                   device=cfg["device"], amp=cfg["amp"])
+                   device=cfg["device"], amp=cfg["amp"], val=val)
     row.pop("trajectories", None)
     summary = {"task": task_name, "backbone": ic["backbone"], "seed": cfg["seed"],
                "baseline_dice": row["baseline"]["mean_dice"]}

@@ -51,10 +51,10 @@ def metaspace_train(run: RunDir, cfg: dict, progress: bool = True) -> dict:
     plot_fid_heatmap(qs.fid, qs.datasets, run.figure("fid_heatmap"))
     out = {"method": ms["method"], "held_out": ms["held_out"], "datasets": qs.datasets, "records": len(index),
            "fid": qs.fid.tolist(), "final_losses": qs.history[-1] if qs.history else {},
-           "extractor": qs.space.extractor.provenance}
+           "extractor": qs.space.extractor.provenance, "pairs": qs.pairs, "n_pairs": qs.n_pairs}
     run.write_metrics("metaspace", out)
-    print(f"meta-space ({ms['method']}) over {len(qs.datasets)} datasets, {len(index)} records -> "
-          f"{_metaspace_path(run)}")
+    print(f"meta-space ({ms['method']}) over {len(qs.datasets)} datasets, {len(index)} records, learnt from "
+          f"{qs.n_pairs} {qs.pairs} pairs -> {_metaspace_path(run)}")
     return out
 
 

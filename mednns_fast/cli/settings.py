@@ -31,8 +31,9 @@ def _defaults() -> dict[str, Any]:
         # stage_channels / stem_channels: 0 or [] keep the supernet's defaults
         "supernet": {"tasks": [], "stage_channels": [], "stem_channels": 0, **_fields(ShrinkSchedule, skip=("seed",))},
         # per_task: train each supernet on this many seeded training images (0: all; a small zoo)
+        # transfers: subnets per source measured on every other dataset (transfer labels; 0: none)
         "zoo": {"db": "", "tasks": [], "branching": list(DEFAULT_BRANCHING), "max_groups": 0, "calib_size": 256,
-                "per_task": 0},
+                "per_task": 0, "transfers": 0, "transfer_fit": 512, "transfer_steps": 50},
         "metaspace": {"method": "mednns", "held_out": "",
                       **{k: lodo[k] for k in ("images", "extractor_epochs", "extractor_per_task", "metaspace_steps",
                                               "metaspace_batch", "metric")}},
@@ -62,7 +63,7 @@ def defaults() -> dict[str, Any]:
 DEMO: dict[str, Any] = {
     "supernet": {"tasks": ["brain_tissue", "brain_plane", "nuclei_patch", "modality", "ihc_stain"],
                  "full": 2, "depth": 1, "elastic": 1, "sandwich": 1, "calib_size": 128},
-    "zoo": {"branching": [2, 2, 3, 8], "calib_size": 128},
+    "zoo": {"branching": [2, 2, 3, 8], "calib_size": 128, "transfers": 4},
     "metaspace": {"held_out": "nuclei_patch", "extractor_epochs": 1, "extractor_per_task": 100,
                   "metaspace_steps": 150, "images": 64},
     "query": {"task": "nuclei_patch", "top_k": 5},

@@ -1,24 +1,29 @@
-"""`mednns-fast study lodo` and `mednns-fast study iac`: the studies behind BENCHMARKS.md, resumable.
+"""`mednns-fast study lodo|mednns|iac`: the studies behind BENCHMARKS.md, resumable.
 
+    mednns-fast study mednns --zoo sqlite:///runs/zoo/zoo.db --out runs/mednns_study [--quick] [--seeds 0,1 ...]
     mednns-fast study lodo --zoo sqlite:///runs/zoo/zoo.db --out runs/metaspace_lodo [--seeds 0,1,2 ...]
     mednns-fast study iac --out runs/iac_lth [--quick | --scale demo|intermediate|full] [--tasks T ...]
                           [--backbones unet resunet] [--seeds 0 1 2] [--search-epochs N]
+                          [--device cpu|cuda|cuda:N] [--amp none|bf16|fp16]
 
-The algorithms are `evaluation.lodo.run_lodo` and `iac.study.run_one`; this module writes what they return
-(one JSON per finished fold or run, so a killed study resumes with what it has) and draws the figures.
+The algorithms are `evaluation.study.run_study`, `evaluation.lodo.run_lodo` and `iac.study.run_one`; this module
+writes what they return (one JSON per finished fold or run, so a killed study resumes with what it has) and
+draws the figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import torch
 
 from ..io import atomic_write_json, read_json
+from .errors import UsageError
 
 __all__ = ["add_parsers", "iac_pair", "iac_study", "lodo_study", "run"]
 
@@ -36,7 +41,12 @@ def _add_lodo(sub) -> None:
                    "(`--data` of zoo build); not needed for built-in tasks")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--threads", type=int, default=1, help="torch threads of the main process (workers use 1)")
-    for f in fields(LodoSettings):
+    settings_flags(p, LodoSettings)
+
+
+def settings_flags(p: argparse.ArgumentParser, cls) -> None:
+    """One flag per field of the settings dataclass `cls` (tuples comma-separated, booleans true|false)."""
+    for f in fields(cls):
         default = f.default
         if isinstance(default, tuple) or default is None:
             p.add_argument(f"--{f.name.replace('_', '-')}", default=None, help=f"comma-separated (default {default})")
@@ -55,12 +65,10 @@ def _flag(text: str) -> bool:
     return value
 
 
-def lodo_settings(args: argparse.Namespace):
-    """LodoSettings from the parsed `study lodo` flags."""
-    from ..evaluation.lodo import LodoSettings
-
+def settings_from_flags(args: argparse.Namespace, cls):
+    """An instance of the settings dataclass `cls` from the flags `settings_flags` added."""
     values = {}
-    for f in fields(LodoSettings):
+    for f in fields(cls):
         v = getattr(args, f.name)
         if v is None:
             continue
@@ -68,7 +76,17 @@ def lodo_settings(args: argparse.Namespace):
             items = [x for x in v.split(",") if x]
             v = tuple(int(x) for x in items) if f.name == "seeds" else tuple(items)
         values[f.name] = v
-    return LodoSettings(**values)
+    try:
+        return cls(**values)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def lodo_settings(args: argparse.Namespace):
+    """LodoSettings from the parsed `study lodo` flags."""
+    from ..evaluation.lodo import LodoSettings
+
+    return settings_from_flags(args, LodoSettings)
 
 
 def format_lodo(summary: dict) -> str:
@@ -114,6 +132,94 @@ def lodo_study(zoo: str, out: str | Path, settings, progress: bool = True,
     return results
 
 
+# ---------------------------------------------------------------- MedNNS by held-out source groups
+
+
+def _add_mednns(sub) -> None:
+    from ..evaluation.study import StudySettings
+
+    p = sub.add_parser("mednns", help="MedNNS evaluation: held-out source groups, full and low-data regimes, "
+                       "oracle and nearest-FID arms, paired bootstrap intervals (needs transfer labels)")
+    p.add_argument("--zoo", required=True, help="zoo database URL with transfer labels (zoo build --set "
+                   "zoo.transfers=16)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--sources", metavar="RUN_DIR", help="the run directory that registered the zoo's own datasets")
+    p.add_argument("--quick", action="store_true", help="minutes: 2 seeds (full regime: 1), 4 epochs, smaller "
+                   "extractor/pooled/meta-space budgets (flags given explicitly still win)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    settings_flags(p, StudySettings)
+
+
+QUICK = {"seeds": (0, 1), "full_seeds": 1, "finetune_epochs": 4, "extractor_per_task": 100, "pooled_per_task": 100,
+         "pooled_epochs": 2, "metaspace_steps": 100, "images": 64}
+
+
+def mednns_settings(args: argparse.Namespace):
+    """StudySettings from the parsed `study mednns` flags; --quick sets QUICK where a flag kept its default."""
+    from ..evaluation.study import StudySettings
+
+    s = settings_from_flags(args, StudySettings)
+    if args.quick:
+        default = StudySettings()
+        try:
+            s = replace(s, **{k: v for k, v in QUICK.items() if getattr(s, k) == getattr(default, k)})
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+    return s
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def format_mednns(summary: dict) -> str:
+    lines = []
+    for regime, arms in summary["regimes"].items():
+        lines.append(f"[{regime}] {'arm':20s} {'final %':>8s} {'AUC %':>7s} {'mednns-arm final (95% CI)':>28s} "
+                     f"{'ep->pooled':>10s}")
+        for name, r in arms.items():
+            d = r.get("mednns_minus_final")
+            ci = "-" if not d or d["mean"] is None else f"{d['mean']:+.1f} [{d['lo']:+.1f}, {d['hi']:+.1f}]"
+            ep = "-" if r["epochs_to_pooled_final"] is None else f"{r['epochs_to_pooled_final']:.1f}"
+            lines.append(f"[{regime}] {name:20s} {_pct(r['final_acc']):>8s} {_pct(r['auc']):>7s} {ci:>28s} {ep:>10s}")
+    for m, r in summary["retrieval"].items():
+        if "spearman_models" in r:
+            lines.append(f"retrieval {m}: Spearman models {r['spearman_models']}, sources {r['spearman_sources']}, "
+                         f"{r['distinct_sources']} distinct sources")
+    return "\n".join(lines)
+
+
+def mednns_study(zoo: str, out: str | Path, settings, progress: bool = True,
+                 sources: str | Path | None = None) -> dict:
+    """Run (or resume) the MedNNS study into `out` (mednns_study.json, figure, folds/*.json)."""
+    from ..evaluation.study import run_study
+    from ..report.metaspace_lodo import write_json
+    from ..report.metaspace_study import plot_study
+
+    out = Path(out)
+    fold_dir = out / "folds"
+    done = {}
+    for path in sorted(fold_dir.glob("*.json")) if fold_dir.is_dir() else []:
+        fold = json.loads(path.read_text())
+        if fold.get("settings") == json.loads(json.dumps(settings.to_dict())):
+            done["+".join(fold["group"])] = fold
+    start = time.time()
+
+    def keep(fold: dict) -> None:
+        write_json({**fold, "settings": settings.to_dict()}, fold_dir / f"{'+'.join(fold['group'])}.json")
+
+    try:
+        results = run_study(zoo, settings, progress=progress, done=done, on_fold=keep, sources=sources)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    results["wall_seconds"] = time.time() - start
+    write_json(results, out / "mednns_study.json")
+    plot_study(results, out / "mednns_study.png")
+    print(format_mednns(results["summary"]))
+    print(f"wall {results['wall_seconds']:.0f} s; wrote {out / 'mednns_study.json'} and {out / 'mednns_study.png'}")
+    return results
+
+
 # ---------------------------------------------------------------- IAC vs IAC-LTH study
 
 
@@ -130,6 +236,10 @@ def _add_iac(sub) -> None:
     p.add_argument("--backbones", nargs="*", default=None, help="default: unet resunet")
     p.add_argument("--seeds", nargs="*", type=int, default=None, help="default 0 1 2 (--quick: 0)")
     p.add_argument("--search-epochs", type=int, default=None, help="default: the scale's")
+    p.add_argument("--device", default="cpu", help="where every arm trains and is evaluated: cpu (default), cuda "
+                   "or cuda:N (checked before anything is written)")
+    p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
+                   help="mixed precision of the training loops (default none)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -155,14 +265,16 @@ def iac_pair(cfg, task: str, backbone: str, seed: int, train, test, out: Path, p
     return row
 
 
-def iac_study(cfg, out: str | Path, progress: bool = True) -> dict:
-    """Run (or resume) the whole IAC study into `out`; returns the summary (also `out/summary.json`, `.md`)."""
+def iac_study(cfg, out: str | Path, progress: bool = True, device: str = "cpu", amp: str = "none") -> dict:
+    """Run (or resume) the whole IAC study into `out`; returns the summary (also `out/summary.json`, `.md`).
+    device / amp: where and in which precision every run trains and is evaluated (`run_one`); the summary
+    records them. Selection uses each task's validation split, the test split is evaluated once per arm."""
     import mednns_fast as mf
 
-    from ..iac.segmentation import seg_data
     from ..iac.study import summarise
     from ..report.iac_figures import plot_paired
     from ..report.iac_results import summary_table
+    from .iac import search_splits
 
     out = Path(out)
     torch.set_num_threads(1)
@@ -170,12 +282,11 @@ def iac_study(cfg, out: str | Path, progress: bool = True) -> dict:
     started = time.perf_counter()
     for task in cfg.tasks:
         built = mf.data.build_task(task)
-        train = seg_data(built["train"], limit=cfg.train_images, seed=0).downsample(cfg.downsample)
-        val = seg_data(built["val"]).downsample(cfg.downsample)
-        test = seg_data(built["test"]).downsample(cfg.downsample)
+        train, val, test = search_splits(built, cfg)
         for backbone_name in cfg.backbones:
             for seed in cfg.seeds:
-                row = iac_pair(cfg, task, backbone_name, seed, train, test, out, progress, val=val)
+                row = iac_pair(cfg, task, backbone_name, seed, train, test, out, progress, val=val, device=device,
+                               amp=amp)
                 runs.append(row)
                 arms = "  ".join(f"{a} {row[a]['test']['mean_dice']:.3f}" for a in ("extra", "random", "skip")
                                  if a in row)
@@ -186,6 +297,7 @@ def iac_study(cfg, out: str | Path, progress: bool = True) -> dict:
                       flush=True)
     summary = summarise(runs, cfg.bootstrap)
     summary["config"] = asdict(cfg)
+    summary["device"], summary["amp"] = str(device), amp
     summary["total_seconds"] = time.perf_counter() - started
     atomic_write_json(out / "summary.json", summary)
     (out / "summary.md").write_text(summary_table(summary) + "\n")
@@ -222,16 +334,33 @@ def add_parsers(sub) -> None:
     study = sub.add_parser("study", help="the studies behind BENCHMARKS.md").add_subparsers(dest="action",
                                                                                             required=True)
     _add_lodo(study)
+    _add_mednns(study)
     _add_iac(study)
 
 
 def run(args: argparse.Namespace) -> int:
     from .parser import progress_bars
 
+    if args.action == "mednns":
+        try:
+            mednns_study(args.zoo, args.out, mednns_settings(args), progress=progress_bars(args.quiet),
+                         sources=args.sources)
+        except UsageError as exc:
+            print(f"mednns-fast: study mednns: {exc}", file=sys.stderr)
+            return exc.exit_code
+        return 0
     if args.action == "lodo":
         # Small per-record work: on a shared machine extra intra-op threads only wait for each other.
         torch.set_num_threads(args.threads)
         lodo_study(args.zoo, args.out, lodo_settings(args), progress=progress_bars(args.quiet), sources=args.sources)
     else:
-        iac_study(iac_config(args), args.out, progress=progress_bars(args.no_progress))
+        from ..nas.device import local_device
+
+        try:  # a device this machine lacks: one line, nothing read or written
+            device = local_device(args.device)
+        except ValueError as exc:
+            print(f"mednns-fast: study iac: --{exc}", file=sys.stderr)
+            return 2
+        iac_study(iac_config(args), args.out, progress=progress_bars(args.no_progress), device=str(device),
+                  amp=args.amp)
     return 0

@@ -46,16 +46,30 @@ def _build_zoo(run: RunDir, cfg: dict, train_only: bool, progress: bool) -> dict
     schedule = ShrinkSchedule(**{k: v for k, v in sn.items() if k not in MODEL_KEYS}, seed=cfg["seed"])
     tasks = checked_tasks(zoo["tasks"] or sn["tasks"], run=run, seed=cfg["seed"])
     model_kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in sn.items() if k in MODEL_KEYS[1:] and v}
+    transfers = None
+    if zoo["transfers"]:
+        from ..zoo.transfer import TransferProtocol
+
+        try:
+            transfers = TransferProtocol(per_source=zoo["transfers"], fit=zoo["transfer_fit"],
+                                         steps=zoo["transfer_steps"], seed=cfg["seed"])
+        except ValueError as exc:
+            raise UsageError(f"zoo.transfers: {exc}") from exc
     start = time.perf_counter()
     with distributed(cfg["device"]) as (rank, _):
         summary = build_zoo(zoo_url(run, cfg), run.path, tasks, schedule, tuple(zoo["branching"]),
                             zoo["calib_size"], cfg["seed"], train_only, progress, model_kwargs or None,
                             zoo["max_groups"] or None, zoo["per_task"] or None, device=cfg["device"],
-                            amp=cfg["amp"])
+                            amp=cfg["amp"], transfers=None if train_only else transfers)
+    transfer_summary = summary.pop("transfers", None)
     for name, s in summary.items():
         print(f"rank {rank} {name}: train {s['train_seconds']:.1f}s, added {s['added']} records in "
               f"{s['eval_seconds']:.1f}s", flush=True)
-    return {"datasets": summary, "wall_seconds": time.perf_counter() - start, "rank": rank}
+    if transfer_summary is not None:
+        print(f"rank {rank} transfers: added {transfer_summary['added']} records in "
+              f"{transfer_summary['seconds']:.1f}s", flush=True)
+    return {"datasets": summary, "transfers": transfer_summary, "wall_seconds": time.perf_counter() - start,
+            "rank": rank}
 
 
 def supernet_train(run: RunDir, cfg: dict, progress: bool = True) -> dict:
@@ -77,6 +91,7 @@ def zoo_build(run: RunDir, cfg: dict, progress: bool = True) -> dict:
     out["records"] = {d: zoo.count(d) for d in zoo.datasets()}
     accs = {d: [r.test_acc for r in zoo.records(d)] for d in zoo.datasets()}
     out["test_acc_range"] = {d: [min(a), max(a)] for d, a in accs.items() if a}
+    out["transfer_records"] = zoo.count_transfers()
     zoo.close()
     if out["rank"] == 0:  # under torchrun the first rank writes the metrics
         run.write_metrics("zoo", out)

@@ -17,7 +17,8 @@ from .sources import SourceMissing
 from .splits import split_groups
 from .task import Samples, Task, TaskCard
 
-__all__ = ["BuiltTask", "Task", "TaskCard", "build_task", "builtin_suite", "describe", "registry", "task_names"]
+__all__ = ["BuiltTask", "Task", "TaskCard", "build_task", "builtin_suite", "describe", "registry", "source_groups",
+           "task_names"]
 
 FORMAT_VERSION = 1  # of the npz layout written here
 
@@ -39,6 +40,38 @@ def registry() -> dict[str, Task]:
 
 def task_names() -> list[str]:
     return list(registry())
+
+
+# The shipped images each built-in task is cut from (its TaskCard's source). Tasks sharing an image are not
+# independent domains: a held-out evaluation must hold them out together (`source_groups`).
+SOURCE_IMAGES: dict[str, frozenset[str]] = {
+    "brain_tissue": frozenset({"mni152"}), "brain_tissue_seg": frozenset({"mni152"}),
+    "brain_lobe": frozenset({"colin27"}), "brain_hemisphere": frozenset({"colin27"}),
+    "brain_extraction": frozenset({"colin27"}), "brain_plane": frozenset({"mni152", "colin27"}),
+    "nuclei_patch": frozenset({"stardist_dsb2018"}), "nuclei_seg": frozenset({"stardist_dsb2018"}),
+    "ihc_stain": frozenset({"skimage_ihc"}), "fundus_vessel": frozenset({"skimage_retina"}),
+    "modality": frozenset({"pydicom_test_files"}), "itk_tissue_seg": frozenset({"itk_kmeans_t1"}),
+    "fashion_mnist": frozenset({"fashion_mnist"}), "mnist_digits": frozenset({"mnist"}),
+    "lfw_faces": frozenset({"lfw"}),
+}
+
+
+def source_groups(names: list[str]) -> list[list[str]]:
+    """`names` partitioned into groups of tasks cut from shared images (connected through any shared image;
+    a task not in SOURCE_IMAGES, e.g. the user's own, is its own group). Groups and their members keep the
+    order of `names`."""
+    images = {n: SOURCE_IMAGES.get(n, frozenset({f"own:{n}"})) for n in names}
+    groups: list[list[str]] = []
+    covered: list[set[str]] = []
+    for n in names:
+        joined = [i for i, imgs in enumerate(covered) if imgs & images[n]]
+        merged_names = [m for i in joined for m in groups[i]] + [n]
+        merged_images = set(images[n]).union(*(covered[i] for i in joined))
+        for i in sorted(joined, reverse=True):
+            del groups[i], covered[i]
+        groups.append(sorted(merged_names, key=names.index))
+        covered.append(merged_images)
+    return sorted(groups, key=lambda g: names.index(g[0]))
 
 
 @dataclass

@@ -85,6 +85,7 @@ class SearchResult:
     means on the two halves. decided_epoch: per edge, the epoch its last prune left `min_ops` candidates
     (None: not decided by the pruner). events: the prune events. divergences: [T][E] JS stability per
     epoch (the pruner's; None when no pruner or before a full window). done: every edge decided.
+    setup_seconds: wall time before the first epoch (a calibrated pruner's null run; not in wall_seconds).
     """
 
     genotype: Genotype
@@ -105,6 +106,7 @@ class SearchResult:
     calibration: dict | None = None
     earliest_decision: list[int] | None = None
     steps_per_epoch: int = 0
+    setup_seconds: float = 0.0
 
     def decided_at_earliest(self) -> int:
         """Edges decided at the earliest epoch the pruner allows (`ProgressivePruner.earliest_decision_epoch`)."""
@@ -124,6 +126,7 @@ class SearchResult:
             "train_loss": self.train_loss, "arch_loss": self.arch_loss,
             "calibration": self.calibration, "earliest_decision": self.earliest_decision,
             "decided_at_earliest": self.decided_at_earliest(), "steps_per_epoch": self.steps_per_epoch,
+            "setup_seconds": self.setup_seconds,
         }
 
 
@@ -200,9 +203,11 @@ def darts_search(network: IACNetwork, data: SegData, config: SearchConfig = Sear
     w_stream = BatchStream(len(w_half), config.batch_size, config.seed + 1)
     a_stream = BatchStream(len(a_half), config.batch_size, config.seed + 2)
     pruner, calibration = None, None
+    t_setup = time.perf_counter()
     if config.pruner is not None:
         kwargs, calibration = pruner_settings(config, arch.alphas.shape, w_stream.batches_per_pass)
         pruner = ProgressivePruner(arch.alphas, names=primitive_names(arch.config), **kwargs)
+    setup_seconds = time.perf_counter() - t_setup  # the null run of a calibrated pruner (counted end to end)
     history: dict[str, list] = {"weights": [], "betas": [], "train_loss": [], "arch_loss": [], "epoch_seconds": [],
                                "epoch_cpu_seconds": []}
     start = 0
@@ -260,7 +265,9 @@ def darts_search(network: IACNetwork, data: SegData, config: SearchConfig = Sear
         if on_epoch_end is not None:
             on_epoch_end(epoch)
     bar.close()
-    return _result(network, pruner, history, config, calibration, steps)
+    result = _result(network, pruner, history, config, calibration, steps)
+    result.setup_seconds = setup_seconds
+    return result
 
 
 def pruner_settings(config: SearchConfig, shape: tuple[int, int], steps_per_epoch: int) -> tuple[dict, dict | None]:
@@ -336,7 +343,8 @@ def train_derived(backbone: UNet, genotype: Genotype, data: SegData, epochs: int
     else:
         # the untrained cell (zero projection: the backbone's function) competes too
         network.training_record = train_selected(network, network.cell_parameters(), data, val, epochs, patience,
-                                                 batch_size, lr, seed, "cells", progress, select_initial=True)
+                                                 batch_size, lr, seed, "cells", progress, select_initial=True,
+                                                 amp=amp)
     if finetune_epochs:
         network.unfreeze_backbone()
         train_segmenter(network, network.parameters(), data, finetune_epochs, batch_size, finetune_lr, seed + 1,

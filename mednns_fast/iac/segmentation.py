@@ -165,15 +165,17 @@ def train_segmenter(model: nn.Module, params: Iterable[nn.Parameter], data: SegD
 def train_selected(model: nn.Module, params: Iterable[nn.Parameter], data: SegData, val: SegData,
                    max_epochs: int, patience: int, batch_size: int = 16, lr: float = 3e-3, seed: int = 0,
                    desc: str = "train", progress: bool = True, max_steps: int | None = None,
-                   select_initial: bool = False) -> dict:
+                   select_initial: bool = False, amp: str = "none") -> dict:
     """`train_segmenter` to convergence with validation selection: Adam on `params`, after every pass over
     `data` the mean case Dice on `val` (eval mode); stops after `patience` passes without a better one (or
     `max_epochs`, or `max_steps` optimiser steps), restores the best pass's weights, then recalibrates
     BatchNorm on `data`. select_initial: the weights before training compete too (best_epoch -1).
+    It trains where `data` is; amp: "none", "bf16" or "fp16" (the training steps; evaluation in full precision).
     Returns {"epochs", "steps", "best_epoch", "best_val_dice", "losses", "val_dice"}."""
     params = [p for p in params if p.requires_grad]
     if not params:
         raise ValueError("train_selected: no trainable parameters")
+    precision = Precision(data.images.device, amp)
     opt = torch.optim.Adam(params, lr=lr)
     stream = BatchStream(len(data), batch_size, seed)
     losses, val_dice, steps = [], [], 0
@@ -188,11 +190,12 @@ def train_selected(model: nn.Module, params: Iterable[nn.Parameter], data: SegDa
         for _ in range(stream.batches_per_pass):
             if max_steps is not None and steps >= max_steps:
                 break
-            idx = stream.next()
-            loss = dice_ce_loss(model(data.images[idx]), data.masks[idx])
+            idx = stream.next().to(data.images.device)
+            with precision.autocast():
+                loss = dice_ce_loss(model(data.images[idx]), data.masks[idx])
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            precision.backward(loss)
+            precision.step(opt)
             total, n, steps = total + loss.detach().double(), n + 1, steps + 1
         if n == 0:
             break

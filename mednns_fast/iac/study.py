@@ -39,6 +39,7 @@ from ..nas.device import resolve_device
 from ..nas.iac.cell import IACConfig, random_genotype, skip_genotype, strongest_first
 from ..nas.iac.implant import implant
 from ..nas.iac.unet import make_backbone
+from ..stats import paired_bootstrap
 from .search import SearchConfig, darts_search, train_derived
 from .segmentation import evaluate, train_segmenter, train_selected
 
@@ -121,6 +122,8 @@ def run_one(cfg: ExperimentConfig, task: str, backbone_name: str, seed: int, tra
     """
     if cfg.patience > 0 and val is None:
         raise ValueError("run_one: cfg.patience > 0 (early stopping) needs the validation split `val`")
+    if "extra" in cfg.controls and val is None:
+        raise ValueError("run_one: the 'extra' control selects its weights on the validation split: pass `val`")
     device = resolve_device(device)
     train, test = train.to(device), test.to(device)
     val = None if val is None else val.to(device)
@@ -131,7 +134,7 @@ def run_one(cfg: ExperimentConfig, task: str, backbone_name: str, seed: int, tra
     t0 = time.perf_counter()
     if cfg.patience > 0:
         record = train_selected(backbone, backbone.parameters(), train, val, cfg.backbone_epochs, cfg.patience,
-                                cfg.batch_size, 3e-3, seed, f"{tag} backbone", progress)
+                                cfg.batch_size, 3e-3, seed, f"{tag} backbone", progress, amp=amp)
     else:
         train_segmenter(backbone, backbone.parameters(), train, cfg.backbone_epochs, cfg.batch_size, 3e-3, seed,
                         f"{tag} backbone", progress, amp)
@@ -156,9 +159,9 @@ def run_one(cfg: ExperimentConfig, task: str, backbone_name: str, seed: int, tra
         ref = "full" if "full" in results else next(iter(results))
         steps = results[ref].epochs_run * results[ref].steps_per_epoch + nets[ref].training_record["steps"]
         extra = copy.deepcopy(backbone)
-        rec = train_selected(extra, extra.parameters(), train, val if val is not None else train, 10**6,
+        rec = train_selected(extra, extra.parameters(), train, val, 10**6,
                              10**6, cfg.batch_size, 3e-3, seed + 7, f"{tag} extra", progress, max_steps=steps,
-                             select_initial=True)
+                             select_initial=True, amp=amp)
         nets["extra"] = extra
         row["extra"] = {"steps": steps, "training": _short(rec)}
     if "random" in cfg.controls:
@@ -214,28 +217,6 @@ def _arm_test(run: dict, arm: str) -> dict | None:
     return run["baseline"] if arm == "baseline" else (run.get(arm) or {}).get("test")
 
 
-def paired_bootstrap(a: dict[int, list[float]], b: dict[int, list[float]], n: int = 2000, seed: int = 0) -> dict:
-    """Paired per-case difference a - b with a seeded bootstrap 95 % interval.
-
-    a, b: case id -> that case's Dice in each seed's run (same order of seeds in both). Per case the mean
-    over seeds of the difference; the interval resamples the cases (the unit that carries the noise of
-    the test split). Returns {"mean", "lo", "hi", "cases", "per_case"} (points are Dice x 100)."""
-    cases = sorted(set(a) & set(b))
-    per_case = []
-    for c in cases:
-        d = [x - y for x, y in zip(a[c], b[c], strict=True) if x == x and y == y]
-        if d:
-            per_case.append(100 * statistics.fmean(d))
-    if not per_case:
-        return {"mean": None, "lo": None, "hi": None, "cases": 0, "per_case": []}
-    t = torch.tensor(per_case, dtype=torch.float64)
-    gen = torch.Generator().manual_seed(seed)
-    idx = torch.randint(len(t), (n, len(t)), generator=gen)
-    boot = t[idx].mean(1)
-    return {"mean": float(t.mean()), "lo": float(torch.quantile(boot, 0.025)), "hi": float(torch.quantile(boot, 0.975)),
-            "cases": len(per_case), "per_case": per_case}
-
-
 def _per_case(group: list[dict], arm: str) -> dict[int, list[float]] | None:
     out: dict[int, list[float]] = {}
     for r in group:
@@ -272,11 +253,98 @@ def settling(run: dict) -> dict:
             "decided_at_earliest": run["lth"]["search"].get("decided_at_earliest", 0)}
 
 
+def _step_seconds(search: dict, epochs: list[int]) -> float | None:
+    """Mean wall seconds per search step over `epochs` (indices into the search's epochs) of a
+    `SearchResult.summary()`; None when there are none."""
+    secs = [search["epoch_seconds"][t] for t in epochs if t < len(search["epoch_seconds"])]
+    steps = search.get("steps_per_epoch") or 0
+    return sum(secs) / (len(secs) * steps) if secs and steps else None
+
+
+def step_costs(run: dict) -> dict:
+    """Per-step cost of one task x backbone x seed: the full search's mean seconds per step after its warm-up
+    (`full_step_s`), the LTH search's before its first prune (`lth_step_s_unpruned`, same work as the full
+    search) and after it (`lth_step_s_pruned`: epochs run with candidates switched off; a prune at epoch t
+    takes effect from epoch t + 1), the share of candidates still active in the LTH search's last epoch
+    (`active_fraction_end`) and the end-to-end seconds of each mode: calibration + search + the derived cell's
+    training (`end_to_end_s`). Empty without both searches."""
+    if "full" not in run or "lth" not in run:
+        return {}
+    full, lth = run["full"]["search"], run["lth"]["search"]
+    warm = full["config"].get("warmup_epochs", 0)
+    first = min((ev["epoch"] for ev in lth["events"]), default=None)
+    n_lth = lth["epochs_run"]
+    unpruned = [t for t in range(warm, n_lth) if first is None or t <= first]
+    pruned = [] if first is None else list(range(first + 1, n_lth))
+    # candidates per edge: from the kept trajectory, else from any prune event (its importance covers them all)
+    weights = run.get("trajectories", {}).get("lth", {}).get("weights") or []
+    n_cand = len(weights[0][0]) if weights else max((len(ev["importance"]) for ev in lth["events"]), default=0)
+    total = [n_cand] * len(lth["decided_epoch"])
+    active = list(total)
+    for ev in lth["events"]:
+        active[ev["edge"]] = len(ev["active"])
+    full_step = _step_seconds(full, list(range(warm, full["epochs_run"])))
+    lth_pruned = _step_seconds(lth, pruned)
+    return {
+        "full_step_s": full_step, "lth_step_s_unpruned": _step_seconds(lth, unpruned),
+        "lth_step_s_pruned": lth_pruned, "pruned_epochs": len(pruned),
+        "per_step_saving": full_step / lth_pruned if full_step and lth_pruned else None,
+        "active_fraction_end": sum(active) / sum(total) if sum(total) else None,
+        "end_to_end_s": {m: run[m]["search"].get("setup_seconds", 0.0) + run[m]["search"]["wall_seconds"]
+                         + run[m].get("derived_train_s", 0.0) for m in ("full", "lth")},
+    }
+
+
+def _ratio(num: list[float], den: list[float]) -> float | None:
+    return sum(num) / sum(den) if num and sum(den) > 0 else None
+
+
+def speed_parts(group: list[dict]) -> dict:
+    """Issue 22's speed-up in parts over the seeds of one task x backbone: the epochs-to-stop distribution
+    (LTH epochs per seed; every edge's decided epoch, None = undecided, with a histogram and the number
+    decided at the earliest epoch the pruner allows), the per-step saving from pruning (full vs pruned-LTH
+    seconds per step), end-to-end seconds (calibration + search + derived training; with the shared
+    backbone's training too) and the wall speed-up by which search ran first (the order alternates by seed)."""
+    costs = [step_costs(r) for r in group]
+    decided = [d for r in group for d in r["lth"]["search"]["decided_epoch"]]
+    hist: dict[str, int] = {}
+    for d in sorted(d for d in decided if d is not None):
+        hist[str(d)] = hist.get(str(d), 0) + 1
+    lth_ep = [r["lth"]["search"]["epochs_run"] for r in group]
+    e2e = {m: [c["end_to_end_s"][m] for c in costs] for m in ("full", "lth")}
+    backbone = [r.get("backbone_train_s", 0.0) for r in group]
+    full_step = [c["full_step_s"] for c in costs if c["full_step_s"] is not None]
+    pruned_step = [c["lth_step_s_pruned"] for c in costs if c["lth_step_s_pruned"] is not None]
+    by_order: dict[str, float | None] = {}
+    for first in ("full", "lth"):
+        runs = [r for r in group if r.get("order", ["full"])[0] == first]
+        by_order[f"{first}_first"] = _ratio([r["full"]["search"]["wall_seconds"] for r in runs],
+                                            [r["lth"]["search"]["wall_seconds"] for r in runs])
+    return {
+        "epochs_to_stop": {"per_seed": lth_ep, "min": min(lth_ep), "median": statistics.median(lth_ep),
+                           "max": max(lth_ep), "full": group[0]["full"]["search"]["epochs_run"]},
+        "decided_epochs": decided, "decided_histogram": hist, "undecided_edges": sum(d is None for d in decided),
+        "edges": len(decided),
+        "step_s": {"full": statistics.fmean(full_step) if full_step else None,
+                   "lth_pruned": statistics.fmean(pruned_step) if pruned_step else None},
+        "per_step_saving": (statistics.fmean(full_step) / statistics.fmean(pruned_step)
+                            if full_step and pruned_step else None),
+        "pruned_epochs_per_seed": [c["pruned_epochs"] for c in costs],
+        "active_fraction_end": [c["active_fraction_end"] for c in costs],
+        "end_to_end_s": {m: statistics.fmean(v) for m, v in e2e.items()},
+        "speedup_end_to_end": _ratio(e2e["full"], e2e["lth"]),
+        "speedup_with_backbone": _ratio([b + f for b, f in zip(backbone, e2e["full"], strict=True)],
+                                        [b + x for b, x in zip(backbone, e2e["lth"], strict=True)]),
+        "order": [r.get("order") for r in group],
+        "speedup_wall_by_order": by_order,
+    }
+
+
 def summarise(runs: list[dict], bootstrap: int = 2000) -> dict:
     """Per task x backbone: each arm's Dice (mean and std over cases and seeds), paired per-case
     differences between arms with bootstrap 95 % intervals (`COMPARISONS`), search times and speed-ups
-    (search alone and end to end with the derived cell's training), epochs, and how the LTH decisions
-    relate to the full search (`settling`)."""
+    (search alone, and end to end with the calibration and the derived cell's training), epochs, how the
+    LTH decisions relate to the full search (`settling`) and the speed-up in parts (`speed_parts`)."""
     rows = []
     for key in dict.fromkeys((r["task"], r["backbone"]) for r in runs):
         group = [r for r in runs if (r["task"], r["backbone"]) == key]
@@ -296,8 +364,6 @@ def summarise(runs: list[dict], bootstrap: int = 2000) -> dict:
             lth_s = [r["lth"]["search"]["wall_seconds"] for r in group]
             full_c = [r["full"]["search"]["cpu_seconds"] for r in group]
             lth_c = [r["lth"]["search"]["cpu_seconds"] for r in group]
-            full_e2e = [f + r["full"].get("derived_train_s", 0.0) for f, r in zip(full_s, group, strict=True)]
-            lth_e2e = [f + r["lth"].get("derived_train_s", 0.0) for f, r in zip(lth_s, group, strict=True)]
             full_ep = [r["full"]["search"]["epochs_run"] for r in group]
             lth_ep = [r["lth"]["search"]["epochs_run"] for r in group]
             per_epoch_full = sum(full_s) / sum(full_ep)
@@ -307,7 +373,6 @@ def summarise(runs: list[dict], bootstrap: int = 2000) -> dict:
                 "full_wall_s": statistics.fmean(full_s), "lth_wall_s": statistics.fmean(lth_s),
                 "speedup_wall": sum(full_s) / sum(lth_s), "speedup_cpu": sum(full_c) / sum(lth_c),
                 "speedup_wall_per_seed": [f / max(x, 1e-9) for f, x in zip(full_s, lth_s, strict=True)],
-                "speedup_end_to_end": sum(full_e2e) / sum(lth_e2e),
                 "epoch_ratio": sum(full_ep) / sum(lth_ep),
                 "per_epoch_saving": per_epoch_full / per_epoch_lth,
                 "full_epochs": full_ep[0], "lth_epochs_per_seed": lth_ep,
@@ -322,6 +387,9 @@ def summarise(runs: list[dict], bootstrap: int = 2000) -> dict:
                 "calibration": group[0]["lth"]["search"].get("calibration"),
                 "genotypes": {m: [r[m]["search"]["genotype_str"] for r in group] for m in ("full", "lth")},
             })
+            parts = speed_parts(group)
+            row["speedup_end_to_end"] = parts["speedup_end_to_end"]
+            row["speed_parts"] = parts
         rows.append(row)
     speedups = [r["speedup_wall"] for r in rows if "speedup_wall" in r]
     return {"rows": rows, "median_speedup_wall": statistics.median(speedups) if speedups else None,

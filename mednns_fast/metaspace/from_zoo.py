@@ -27,9 +27,9 @@ from .query import CandidateIndex, CandidateRef, TrainedMetaSpace, WeightsHandle
 from .space import PRESETS
 from .training import MetaSpaceData, train_metaspace
 
-__all__ = ["MetaSpaceSettings", "QuerySpace", "candidate_refs", "functional_embeddings", "indexed_accuracy",
-           "metaspace_data", "record_encodings", "topology_encodings", "train_query_space", "zoo_records",
-           "zoo_supernets"]
+__all__ = ["MetaSpaceSettings", "Pair", "QuerySpace", "candidate_refs", "functional_embeddings", "indexed_accuracy",
+           "metaspace_data", "pairs_data", "record_encodings", "topology_encodings", "train_query_space",
+           "training_pairs", "zoo_records", "zoo_supernets"]
 
 
 @dataclass(frozen=True)
@@ -41,9 +41,15 @@ class MetaSpaceSettings:
     extractor_per_task: int = 150
     metaspace_steps: int = 200
     metaspace_batch: int = 128
-    metric: str = "val_acc"  # what the predictor learns from the zoo
+    metric: str = "val_acc"  # what the predictor learns from the zoo's own records
+    # which (model, dataset, accuracy) pairs the predictor learns from: "transfers" (models measured on other
+    # datasets, zoo.transfer), "own" (each model on its own dataset), "both"; "auto": transfers when the zoo
+    # holds them for these datasets, else own
+    pairs: str = "auto"
+    transfer_protocol: str | None = None  # which protocol's transfer records (default: the zoo's only one)
 
 
+PAIRS = ("auto", "transfers", "own", "both")
 FUNCTIONAL_DIM = 256
 PROBES = 8
 METRICS = ("val_acc", "test_acc")
@@ -124,6 +130,65 @@ def metaspace_data(records: Mapping[str, Sequence[ZooRecord]], features: Mapping
     return MetaSpaceData(names, feats, dataset_fid(feats).float(), topology, functional, index, acc)
 
 
+@dataclass(frozen=True)
+class Pair:
+    """A model (subnet `config` of `source`'s supernet) measured on dataset `target` (= source for own records)."""
+
+    source: str
+    config: dict
+    target: str
+    accuracy: float
+
+
+def training_pairs(zoo: Zoo, names: Sequence[str], pairs: str = "auto", metric: str = "val_acc",
+                   protocol: str | None = None) -> tuple[list[Pair], str]:
+    """The (model, dataset, accuracy) pairs a meta-space over `names` learns from, and which kind they are
+    ("transfers", "own" or "both"). Transfer pairs have their source *and* target among `names` (a held-out
+    dataset is neither). See MetaSpaceSettings.pairs."""
+    if pairs not in PAIRS:
+        raise ValueError(f"pairs must be one of {PAIRS}, got {pairs!r}")
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    keep = set(names)
+    transfers = [t for t in zoo.transfers() if t.source in keep and t.target in keep]
+    protocols = sorted({t.protocol for t in transfers})
+    if protocol is not None:
+        transfers = [t for t in transfers if t.protocol == protocol]
+    elif len(protocols) > 1:
+        raise ValueError(f"the zoo at {zoo.url} holds transfer records of several protocols {protocols}: "
+                         "choose one (MetaSpaceSettings.transfer_protocol)")
+    if pairs == "auto":
+        pairs = "transfers" if transfers else "own"
+    if pairs in ("transfers", "both") and not {t.target for t in transfers} >= keep:
+        lacking = sorted(keep - {t.target for t in transfers})
+        raise ValueError(f"the zoo at {zoo.url} has no transfer records onto {lacking}: build them with "
+                         "`mednns-fast zoo build --set zoo.transfers=16`")
+    out = []
+    if pairs in ("own", "both"):
+        out += [Pair(r.dataset, r.config, r.dataset, getattr(r, metric)) for n in names for r in zoo.records(n)]
+    if pairs in ("transfers", "both"):
+        out += [Pair(t.source, t.config, t.target, t.val_acc) for t in transfers]
+    return out, pairs
+
+
+def pairs_data(pairs: Sequence[Pair], names: Sequence[str], features: Mapping[str, torch.Tensor],
+               encodings: Mapping[tuple[str, str], tuple[torch.Tensor, torch.Tensor]],
+               device: str | torch.device = "cpu") -> MetaSpaceData:
+    """MetaSpaceData over the datasets `names` (in order) from `pairs`: each pair's model encodings (from
+    `record_encodings`, keyed by (source, config key)) against its target dataset."""
+    missing = [d for d in names if d not in features]
+    if missing:
+        raise ValueError(f"pairs_data: no features for dataset(s) {missing}")
+    enc = [encodings[(p.source, config_key(p.config))] for p in pairs]
+    topo = torch.stack([e[0] for e in enc]).to(device)
+    func = torch.stack([e[1] for e in enc]).to(device)
+    index = torch.tensor([list(names).index(p.target) for p in pairs], dtype=torch.long)
+    acc = torch.tensor([p.accuracy for p in pairs], dtype=torch.float32)
+    feats = [features[d] for d in names]
+    return MetaSpaceData(list(names), feats, dataset_fid(feats).float(), topo, func, index.to(device),
+                         acc.to(device))
+
+
 @torch.no_grad()
 def record_encodings(records: Mapping[str, Sequence], supernets: Mapping[str, ElasticResNet],
                      progress: bool = False) -> dict:
@@ -149,6 +214,8 @@ class QuerySpace:
     fid: torch.Tensor
     dataset_embeddings: torch.Tensor
     history: list[dict]
+    pairs: str = "own"  # what the predictor learnt from (training_pairs)
+    n_pairs: int = 0
 
 
 def train_query_space(zoo_url: str, exclude: Sequence[str] = (), method: str = "mednns",
@@ -180,9 +247,10 @@ def train_query_space(zoo_url: str, exclude: Sequence[str] = (), method: str = "
     features = {n: dataset_features(extractor.model, suite[n], settings.images, seed=0) for n in names}
     encodings = record_encodings(records, supernets)
     flat = [r for n in names for r in records[n]]
-    pairs = [encodings[(r.dataset, config_key(r.config))] for r in flat]
-    topo, func = torch.stack([p[0] for p in pairs]).to(device), torch.stack([p[1] for p in pairs]).to(device)
-    data = metaspace_data(records, features, topo, func, settings.metric)
+    enc = [encodings[(r.dataset, config_key(r.config))] for r in flat]
+    topo, func = torch.stack([p[0] for p in enc]).to(device), torch.stack([p[1] for p in enc]).to(device)
+    pairs, kind = training_pairs(zoo, names, settings.pairs, settings.metric, settings.transfer_protocol)
+    data = pairs_data(pairs, names, features, encodings, device)
     config = replace(PRESETS[method], steps=settings.metaspace_steps, batch_records=settings.metaspace_batch,
                      seed=seed)
     resume = load_checkpoint(checkpoint) if checkpoint is not None else None
@@ -190,11 +258,11 @@ def train_query_space(zoo_url: str, exclude: Sequence[str] = (), method: str = "
                              on_checkpoint=(lambda st: save_checkpoint(st, checkpoint)) if checkpoint else None,
                              progress=progress, device=device, amp=amp)
     model = result.model.eval()
-    index = CandidateIndex(model, topo, func, candidate_refs(zoo, flat))
     with torch.no_grad():
-        emb = torch.stack([model.encode_datasets(features[n].float()) for n in names])
+        emb = torch.stack([model.encode_datasets(features[n].float().to(device)) for n in names])
+    index = CandidateIndex(model, topo, func, candidate_refs(zoo, flat), source_embeddings=dict(zip(names, emb)))
     space = TrainedMetaSpace(extractor, index, settings.images, 0)
     fid = dataset_fid(features)
     cpu = torch.device("cpu")
     return QuerySpace(space.to(cpu), topo.to(cpu), func.to(cpu), names, fid.to(cpu), emb.to(cpu),
-                      list(result.history))
+                      list(result.history), kind, len(pairs))

@@ -52,6 +52,44 @@ def normalised_fid(fid: torch.Tensor) -> torch.Tensor:
     return off / top if float(top) > 0 else off
 
 
+def fid_targets(fid: torch.Tensor, mode: str = "max", low: float = 0.3, high: float = 1.6) -> torch.Tensor:
+    """Target distances [N, N] between dataset embeddings (which lie on the unit sphere) from an FID matrix.
+
+    "max": FID / its largest off-diagonal entry, in [0, 1]: every pair stays within cosine >= 0.5, a narrow
+    cone. "spread": log(FID) mapped linearly onto [low, high] (the closest pair at `low`, the farthest at
+    `high`; a chord of sqrt(2) is orthogonal), so that near and far datasets separate. Diagonal 0."""
+    if mode == "max":
+        return normalised_fid(fid)
+    if mode != "spread":
+        raise ValueError(f"fid_targets: mode must be 'max' or 'spread', got {mode!r}")
+    if fid.ndim != 2 or fid.shape[0] != fid.shape[1]:
+        raise ValueError(f"fid: expected a square matrix, got {tuple(fid.shape)}")
+    eye = torch.eye(fid.shape[0], dtype=torch.bool, device=fid.device)
+    logf = fid.clamp_min(1e-6).log()
+    off = logf[~eye]
+    if off.numel() == 0:
+        return torch.zeros_like(fid)
+    lo, hi = off.min(), off.max()
+    scaled = (logf - lo) / (hi - lo) if float(hi - lo) > 0 else torch.full_like(logf, 0.5)
+    return (low + (high - low) * scaled).masked_fill(eye, 0.0)
+
+
+def per_dataset_rank(accuracy: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """[R] percentile rank of each accuracy within its group (0 = worst, 1 = best of its dataset; ties share the
+    mean rank; a group of one gets 0.5). accuracy, groups: [R]."""
+    _check_vector("accuracy", accuracy)
+    _check_vector("groups", groups, accuracy.shape[0])
+    out = torch.empty_like(accuracy, dtype=torch.float32)
+    for g in groups.unique().tolist():
+        idx = (groups == g).nonzero().squeeze(1)
+        a = accuracy[idx].double()
+        below = (a[None, :] < a[:, None]).sum(1).double()
+        equal = (a[None, :] == a[:, None]).sum(1).double()
+        n = len(idx)
+        out[idx] = ((below + (equal - 1) / 2) / (n - 1)).float() if n > 1 else 0.5
+    return out
+
+
 def fid_loss(embeddings: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean over pairs a < b of (||e_a - e_b|| - target_ab)^2.
 

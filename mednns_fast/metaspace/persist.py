@@ -61,6 +61,8 @@ def save_metaspace(space: TrainedMetaSpace, topology: torch.Tensor, functional: 
         "topology": topology,
         "functional": functional,
         "refs": [_ref_to_dict(r) for r in space.index.refs],
+        "source_embeddings": None if space.index.source_embeddings is None else
+        dict(zip(space.index.datasets, space.index.source_embeddings.cpu())),
         "images": space.images,
         "image_seed": space.image_seed,
     }
@@ -81,5 +83,6 @@ def load_metaspace(path: str | os.PathLike) -> TrainedMetaSpace:
     if state_digest(extractor) != prov["digest"]:
         raise ValueError(f"load_metaspace: extractor weights in {path} do not match their digest {prov['digest']}")
     refs = [_ref_from_dict(d) for d in obj["refs"]]
-    index = CandidateIndex(model, obj["topology"], obj["functional"], refs)
+    index = CandidateIndex(model, obj["topology"], obj["functional"], refs,
+                           source_embeddings=obj.get("source_embeddings"))
     return TrainedMetaSpace(Extractor(extractor, prov), index, obj["images"], obj["image_seed"])

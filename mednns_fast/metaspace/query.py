@@ -76,11 +76,14 @@ class CandidateIndex:
     """All zoo records of a meta-space, encoded once.
 
     model: a trained MetaSpace; topology [R, Dt], functional [R, Df] of the R records; refs: R CandidateRef
-    (same order). Encoding runs in chunks of `chunk` records.
+    (same order). Encoding runs in chunks of `chunk` records. source_embeddings: {source dataset: its
+    meta-space embedding [D]} for every dataset the refs come from; the two-stage query
+    (`model.config.query == "two_stage"`) needs them.
     """
 
     def __init__(self, model: MetaSpace, topology: torch.Tensor, functional: torch.Tensor,
-                 refs: Sequence[CandidateRef], chunk: int = 16384) -> None:
+                 refs: Sequence[CandidateRef], chunk: int = 16384,
+                 source_embeddings: dict[str, torch.Tensor] | None = None) -> None:
         if len(refs) != topology.shape[0]:
             raise ValueError(f"CandidateIndex: {topology.shape[0]} encodings but {len(refs)} refs")
         if len(refs) == 0:
@@ -90,6 +93,14 @@ class CandidateIndex:
         datasets = sorted({r.dataset for r in self.refs})
         self.datasets = datasets
         self.dataset_of = torch.tensor([datasets.index(r.dataset) for r in self.refs], device=topology.device)
+        self.source_embeddings = None  # [S, D] in the order of self.datasets
+        if source_embeddings is not None:
+            missing = [d for d in datasets if d not in source_embeddings]
+            if missing:
+                raise ValueError(f"CandidateIndex: source_embeddings lacks the source dataset(s) {missing}")
+            self.source_embeddings = torch.stack([source_embeddings[d] for d in datasets]).to(topology.device)
+        if model.config.query == "two_stage" and self.source_embeddings is None:
+            raise ValueError("CandidateIndex: a two-stage meta-space needs source_embeddings (one per source dataset)")
         with torch.no_grad():
             emb = [model.encode_models(topology[i:i + chunk], functional[i:i + chunk])
                    for i in range(0, len(refs), chunk)]
@@ -109,7 +120,19 @@ class CandidateIndex:
         self.model.to(device)
         self.dataset_of, self.embeddings, self.keys = (t.to(device) for t in (self.dataset_of, self.embeddings,
                                                                                self.keys))
+        if self.source_embeddings is not None:
+            self.source_embeddings = self.source_embeddings.to(device)
         return self
+
+    def nearest_source(self, dataset_emb: torch.Tensor, allowed: torch.Tensor | None = None) -> int:
+        """Index (into `datasets`) of the source whose embedding is closest (cosine) to dataset_emb [D];
+        allowed: [S] bool mask of the sources that may be chosen."""
+        if self.source_embeddings is None:
+            raise ValueError("nearest_source: this index has no source_embeddings")
+        cos = self.source_embeddings @ dataset_emb
+        if allowed is not None:
+            cos = cos.masked_fill(~allowed, -float("inf"))
+        return int(cos.argmax())
 
     def scores(self, dataset_emb: torch.Tensor) -> torch.Tensor:
         """Predicted accuracy [R] of every record on a dataset with embedding [D]."""
@@ -141,6 +164,13 @@ class CandidateIndex:
                 scores = self.scores(dataset_emb)
                 if allowed is not None:
                     scores = scores.masked_fill(~allowed, -float("inf"))
+                if self.model.config.query == "two_stage":  # the nearest source dataset, then its best models
+                    ok = torch.ones(len(self.datasets), dtype=torch.bool, device=self.device)
+                    for d in exclude:
+                        if d in self.datasets:
+                            ok[self.datasets.index(d)] = False
+                    source = self.nearest_source(dataset_emb, ok)
+                    scores = scores.masked_fill(self.dataset_of != source, -float("inf"))
             n = min(k, int(torch.isfinite(scores).sum()))
             top = scores.topk(n)
         out = []

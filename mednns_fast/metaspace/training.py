@@ -98,16 +98,35 @@ def _contrastive_models(data: MetaSpaceData, top: int) -> torch.Tensor:
     return torch.cat(keep)
 
 
+def _balanced_batch(groups: torch.Tensor, n: int, g: torch.Generator) -> torch.Tensor:
+    """[n] record indices drawn evenly over datasets: a dataset uniformly, then one of its records uniformly
+    (with replacement; from the CPU generator `g`). groups: [R] dataset index per record (on the CPU)."""
+    order = torch.argsort(groups, stable=True)
+    counts = torch.bincount(groups)
+    present = counts.nonzero().squeeze(1)
+    starts = torch.cumsum(counts, 0) - counts
+    d = present[torch.randint(len(present), (n,), generator=g)]
+    offset = (torch.rand(n, generator=g, dtype=torch.float64) * counts[d]).long()
+    return order[starts[d] + offset]
+
+
 def step_losses(model: MetaSpace, data: MetaSpaceData, g: torch.Generator, fid_target: torch.Tensor,
-                positives: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The configured losses on one random batch (a sample of each dataset's images, a batch of records)."""
+                positives: torch.Tensor, target: torch.Tensor | None = None,
+                groups_cpu: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The configured losses on one random batch (a sample of each dataset's images, a batch of records).
+    target: [R] what the predictor fits (default: the accuracy); groups_cpu: the dataset index on the CPU
+    (needed for balanced batches)."""
     c = model.config
     dataset_emb = model.encode_datasets(_sample_sets(data, c.images_per_set, g))  # [N, D]
     r = data.topology.shape[0]
-    batch = torch.randperm(r, generator=g)[: c.batch_records].to(data.topology.device)
+    if c.balanced:
+        cpu_groups = groups_cpu if groups_cpu is not None else data.dataset_index.cpu()
+        batch = _balanced_batch(cpu_groups, c.batch_records, g).to(data.topology.device)
+    else:
+        batch = torch.randperm(r, generator=g)[: c.batch_records].to(data.topology.device)
     model_emb = model.encode_models(data.topology[batch], data.functional[batch])
     groups = data.dataset_index[batch]
-    acc = data.accuracy[batch].float()
+    acc = (data.accuracy if target is None else target)[batch].float()
     predicted = model.predict(dataset_emb[groups], model_emb)
     out = {}
     if c.performance:
@@ -151,8 +170,11 @@ def train_metaspace(data: MetaSpaceData, config: MetaSpaceConfig, resume: dict |
         opt.load_state_dict(resume["optimizer"])
         g.set_state(resume["generator"])
         history, start = list(resume["history"]), int(resume["step"])
-    fid_target = losses.normalised_fid(data.fid.float())
+    fid_target = losses.fid_targets(data.fid.float(), config.fid_map)
     positives = _contrastive_models(data, config.contrastive_top)
+    groups_cpu = data.dataset_index.cpu()
+    target = data.accuracy if config.target == "raw" else \
+        losses.per_dataset_rank(data.accuracy.cpu(), groups_cpu).to(data.accuracy.device)
 
     pending: list[tuple[list[str], torch.Tensor]] = []  # steps whose losses are still on the device
 
@@ -172,7 +194,7 @@ def train_metaspace(data: MetaSpaceData, config: MetaSpaceConfig, resume: dict |
     bar = tqdm(range(start, config.steps), desc="meta-space", disable=not progress, leave=False)
     for step in bar:
         with precision.autocast():
-            values = step_losses(model, data, g, fid_target, positives)
+            values = step_losses(model, data, g, fid_target, positives, target, groups_cpu)
         opt.zero_grad(set_to_none=True)
         precision.backward(values["total"])
         precision.step(opt)

@@ -27,6 +27,25 @@ def summary_table(summary: dict) -> str:
                 f"{r['full_epochs']} / {r['lth_epochs']:.1f} | {r.get('per_epoch_saving', nan):.2f}x | "
                 f"{r.get('decided_edges', '-')} / {r.get('decided_at_earliest', '-')} / "
                 f"{r.get('decided_before_settled', '-')} / {r.get('agree_with_full', '-')} |")
+    parts = [r for r in summary["rows"] if "speed_parts" in r]
+    if parts:
+        lines += ["", "Speed-up in parts: LTH epochs to stop per seed (full: every seed's); edges decided / all, "
+                  "of them at the earliest epoch allowed; seconds per step, full vs LTH epochs after a prune; "
+                  "end to end (calibration + search + derived training) and with the shared backbone; wall "
+                  "speed-up by which search ran first.", "",
+                  "| task | backbone | LTH epochs (full) | decided / edges | at earliest | s/step full / pruned | "
+                  "per-step saving | end to end s full / LTH | end to end | with backbone | full first / LTH first |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in parts:
+            p = r["speed_parts"]
+            ep = p["epochs_to_stop"]
+            order = p["speedup_wall_by_order"]
+            lines.append(
+                f"| {r['task']} | {r['backbone']} | {', '.join(map(str, ep['per_seed']))} ({ep['full']}) | "
+                f"{p['edges'] - p['undecided_edges']} / {p['edges']} | {r.get('decided_at_earliest', '-')} | "
+                f"{_ms(p['step_s']['full'])} / {_ms(p['step_s']['lth_pruned'])} | {_x(p['per_step_saving'])} | "
+                f"{p['end_to_end_s']['full']:.1f} / {p['end_to_end_s']['lth']:.1f} | {_x(p['speedup_end_to_end'])} | "
+                f"{_x(p['speedup_with_backbone'])} | {_x(order['full_first'])} / {_x(order['lth_first'])} |")
     comps = list(dict.fromkeys(k for r in summary["rows"] for k in r.get("paired", {})))
     if comps:
         lines += ["", "Paired per-case differences, Dice points, mean [bootstrap 95 % interval] over test cases:", "",
@@ -39,6 +58,14 @@ def summary_table(summary: dict) -> str:
                 cells.append(f"{p['mean']:+.1f} [{p['lo']:+.1f}, {p['hi']:+.1f}]" if ok else "-")
             lines.append(f"| {r['task']} | {r['backbone']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{1000 * seconds:.0f} ms"
+
+
+def _x(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio:.2f}x"
 
 
 def _pm(stat: dict) -> str:

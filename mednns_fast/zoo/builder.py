@@ -37,6 +37,7 @@ from ..nas.ofa.subnet_eval import SubnetEvaluator
 from ..nas.ofa.training import ShrinkSchedule, TrainState, train_supernet
 from .checkpoint import atomic_save, load_supernet, save_supernet, supernet_meta, weights_digest
 from .database import Zoo, ZooRecord
+from .transfer import TransferProtocol, build_transfers
 
 DEFAULT_BRANCHING = (4, 4, 8, 72)  # stage-1 x stage-2 x stage-3 x stage-4 choices: 9216 configs per dataset
 
@@ -230,7 +231,7 @@ def build_zoo(url: str, workdir: str | os.PathLike, datasets: list[str] | None =
               schedule: ShrinkSchedule | None = None, branching=DEFAULT_BRANCHING, calib_size: int = 256,
               seed: int = 0, train_only: bool = False, progress: bool = True, model_kwargs: dict | None = None,
               max_groups: int | None = None, train_subset: int | None = None, device: str | torch.device = "cpu",
-              amp: str = "none") -> dict:
+              amp: str = "none", transfers: TransferProtocol | None = None) -> dict:
     """Build (or resume) the zoo at `url` for `datasets` (default: every built-in classification task): built-in
     task names or loaded tasks (`mednns_fast.data.load_task(path)`: your own data, recorded under its name).
 
@@ -238,6 +239,8 @@ def build_zoo(url: str, workdir: str | os.PathLike, datasets: list[str] | None =
     device: where supernets train and subnets are evaluated ("cpu", "cuda", "cuda:N"; under torchrun a CUDA
     device is each rank's ``cuda:LOCAL_RANK``); amp: mixed precision of the supernet training ("none", "bf16",
     "fp16"; the zoo's evaluation stays float32).
+    transfers: also measure transfer labels (`zoo.transfer`) onto each of `datasets` from every other dataset of
+    the zoo, once all supernets exist; summary["transfers"] = {"added", "seconds"}.
     Under torchrun each rank calls this; returns {dataset: {"train_seconds", "added", "eval_seconds"}}.
     """
     device = local_device(device)
@@ -252,9 +255,11 @@ def build_zoo(url: str, workdir: str | os.PathLike, datasets: list[str] | None =
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist is not None else (0, 1)
     zoo = Zoo(url)
     summary = {}
+    built = {}
     for dataset in datasets:
         task = build_task(dataset) if isinstance(dataset, str) else dataset
         name = task.name
+        built[name] = task
         model, digest, train_seconds = ensure_supernet(zoo, task, workdir, schedule, rank, world, progress,
                                                        model_kwargs, train_subset, device, amp)
         summary[name] = {"train_seconds": train_seconds, "added": 0, "eval_seconds": 0.0}
@@ -265,6 +270,13 @@ def build_zoo(url: str, workdir: str | os.PathLike, datasets: list[str] | None =
         summary[name]["added"] = evaluate_groups(zoo, task, model, digest, groups[rank::world], calib_size, seed,
                                                  progress, rank, device)
         summary[name]["eval_seconds"] = time.perf_counter() - t0
+    if transfers is not None and not train_only:
+        if dist is not None:
+            dist.barrier()  # every rank's own records are in: the sources' config choices see them all
+        t0 = time.perf_counter()
+        added = build_transfers(zoo, built, lambda d: load_supernet(*zoo.supernet(d)), transfers, rank=rank,
+                                world_size=world, progress=progress, device=device)
+        summary["transfers"] = {"added": added, "seconds": time.perf_counter() - t0}
     if dist is not None:
         dist.barrier()
     zoo.close()

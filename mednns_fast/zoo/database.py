@@ -20,9 +20,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from ..nas.ofa.config_space import canonical_config, config_key
 from .checkpoint import load_supernet
 
-__all__ = ["SCHEMA_VERSION", "Zoo", "ZooRecord", "load_supernet"]
+__all__ = ["SCHEMA_VERSION", "TransferRecord", "Zoo", "ZooRecord", "load_supernet"]
 
-SCHEMA_VERSION = 1
+# 2: the `transfers` table (a version-1 zoo gains it, empty, when opened)
+SCHEMA_VERSION = 2
 
 
 @dataclass
@@ -41,6 +42,24 @@ class ZooRecord:
     test_acc: float
     test_loss: float
     supernet_digest: str
+
+    @property
+    def key(self) -> str:
+        return config_key(self.config)
+
+
+@dataclass
+class TransferRecord:
+    """One subnet of `source`'s supernet measured on another dataset, `target`, under a transfer `protocol`
+    (`zoo.transfer.TransferProtocol.key`: BN recalibrated on the target, then a fixed short adaptation).
+    Only the target's train (fit) and validation (score) splits are used: accuracy is a fraction in [0, 1]."""
+
+    source: str
+    config: dict
+    target: str
+    protocol: str
+    val_acc: float
+    val_loss: float
 
     @property
     def key(self) -> str:
@@ -72,6 +91,18 @@ _records = sa.Table(
     sa.Column("test_loss", sa.Float, nullable=False),
     sa.Column("supernet_digest", sa.String(64), nullable=False),
     sa.UniqueConstraint("dataset", "config_key", name="uq_records_dataset_config"),
+)
+_transfers = sa.Table(
+    "transfers", _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("source", sa.String(128), nullable=False),
+    sa.Column("config_key", sa.Text, nullable=False),
+    sa.Column("config", sa.Text, nullable=False),
+    sa.Column("target", sa.String(128), nullable=False),
+    sa.Column("protocol", sa.String(128), nullable=False),
+    sa.Column("val_acc", sa.Float, nullable=False),
+    sa.Column("val_loss", sa.Float, nullable=False),
+    sa.UniqueConstraint("source", "config_key", "target", "protocol", name="uq_transfers"),
 )
 
 
@@ -128,6 +159,10 @@ class Zoo:
                                 ["key"])
             stored = conn.execute(sa.select(_meta_table.c.value).where(_meta_table.c.key == "schema_version"))
             version = int(stored.scalar_one())
+            if version == 1:  # create_all has just added the transfers table: nothing else changed
+                conn.execute(sa.update(_meta_table).where(_meta_table.c.key == "schema_version")
+                             .values(value=str(SCHEMA_VERSION)))
+                version = SCHEMA_VERSION
         if version != SCHEMA_VERSION:
             raise RuntimeError(f"zoo database {self.url} has schema version {version}; this code writes "
                                f"version {SCHEMA_VERSION}")
@@ -191,6 +226,50 @@ class Zoo:
         with self.engine.connect() as conn:
             q = sa.select(_records.c.dataset).distinct().order_by(_records.c.dataset)
             return [r[0] for r in conn.execute(q)]
+
+    # -- transfer records ------------------------------------------------------------------------------
+    def add_transfers(self, records: Iterable[TransferRecord]) -> int:
+        """Insert transfer records in one transaction; rows whose (source, config, target, protocol) exist are
+        skipped. Returns the number of rows inserted."""
+        rows = []
+        for r in records:
+            if not isinstance(r, TransferRecord):
+                raise TypeError(f"records must be TransferRecord, got {type(r).__name__}")
+            if r.source == r.target:
+                raise ValueError(f"a transfer record needs two datasets, got source = target = {r.source!r}")
+            config = canonical_config(r.config)
+            row = asdict(r)
+            row.update(config=json.dumps(config, sort_keys=True), config_key=config_key(config))
+            rows.append(row)
+        with self.engine.begin() as conn:
+            return self._insert_ignore(conn, _transfers, rows, ["source", "config_key", "target", "protocol"])
+
+    def transfer_keys(self, source: str, target: str, protocol: str) -> set[str]:
+        """Config keys of `source` already measured on `target` under `protocol` (what a resumed build skips)."""
+        t = _transfers.c
+        q = sa.select(t.config_key).where(t.source == source, t.target == target, t.protocol == protocol)
+        with self.engine.connect() as conn:
+            return {r[0] for r in conn.execute(q)}
+
+    def transfers(self, target: str | None = None, source: str | None = None,
+                  protocol: str | None = None) -> list[TransferRecord]:
+        """Transfer records, optionally of one target, source and/or protocol (ordered by target, source, key)."""
+        t = _transfers.c
+        q = sa.select(_transfers).order_by(t.target, t.source, t.config_key)
+        for column, value in ((t.target, target), (t.source, source), (t.protocol, protocol)):
+            if value is not None:
+                q = q.where(column == value)
+        with self.engine.connect() as conn:
+            return [TransferRecord(source=r.source, config=json.loads(r.config), target=r.target,
+                                   protocol=r.protocol, val_acc=r.val_acc, val_loss=r.val_loss)
+                    for r in conn.execute(q)]
+
+    def count_transfers(self, protocol: str | None = None) -> int:
+        q = sa.select(sa.func.count()).select_from(_transfers)
+        if protocol is not None:
+            q = q.where(_transfers.c.protocol == protocol)
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
 
     # -- supernets -------------------------------------------------------------------------------------
     def register_supernet(self, dataset: str, digest: str, path: str, meta: dict | None = None) -> None:
