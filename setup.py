@@ -53,7 +53,7 @@ def want_cuda() -> bool:
 
 def extension(cuda: bool):
     rel = lambda pattern: sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))  # noqa: E731
-    sources = rel("csrc/*.cpp") + rel("csrc/cpu/*.cpp")
+    sources = rel("csrc/*.cpp") + rel("csrc/autograd/*.cpp") + rel("csrc/cpu/*.cpp")
     cxx = ["-O3", "-fopenmp", "-DNDEBUG", "-DMEDNNS_FAST_PYTHON_MODULE"]
     kwargs = dict(
         name="mednns_fast._C",

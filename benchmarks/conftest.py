@@ -14,11 +14,15 @@ def mark_baseline(benchmark) -> None:
     benchmark.extra_info["role"] = "baseline"
 
 
-def mark_bandwidth(benchmark, nbytes: int, ceiling: bool = False) -> None:
-    """Record the bytes one call must move; `ceiling` marks the machine's copy-bandwidth measurement."""
+def mark_bandwidth(benchmark, nbytes: int, ceiling: bool = False, scope: str | None = None) -> None:
+    """Record the bytes one call must move; `ceiling` marks the machine's copy-bandwidth measurement. With
+    `scope` (e.g. a working-set size), entries are compared with the ceiling of the same scope (copy bandwidth
+    depends on the size: caches), else with the run's first unscoped ceiling."""
     benchmark.extra_info["bytes"] = int(nbytes)
     if ceiling:
         benchmark.extra_info["bandwidth"] = "ceiling"
+    if scope is not None:
+        benchmark.extra_info["scope"] = scope
 
 
 def set_units(benchmark, units: int) -> None:
@@ -45,8 +49,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     tr.section("speed-up over each group's baseline (median time per unit of work, same run)")
     tr.write_line(f"machine: {platform.processor() or platform.machine()}, "
                   f"{torch.get_num_threads()} threads, torch {torch.__version__}")
-    ceilings = [b for bs in groups.values() for b in bs if b.extra_info.get("bandwidth") == "ceiling"]
-    ceiling = ceilings[0].extra_info["bytes"] / ceilings[0].stats.median if ceilings else None
+    ceilings: dict[str | None, float] = {}  # scope -> copy bandwidth (bytes/s); the first of each scope
+    for bs in groups.values():
+        for b in bs:
+            if b.extra_info.get("bandwidth") == "ceiling":
+                ceilings.setdefault(b.extra_info.get("scope"), b.extra_info["bytes"] / b.stats.median)
     for name, benches in sorted(groups.items()):
         base = [b for b in benches if b.extra_info.get("role") == "baseline"]
         if not base:
@@ -54,10 +61,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             continue
         ref = _per_unit(base[0])
         for b in sorted(benches, key=_per_unit):
-            extra = "".join(f" {k}={v}" for k, v in b.extra_info.items() if k not in ("role", "bytes", "bandwidth"))
+            extra = "".join(f" {k}={v}" for k, v in b.extra_info.items()
+                            if k not in ("role", "bytes", "bandwidth", "scope"))
             if "bytes" in b.extra_info:
                 rate = b.extra_info["bytes"] / b.stats.median
                 extra += f" {rate / 1e9:.1f} GB/s"
+                ceiling = ceilings.get(b.extra_info.get("scope"))
                 if ceiling:
                     extra += f" ({100 * rate / ceiling:.0f}% of copy bandwidth)"
             tr.write_line(f"[{name}] {b.name:60s} median {b.stats.median * 1e3:10.3f} ms  "

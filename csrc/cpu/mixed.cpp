@@ -250,9 +250,14 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> mixed_sum_backward_cpu(
   const MixedSumLayout l = mixed_sum_layout(xs, weights);
   mixed_sum_backward_check(grad, l, xs_need_grad);
   const at::Tensor g = grad.contiguous();
-  std::vector<at::Tensor> grad_xs = mixed_sum_grad_buffers(g, l, xs_need_grad);
-  for (const auto& t : grad_xs)
-    if (t.defined()) advise_huge_pages(t);
+  // The requested input gradients as few allocations (fresh_pages.h says why), undefined elsewhere.
+  int64_t requested = 0;
+  for (int64_t k = 0; k < l.K; ++k) requested += xs_need_grad.get(k);
+  std::vector<at::Tensor> fresh = fresh_outputs(requested, g.sizes(), g.options());
+  std::vector<at::Tensor> grad_xs(l.K);
+  for (int64_t k = 0, j = 0; k < l.K; ++k)
+    if (xs_need_grad.get(k)) grad_xs[k] = fresh[j++];
+  for (const auto& t : fresh) advise_huge_pages(t);
   at::Tensor grad_w;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, g.scalar_type(), "mixed_sum_backward_cpu", [&] {
     backward_kernel<scalar_t>(g, l, weights, grad_xs, weights_need_grad ? &grad_w : nullptr);

@@ -44,3 +44,7 @@ def registered_ops() -> list[str]:
 CPP_KERNELS: dict[tuple[str, str], bool] = {
     (op, dev): _has_kernel(op, dev.upper()) for op in registered_ops() for dev in ("cpu", "cuda")
 }
+
+# Ops whose autograd formula the C++ library registers itself (csrc/autograd/): their specs' Python formula is
+# not registered on the C++ op (it would replace the C++ one). Read before any Python registration.
+CPP_AUTOGRAD: frozenset[str] = frozenset(op for op in registered_ops() if _has_kernel(op, "Autograd"))

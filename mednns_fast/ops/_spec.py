@@ -3,7 +3,8 @@ family").
 
 An `OpSpec` names the op's schema (`torch.ops.mednns_fast.<name>`, declared in csrc/ops.cpp) and gives its
 pure-PyTorch reference, its fake kernel(s) and its autograd formula. `define(spec)` registers the fake
-kernels and the autograd formula on the C++ op. A Triton module implements the same contract by handing its
+kernels and the autograd formula on the C++ op (unless the C++ library registers that op's autograd itself,
+csrc/autograd/). A Triton module implements the same contract by handing its
 functions to `spec.add_triton(forward, backward)`: they become `torch.ops.mednns_fast_triton.<name>` (and
 `<name>_backward`) with this spec's fake kernels, autograd formula and autocast policy, so every backend of
 an op shares one set of them. A public wrapper calls `_backend.kernel(name, device)` and receives the
@@ -122,7 +123,8 @@ def define(spec: OpSpec) -> OpSpec:
             torch.library.register_fake(f"{CPP_NAMESPACE}::{spec.name}")(spec.fake)
         if spec.backward_fake is not None:
             torch.library.register_fake(f"{CPP_NAMESPACE}::{spec.name}_backward")(spec.backward_fake)
-        _register_autograd(spec, CPP_NAMESPACE)
+        if spec.name not in _library.CPP_AUTOGRAD:  # else C++ registered the same formula (csrc/autograd/)
+            _register_autograd(spec, CPP_NAMESPACE)
         _register_autocast(spec, CPP_NAMESPACE)
     return spec
 
