@@ -31,6 +31,8 @@ def plot_study(results: dict, path: str | os.PathLike) -> Path:
     """One row per regime: curves (left), MedNNS - arm final accuracy with 95 % intervals (right)."""
     plt = pyplot()
     regimes = list(results["summary"]["regimes"])
+    names = list(dict.fromkeys(n for r in regimes for n in results["summary"]["regimes"][r]))
+    colour = {n: plt.get_cmap("tab10")(i % 10) for i, n in enumerate(names)}  # one colour per arm in every panel
     fig, axes = plt.subplots(len(regimes), 2, figsize=(12, 4 * len(regimes)), squeeze=False)
     for row, regime in enumerate(regimes):
         arms = results["summary"]["regimes"][regime]
@@ -38,8 +40,9 @@ def plot_study(results: dict, path: str | os.PathLike) -> Path:
         for name in arms:
             c = _mean_curve(results, name, regime)
             if c is not None:
-                ax.plot(range(len(c)), 100 * c, marker="o", ms=3, label=name, lw=2.5 if name == "mednns" else 1.2)
-        ax.set(title=f"{regime} regime: test accuracy (mean over held-out tasks)", xlabel="fine-tuning epoch",
+                ax.plot(range(len(c)), 100 * c, marker="o", ms=3, label=name, color=colour[name],
+                        lw=2.5 if name == "mednns" else 1.2)
+        ax.set(title=f"{regime} regime: test accuracy, mean over held-out tasks", xlabel="fine-tuning epoch",
                ylabel="accuracy (%)")
         ax.legend(fontsize=7)
         ax = axes[row][1]
@@ -50,6 +53,5 @@ def plot_study(results: dict, path: str | os.PathLike) -> Path:
         ax.errorbar(means, range(len(names)), xerr=[lo, hi], fmt="o", capsize=3)
         ax.axvline(0, color="grey", lw=0.8)
         ax.set_yticks(range(len(names)), names)
-        ax.set(title=f"{regime}: MedNNS - arm, final accuracy (points, 95% CI over held-out tasks)",
-               xlabel="points")
+        ax.set(title=f"{regime}: MedNNS - arm, final accuracy", xlabel="points (95% interval over held-out tasks)")
     return save_figure(fig, path)
