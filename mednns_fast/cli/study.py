@@ -104,11 +104,14 @@ def format_lodo(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def resumable_folds(fold_dir: Path, settings, key) -> tuple[dict, object]:
-    """One JSON per finished fold, so a killed study resumes with the folds it has (same settings required).
-    Returns ({key(fold): fold} already there, keep(fold) writing one); key(fold) names a fold's file."""
+def run_resumable(out: str | Path, name: str, settings, key, run, plot, summary_text) -> dict:
+    """Run (or resume) a study into `out`: one JSON per finished fold in out/folds (a killed study resumes with the
+    folds it has, same settings required; key(fold) names its file), then out/NAME.json and out/NAME.png.
+    run(done, on_fold) -> results; plot(results, path); summary_text(summary) -> what is printed."""
     from ..report.metaspace_lodo import write_json
 
+    out = Path(out)
+    fold_dir = out / "folds"
     done = {}
     for path in sorted(fold_dir.glob("*.json")) if fold_dir.is_dir() else []:
         fold = json.loads(path.read_text())
@@ -118,26 +121,26 @@ def resumable_folds(fold_dir: Path, settings, key) -> tuple[dict, object]:
     def keep(fold: dict) -> None:
         write_json({**fold, "settings": settings.to_dict()}, fold_dir / f"{key(fold)}.json")
 
-    return done, keep
+    start = time.time()
+    results = run(done, keep)
+    results["wall_seconds"] = time.time() - start
+    write_json(results, out / f"{name}.json")
+    plot(results, out / f"{name}.png")
+    print(summary_text(results["summary"]))
+    print(f"wall {results['wall_seconds']:.0f} s; wrote {out / f'{name}.json'} and {out / f'{name}.png'}")
+    return results
 
 
 def lodo_study(zoo: str, out: str | Path, settings, progress: bool = True,
                sources: str | Path | None = None) -> dict:
     """Run (or resume) the leave-one-dataset-out study into `out` (lodo.json, lodo.png, folds/*.json)."""
     from ..evaluation.lodo import run_lodo
-    from ..report.metaspace_lodo import plot_lodo, write_json
+    from ..report.metaspace_lodo import plot_lodo
 
-    out = Path(out)
-    done, keep = resumable_folds(out / "folds", settings, lambda fold: fold["held_out"])
-    start = time.time()
+    def run(done: dict, keep) -> dict:
+        return run_lodo(zoo, settings, progress=progress, done=done, on_fold=keep, sources=sources)
 
-    results = run_lodo(zoo, settings, progress=progress, done=done, on_fold=keep, sources=sources)
-    results["wall_seconds"] = time.time() - start
-    write_json(results, out / "lodo.json")
-    plot_lodo(results, out / "lodo.png")
-    print(format_lodo(results["summary"]))
-    print(f"wall {results['wall_seconds']:.0f} s; wrote {out / 'lodo.json'} and {out / 'lodo.png'}")
-    return results
+    return run_resumable(out, "lodo", settings, lambda fold: fold["held_out"], run, plot_lodo, format_lodo)
 
 
 # ---------------------------------------------------------------- MedNNS by held-out source groups
@@ -201,23 +204,16 @@ def mednns_study(zoo: str, out: str | Path, settings, progress: bool = True,
                  sources: str | Path | None = None) -> dict:
     """Run (or resume) the MedNNS study into `out` (mednns_study.json, figure, folds/*.json)."""
     from ..evaluation.study import run_study
-    from ..report.metaspace_lodo import write_json
     from ..report.metaspace_study import plot_study
 
-    out = Path(out)
-    done, keep = resumable_folds(out / "folds", settings, lambda fold: "+".join(fold["group"]))
-    start = time.time()
+    def run(done: dict, keep) -> dict:
+        try:
+            return run_study(zoo, settings, progress=progress, done=done, on_fold=keep, sources=sources)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
 
-    try:
-        results = run_study(zoo, settings, progress=progress, done=done, on_fold=keep, sources=sources)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
-    results["wall_seconds"] = time.time() - start
-    write_json(results, out / "mednns_study.json")
-    plot_study(results, out / "mednns_study.png")
-    print(format_mednns(results["summary"]))
-    print(f"wall {results['wall_seconds']:.0f} s; wrote {out / 'mednns_study.json'} and {out / 'mednns_study.png'}")
-    return results
+    return run_resumable(out, "mednns_study", settings, lambda fold: "+".join(fold["group"]), run, plot_study,
+                         format_mednns)
 
 
 # ---------------------------------------------------------------- IAC vs IAC-LTH study

@@ -22,7 +22,6 @@ from functools import partial
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..data import load_task
 from ..data.images import standardise
@@ -285,16 +284,7 @@ def run_lodo(zoo_url: str, settings: LodoSettings = LodoSettings(), progress: bo
     records = zoo_records(zoo, names)
     encodings = record_encodings(records, zoo_supernets(zoo, names), progress) if todo else {}
     settings = replace(settings, tasks=tuple(names))
-    bar = tqdm(total=len(names), initial=len(names) - len(todo), desc="folds", disable=not progress)
-
-    def finished(fold: dict) -> None:
-        done[fold["held_out"]] = fold
-        if on_fold is not None:
-            on_fold(fold)
-        bar.update(1)
-
     run_folds(partial(run_fold, zoo_url=zoo_url, settings=settings, encodings=encodings, sources=sources), todo,
-              settings.workers, finished)
-    bar.close()
+              settings.workers, done, lambda fold: fold["held_out"], on_fold, len(names), progress)
     folds = [done[h] for h in names]
     return {"settings": settings.to_dict(), "zoo": zoo.url, "folds": folds, "summary": summarise(folds, settings.seeds)}

@@ -34,7 +34,6 @@ from functools import partial
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..data import load_task
 from ..data.images import standardise
@@ -164,6 +163,8 @@ def run_group(group: Sequence[str], zoo_url: str, settings: StudySettings, encod
             raise ValueError(f"the zoo has no transfer records onto {h}: build them with --set zoo.transfers=N")
         t_enc = [encodings[(t.source, t.key)] for t in transfers]
         t_topo, t_func = torch.stack([e[0] for e in t_enc]), torch.stack([e[1] for e in t_enc])
+        measured = {(t.source, t.key): t.val_acc for t in transfers}
+        measured_acc, measured_source = [t.val_acc for t in transfers], [t.source for t in transfers]
         oracle = max(transfers, key=lambda t: (t.val_acc, t.source, t.key))
         fid = dict(zip(train_names, dataset_fid([features[h], *(features[n] for n in train_names)])[0, 1:].tolist()))
         nearest = min(train_names, key=lambda n: (fid[n], n))
@@ -178,17 +179,15 @@ def run_group(group: Sequence[str], zoo_url: str, settings: StudySettings, encod
             picks: dict[str, tuple[str, dict] | None] = {}
             for method in s.methods:
                 model, index = spaces[(method, seed)]
-                top = index.query(features[h], k=1)[0]
                 with torch.no_grad():
                     emb = model.encode_datasets(features[h])
                     predicted = model.predict(emb.expand(len(transfers), -1), model.encode_models(t_topo, t_func))
-                measured = {(t.source, t.key): t.val_acc for t in transfers}
+                top = index.query_embedding(emb, k=1)[0]
                 row["methods"][method] = {
                     "source_dataset": top.source_dataset, "config": top.config,
                     "predicted_accuracy": top.predicted_accuracy,
                     "transfer_val_acc": measured.get((top.source_dataset, config_key(top.config))),
-                    "spearman": retrieval_agreement(predicted.tolist(), [t.val_acc for t in transfers],
-                                                    [t.source for t in transfers])}
+                    "spearman": retrieval_agreement(predicted.tolist(), measured_acc, measured_source)}
                 picks[method] = (top.source_dataset, top.config)
             rng = np.random.default_rng([seed, 104729])
             random_record = flat[int(rng.integers(len(flat)))]
@@ -334,16 +333,7 @@ def run_study(zoo_url: str, settings: StudySettings = StudySettings(), progress:
     done = dict(done or {})
     todo = sorted([g for g in groups if "+".join(g) not in done], key=len, reverse=True)
     encodings = record_encodings(zoo_records(zoo, names), zoo_supernets(zoo, names), progress) if todo else {}
-    bar = tqdm(total=len(groups), initial=len(groups) - len(todo), desc="folds", disable=not progress)
-
-    def finished(fold: dict) -> None:
-        done["+".join(fold["group"])] = fold
-        if on_fold is not None:
-            on_fold(fold)
-        bar.update(1)
-
     run_folds(partial(run_group, zoo_url=zoo_url, settings=settings, encodings=encodings, sources=sources), todo,
-              settings.workers, finished)
-    bar.close()
+              settings.workers, done, lambda fold: "+".join(fold["group"]), on_fold, len(groups), progress)
     folds = [done["+".join(g)] for g in groups]
     return {"settings": settings.to_dict(), "zoo": zoo.url, "folds": folds, "summary": summarise(folds, settings)}

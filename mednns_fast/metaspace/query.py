@@ -146,8 +146,8 @@ class CandidateIndex:
             raise ValueError(f"query: k must be a positive int, got {k!r}")
         with torch.no_grad():
             allowed = None
+            bad = [self.datasets.index(d) for d in exclude if d in self.datasets]  # excluded sources
             if exclude:
-                bad = [self.datasets.index(d) for d in exclude if d in self.datasets]
                 allowed = ~torch.isin(self.dataset_of, torch.tensor(bad, dtype=torch.long, device=self.device))
                 if not bool(allowed.any()):
                     raise ValueError(f"query: every record belongs to an excluded dataset {list(exclude)}")
@@ -166,9 +166,7 @@ class CandidateIndex:
                     scores = scores.masked_fill(~allowed, -float("inf"))
                 if self.model.config.query == "two_stage":  # the nearest source dataset, then its best models
                     ok = torch.ones(len(self.datasets), dtype=torch.bool, device=self.device)
-                    for d in exclude:
-                        if d in self.datasets:
-                            ok[self.datasets.index(d)] = False
+                    ok[bad] = False
                     source = self.nearest_source(dataset_emb, ok)
                     scores = scores.masked_fill(self.dataset_of != source, -float("inf"))
             n = min(k, int(torch.isfinite(scores).sum()))

@@ -106,6 +106,16 @@ _transfers = sa.Table(
 )
 
 
+def _config_row(record, kind: type) -> dict:
+    """A record of dataclass `kind` as a table row: its fields, the canonical config as JSON and its key."""
+    if not isinstance(record, kind):
+        raise TypeError(f"records must be {kind.__name__}, got {type(record).__name__}")
+    config = canonical_config(record.config)
+    row = asdict(record)
+    row.update(config=json.dumps(config, sort_keys=True), config_key=config_key(config))
+    return row
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA busy_timeout=60000")  # other writers (ranks, jobs) wait instead of failing
@@ -184,14 +194,7 @@ class Zoo:
     def add(self, records: Iterable[ZooRecord]) -> int:
         """Insert records in one transaction; rows whose (dataset, config) exist are skipped. Returns the
         number of rows inserted."""
-        rows = []
-        for r in records:
-            if not isinstance(r, ZooRecord):
-                raise TypeError(f"records must be ZooRecord, got {type(r).__name__}")
-            config = canonical_config(r.config)
-            row = asdict(r)
-            row.update(config=json.dumps(config, sort_keys=True), config_key=config_key(config))
-            rows.append(row)
+        rows = [_config_row(r, ZooRecord) for r in records]
         with self.engine.begin() as conn:
             return self._insert_ignore(conn, _records, rows, ["dataset", "config_key"])
 
@@ -233,13 +236,9 @@ class Zoo:
         skipped. Returns the number of rows inserted."""
         rows = []
         for r in records:
-            if not isinstance(r, TransferRecord):
-                raise TypeError(f"records must be TransferRecord, got {type(r).__name__}")
+            row = _config_row(r, TransferRecord)
             if r.source == r.target:
                 raise ValueError(f"a transfer record needs two datasets, got source = target = {r.source!r}")
-            config = canonical_config(r.config)
-            row = asdict(r)
-            row.update(config=json.dumps(config, sort_keys=True), config_key=config_key(config))
             rows.append(row)
         with self.engine.begin() as conn:
             return self._insert_ignore(conn, _transfers, rows, ["source", "config_key", "target", "protocol"])
