@@ -394,9 +394,9 @@ def test_per_dataset_rank_and_fid_spread():
 
 
 def test_balanced_batches_cover_datasets_evenly():
-    from mednns_fast.metaspace.training import _balanced_batch
+    from mednns_fast.metaspace.training import BalancedSampler
 
     groups = torch.tensor([0] * 90 + [1] * 9 + [2] * 1)
-    batch = _balanced_batch(groups, 3000, torch.Generator().manual_seed(0))
+    batch = BalancedSampler(groups).sample(3000, torch.Generator().manual_seed(0))
     counts = torch.bincount(groups[batch], minlength=3).float() / 3000
     assert torch.all((counts - 1 / 3).abs() < 0.05), counts

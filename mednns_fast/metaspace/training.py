@@ -98,30 +98,36 @@ def _contrastive_models(data: MetaSpaceData, top: int) -> torch.Tensor:
     return torch.cat(keep)
 
 
-def _balanced_batch(groups: torch.Tensor, n: int, g: torch.Generator) -> torch.Tensor:
-    """[n] record indices drawn evenly over datasets: a dataset uniformly, then one of its records uniformly
-    (with replacement; from the CPU generator `g`). groups: [R] dataset index per record (on the CPU)."""
-    order = torch.argsort(groups, stable=True)
-    counts = torch.bincount(groups)
-    present = counts.nonzero().squeeze(1)
-    starts = torch.cumsum(counts, 0) - counts
-    d = present[torch.randint(len(present), (n,), generator=g)]
-    offset = (torch.rand(n, generator=g, dtype=torch.float64) * counts[d]).long()
-    return order[starts[d] + offset]
+class BalancedSampler:
+    """Record indices drawn evenly over datasets: a dataset uniformly, then one of its records uniformly (with
+    replacement; from a CPU generator). groups: [R] dataset index per record; the grouping is worked out once."""
+
+    def __init__(self, groups: torch.Tensor) -> None:
+        groups = groups.cpu()
+        self.order = torch.argsort(groups, stable=True)
+        self.counts = torch.bincount(groups)
+        self.present = self.counts.nonzero().squeeze(1)
+        self.starts = torch.cumsum(self.counts, 0) - self.counts
+
+    def sample(self, n: int, g: torch.Generator) -> torch.Tensor:
+        """[n] record indices (on the CPU)."""
+        d = self.present[torch.randint(len(self.present), (n,), generator=g)]
+        offset = (torch.rand(n, generator=g, dtype=torch.float64) * self.counts[d]).long()
+        return self.order[self.starts[d] + offset]
 
 
 def step_losses(model: MetaSpace, data: MetaSpaceData, g: torch.Generator, fid_target: torch.Tensor,
                 positives: torch.Tensor, target: torch.Tensor | None = None,
-                groups_cpu: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                sampler: BalancedSampler | None = None) -> dict[str, torch.Tensor]:
     """The configured losses on one random batch (a sample of each dataset's images, a batch of records).
-    target: [R] what the predictor fits (default: the accuracy); groups_cpu: the dataset index on the CPU
-    (needed for balanced batches)."""
+    target: [R] what the predictor fits (default: the accuracy); sampler: the balanced batches' sampler
+    (built here when a balanced config gets none)."""
     c = model.config
     dataset_emb = model.encode_datasets(_sample_sets(data, c.images_per_set, g))  # [N, D]
     r = data.topology.shape[0]
     if c.balanced:
-        cpu_groups = groups_cpu if groups_cpu is not None else data.dataset_index.cpu()
-        batch = _balanced_batch(cpu_groups, c.batch_records, g).to(data.topology.device)
+        sampler = sampler if sampler is not None else BalancedSampler(data.dataset_index)
+        batch = sampler.sample(c.batch_records, g).to(data.topology.device)
     else:
         batch = torch.randperm(r, generator=g)[: c.batch_records].to(data.topology.device)
     model_emb = model.encode_models(data.topology[batch], data.functional[batch])
@@ -172,9 +178,9 @@ def train_metaspace(data: MetaSpaceData, config: MetaSpaceConfig, resume: dict |
         history, start = list(resume["history"]), int(resume["step"])
     fid_target = losses.fid_targets(data.fid.float(), config.fid_map)
     positives = _contrastive_models(data, config.contrastive_top)
-    groups_cpu = data.dataset_index.cpu()
+    sampler = BalancedSampler(data.dataset_index)
     target = data.accuracy if config.target == "raw" else \
-        losses.per_dataset_rank(data.accuracy.cpu(), groups_cpu).to(data.accuracy.device)
+        losses.per_dataset_rank(data.accuracy.cpu(), data.dataset_index.cpu()).to(data.accuracy.device)
 
     pending: list[tuple[list[str], torch.Tensor]] = []  # steps whose losses are still on the device
 
@@ -194,7 +200,7 @@ def train_metaspace(data: MetaSpaceData, config: MetaSpaceConfig, resume: dict |
     bar = tqdm(range(start, config.steps), desc="meta-space", disable=not progress, leave=False)
     for step in bar:
         with precision.autocast():
-            values = step_losses(model, data, g, fid_target, positives, target, groups_cpu)
+            values = step_losses(model, data, g, fid_target, positives, target, sampler)
         opt.zero_grad(set_to_none=True)
         precision.backward(values["total"])
         precision.step(opt)
