@@ -227,7 +227,8 @@ def _add_iac(sub) -> None:
     p.add_argument("--scale", choices=("demo", "intermediate", "full"), default="demo",
                    help="demo: the tiny defaults (mechanics only); intermediate: a loaded 2-core CPU, one task "
                         "in ~30 min; full: issue 22's scale (64 px, whole training split, 4-node cells; a GPU)")
-    p.add_argument("--quick", action="store_true", help="minutes: the intermediate scale, one task, one seed")
+    p.add_argument("--quick", action="store_true", help="~2.5 min a run: the intermediate network on 48 "
+                   "training images, converged backbone, a 130-epoch search (3 steps an epoch); one task, one seed")
     p.add_argument("--tasks", nargs="*", default=None, help=f"default: {' '.join(SEG_TASKS)} (--quick: one)")
     p.add_argument("--backbones", nargs="*", default=None, help="default: unet resunet")
     p.add_argument("--seeds", nargs="*", type=int, default=None, help="default 0 1 2 (--quick: 0)")

@@ -167,9 +167,12 @@ def train_selected(model: nn.Module, params: Iterable[nn.Parameter], data: SegDa
                    desc: str = "train", progress: bool = True, max_steps: int | None = None,
                    select_initial: bool = False, amp: str = "none") -> dict:
     """`train_segmenter` to convergence with validation selection: Adam on `params`, after every pass over
-    `data` the mean case Dice on `val` (eval mode); stops after `patience` passes without a better one (or
-    `max_epochs`, or `max_steps` optimiser steps), restores the best pass's weights, then recalibrates
-    BatchNorm on `data`. select_initial: the weights before training compete too (best_epoch -1).
+    `data` BatchNorm recalibrated on `data` and then the mean case Dice on `val` (eval mode); stops after
+    `patience` passes without a better one (or `max_epochs`, or `max_steps` optimiser steps) and restores the
+    best pass's weights and statistics. Each candidate is scored exactly as it is handed over (recalibrated
+    statistics, not the momentum averages of training), so the returned model's validation Dice is
+    `best_val_dice`. Training is unaffected (BatchNorm uses batch statistics in training mode).
+    select_initial: the weights before training compete too (best_epoch -1), recalibrated likewise.
     It trains where `data` is; amp: "none", "bf16" or "fp16" (the training steps; evaluation in full precision).
     Returns {"epochs", "steps", "best_epoch", "best_val_dice", "losses", "val_dice"}."""
     params = [p for p in params if p.requires_grad]
@@ -181,6 +184,7 @@ def train_selected(model: nn.Module, params: Iterable[nn.Parameter], data: SegDa
     losses, val_dice, steps = [], [], 0
     best, best_epoch, best_state = -1.0, -1, None
     if select_initial:
+        recalibrate_batchnorm(model, data, batch_size)
         best = evaluate(model, val).mean_dice()
         best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     for epoch in tqdm(range(max_epochs), desc=desc, disable=not progress, leave=False):
@@ -200,6 +204,7 @@ def train_selected(model: nn.Module, params: Iterable[nn.Parameter], data: SegDa
         if n == 0:
             break
         losses.append(float(total) / n)
+        recalibrate_batchnorm(model, data, batch_size)  # score the weights as they would be handed over
         val_dice.append(evaluate(model, val).mean_dice())
         if val_dice[-1] > best:
             best, best_epoch = val_dice[-1], epoch
@@ -207,9 +212,10 @@ def train_selected(model: nn.Module, params: Iterable[nn.Parameter], data: SegDa
         elif epoch - best_epoch >= patience:
             break
     if best_state is not None:
-        model.load_state_dict(best_state)
-    model.train()
-    recalibrate_batchnorm(model, data, batch_size)
+        model.load_state_dict(best_state)  # its BatchNorm statistics were recalibrated before it was scored
+    else:
+        recalibrate_batchnorm(model, data, batch_size)
+    model.eval()
     return {"epochs": len(losses), "steps": steps, "best_epoch": best_epoch, "best_val_dice": best,
             "losses": losses, "val_dice": val_dice}
 

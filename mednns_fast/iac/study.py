@@ -69,6 +69,7 @@ class ExperimentConfig:
     derived_epochs: int = 5          # with patience > 0: the most epochs (validation selection)
     batch_size: int = 8
     patience: int = 0                # > 0: early stopping / validation selection (needs the validation split)
+    backbone_patience: int = 0       # > 0: the backbone's early-stopping patience (0: `patience`)
     controls: tuple[str, ...] = ()   # of "extra", "random", "skip" (see the module doc)
     bootstrap: int = 2000            # resamples of the paired intervals
 
@@ -103,10 +104,23 @@ class ExperimentConfig:
 
     @classmethod
     def quick(cls, **overrides) -> ExperimentConfig:
-        """Minutes: `intermediate` on one task, one seed, shorter searches."""
-        base = dict(tasks=("brain_extraction",), seeds=(0,), train_images=48, backbone_epochs=40,
-                    search_epochs=30, warmup_epochs=4, derived_epochs=15, patience=5)
+        """About two minutes per task x backbone x seed on one loaded CPU core: `intermediate`'s network and
+        cells on 48 training images (two halves of 24: 3 search steps of 8 per epoch), one task, one seed.
+
+        Sized so that the study can show what it measures: the backbone is trained to convergence (at most
+        300 epochs, early stopping with patience 25 on the validation split), and the full search (130 epochs,
+        4 warm-up) is longer than 3.7x the pruner's earliest possible decision (epoch 33 with window 5,
+        patience 5 and 8 -> 4 -> 2 -> 1 candidates: 34 epochs run), so an LTH search whose signal settles can
+        stop ≥ 3.7x earlier. The pruner's calibration (threshold, margin from a null run) is the study's:
+        nothing here makes it fire sooner. Derived cells: at most 60 epochs, patience 10."""
+        base = dict(tasks=("brain_extraction",), seeds=(0,), train_images=48, backbone_epochs=300,
+                    backbone_patience=25, search_epochs=130, search_batch=8, warmup_epochs=4, derived_epochs=60,
+                    patience=10)
         return cls.intermediate(**{**base, **overrides})
+
+    def early_stopping_patience(self) -> int:
+        """The backbone's early-stopping patience (`backbone_patience` when > 0, else `patience`)."""
+        return self.backbone_patience if self.backbone_patience > 0 else self.patience
 
 
 def run_one(cfg: ExperimentConfig, task: str, backbone_name: str, seed: int, train, test, checkpoints: Path,
@@ -133,7 +147,8 @@ def run_one(cfg: ExperimentConfig, task: str, backbone_name: str, seed: int, tra
     backbone.to(device)
     t0 = time.perf_counter()
     if cfg.patience > 0:
-        record = train_selected(backbone, backbone.parameters(), train, val, cfg.backbone_epochs, cfg.patience,
+        record = train_selected(backbone, backbone.parameters(), train, val, cfg.backbone_epochs,
+                                cfg.early_stopping_patience(),
                                 cfg.batch_size, 3e-3, seed, f"{tag} backbone", progress, amp=amp)
     else:
         train_segmenter(backbone, backbone.parameters(), train, cfg.backbone_epochs, cfg.batch_size, 3e-3, seed,
