@@ -39,7 +39,7 @@ def test_source_groups_join_tasks_cut_from_shared_images():
 
 def test_a_fold_trains_on_nothing_of_its_held_out_group(zoo_url, monkeypatch):
     seen: dict[str, list] = {"extractor": [], "pooled": [], "metaspace": [], "pairs": []}
-    real = (study.train_extractor, study.pooled_network, study.train_metaspace, study.training_pairs)
+    real = (study.train_extractor, study.pooled_supernet, study.train_metaspace, study.training_pairs)
 
     def extractor(tasks, **kw):
         seen["extractor"] += list(tasks)
@@ -59,7 +59,7 @@ def test_a_fold_trains_on_nothing_of_its_held_out_group(zoo_url, monkeypatch):
         return out
 
     monkeypatch.setattr(study, "train_extractor", extractor)
-    monkeypatch.setattr(study, "pooled_network", pooled)
+    monkeypatch.setattr(study, "pooled_supernet", pooled)
     monkeypatch.setattr(study, "train_metaspace", metaspace)
     monkeypatch.setattr(study, "training_pairs", pairs)
     fold = study.run_group(["brain_plane"], zoo_url, study.StudySettings(**TINY))
@@ -72,6 +72,53 @@ def test_a_fold_trains_on_nothing_of_its_held_out_group(zoo_url, monkeypatch):
     assert set(row["methods"]) == {"mednns", "mednns_two_stage"} and set(row["arms"]) == set(study.ARMS)
     for entry in [*row["methods"].values(), *row["arms"].values()]:
         assert set(entry["curves"]) == {"full", "low"} and all(len(c) == 2 for c in entry["curves"].values())
+
+
+def test_warm_arms_start_from_the_folds_pooled_network_and_skip_the_held_out_group(zoo_url, monkeypatch):
+    trained, starts = [], []
+    real = study.warm_supernet
+
+    def warm(zoo, task, pretrained, **kw):
+        trained.append(task.name)
+        starts.append(pretrained)
+        return real(zoo, task, pretrained, **kw)
+
+    monkeypatch.setattr(study, "warm_supernet", warm)
+    settings = study.StudySettings(**{**TINY, "methods": ("mednns",), "regimes": ("low",)},
+                                   arms=("pooled_pretrained", "oracle"), warm_arms=("mednns", "oracle"))
+    fold = study.run_group(["brain_plane"], zoo_url, settings)
+    row = fold["tasks"]["brain_plane"]["seeds"][0]
+    assert set(row["arms"]) == {"pooled_pretrained", "oracle", "mednns_warm", "oracle_warm"}
+    assert row["arms"]["oracle_warm"]["source_dataset"] == row["arms"]["oracle"]["source_dataset"]
+    assert row["arms"]["mednns_warm"]["source_dataset"] == row["methods"]["mednns"]["source_dataset"]
+    assert trained and "brain_plane" not in trained and len(trained) == len(set(trained))  # once per source
+    assert sorted(fold["warm_supernets"]) == sorted(trained)
+    assert all(s is starts[0] for s in starts)  # one pooled network per fold
+    warm_curve = row["arms"]["oracle_warm"]["curves"]["low"]
+    assert len(warm_curve) == 2 and warm_curve != row["arms"]["oracle"]["curves"]["low"]
+    with pytest.raises(ValueError, match="warm_arms"):
+        study.StudySettings(warm_arms=("pooled_pretrained",))
+
+
+def test_warm_supernet_trains_as_the_zoo_trained(zoo_url):
+    """From the zoo's own seeded initial weights, a warm start retrains the zoo's supernet exactly: same
+    schedule, architecture and training subset (only the starting weights are the option)."""
+    from mednns_fast.data import load_task
+    from mednns_fast.zoo import load_supernet, supernet_meta, warm_supernet
+    from mednns_fast.zoo.builder import new_supernet
+
+    zoo = Zoo(zoo_url)
+    task = load_task("modality")
+    meta = supernet_meta(zoo.supernet("modality")[0])
+    schedule = ShrinkSchedule(**meta["schedule"])
+    kwargs = {k: v for k, v in meta["hparams"].items() if k not in ("in_channels", "num_classes")}
+    assert meta["train_subset"] == 48 and meta["warm_start"] is False
+    net, info = warm_supernet(zoo, task, new_supernet(task, schedule, kwargs))
+    original = load_supernet(*zoo.supernet("modality"))
+    for (name, a), b in zip(net.state_dict().items(), original.state_dict().values(), strict=True):
+        # equal up to the summation order of another thread count (a fold runs on one thread)
+        assert torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-4), name
+    assert info["best_val_score"] == pytest.approx(info["zoo_best_val_score"], abs=0.05)
 
 
 def test_cli_writes_resumes_and_refuses_a_zoo_without_transfers(zoo_url, tmp_path, capsys):

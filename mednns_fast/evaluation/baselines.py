@@ -40,17 +40,24 @@ def supernet_hparams(supernets: Mapping[str, ElasticResNet], in_channels: int, n
     return hp
 
 
-def pooled_network(supernets: Mapping[str, ElasticResNet], tasks: Mapping[str, object], names: Sequence[str],
-                   epochs: int = POOLED_EPOCHS, per_task: int = POOLED_PER_TASK, seed: int = 0,
-                   progress: bool = False, device: str | torch.device = "cpu", amp: str = "none") -> nn.Module:
-    """The pooled-pretrained baseline: the supernet architecture's largest network trained on the pooled
-    training images of `names` (one head per task), returned as a standalone subnet (a CPU copy; it trains on
-    `device` in mixed precision `amp`)."""
+def pooled_supernet(supernets: Mapping[str, ElasticResNet], tasks: Mapping[str, object], names: Sequence[str],
+                    epochs: int = POOLED_EPOCHS, per_task: int = POOLED_PER_TASK, seed: int = 0,
+                    progress: bool = False, device: str | torch.device = "cpu", amp: str = "none") -> ElasticResNet:
+    """The supernet architecture (RGB input) whose largest network is trained on the pooled training images of
+    `names` (one head per task; its own classifier is untrained), on `device` in mixed precision `amp`; returned
+    on the CPU. What warm-started supernets start from (`nas.ofa.warm_start`)."""
     torch.manual_seed(seed)
     net = ElasticResNet(**supernet_hparams(supernets, 3, 1))
     train_pooled(_MaxFeatures(net), net.feature_dim, tasks, names, seed=seed, epochs=epochs, per_task=per_task,
                  desc="pooled", transform=standardise, progress=progress, device=device, amp=amp)
-    return net.subnet(max_config())
+    return net.cpu()
+
+
+def pooled_network(supernets: Mapping[str, ElasticResNet], tasks: Mapping[str, object], names: Sequence[str],
+                   epochs: int = POOLED_EPOCHS, per_task: int = POOLED_PER_TASK, seed: int = 0,
+                   progress: bool = False, device: str | torch.device = "cpu", amp: str = "none") -> nn.Module:
+    """The pooled-pretrained baseline: `pooled_supernet`'s largest network as a standalone subnet."""
+    return pooled_supernet(supernets, tasks, names, epochs, per_task, seed, progress, device, amp).subnet(max_config())
 
 
 def pooled_baseline(zoo_url: str, exclude: Sequence[str], epochs: int = POOLED_EPOCHS,

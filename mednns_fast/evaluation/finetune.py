@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from ..data.images import to_float_images
 from ..nas.bn_calibration import recalibrate_bn
 from ..nas.device import Precision, resolve_device
+from ..nas.ofa.warm_start import map_input_channels
 
 
 def _last_linear(model: nn.Module) -> tuple[nn.Module, str, nn.Linear]:
@@ -48,9 +49,7 @@ def adapt_to_task(model: nn.Module, in_channels: int, n_classes: int, seed: int 
     if conv.in_channels != in_channels:
         if conv.groups != 1 or in_channels not in (1, 3) or conv.in_channels not in (1, 3):
             raise ValueError(f"adapt_to_task: cannot map {conv.in_channels} input channels to {in_channels}")
-        w = conv.weight.data
-        w = w.sum(1, keepdim=True) if in_channels == 1 else w.expand(-1, 3, -1, -1) / 3
-        conv.weight = nn.Parameter(w.contiguous())
+        conv.weight = nn.Parameter(map_input_channels(conv.weight.data, in_channels).contiguous())
         conv.in_channels = in_channels
     parent, name, head = _last_linear(model)
     torch.manual_seed(seed)

@@ -13,6 +13,11 @@ training datasets). Then, per held-out task and seed:
   methods' top-1, pooled-pretrained, scratch (largest config, random init), a random zoo subnet, the largest
   subnet of a random source, the **oracle** (the transfer-labelled subnet with the best measured accuracy on
   the task's validation split: the headroom) and **nearest-FID** (the lowest-FID source's best own record);
+* warm starts (`warm_arms`, the analogue of the paper's ImageNet-trained start): a named method's or arm's pick
+  taken from its source's supernet trained again as the zoo trained it, but starting from the fold's pooled
+  network (`zoo.builder.warm_supernet`), as arm "<name>_warm". Retrieval still reads the zoo's (cold) records;
+  only the handed-over weights change. Each source's warm supernet is trained once per fold, when first needed;
+  `fold["warm_supernets"]` records its time and validation score beside the zoo supernet's;
 * regimes: "full" (the whole training split) and "low" (a seeded `low_fraction` of it), each for
   `finetune_epochs` epochs, scored on the whole test split after every epoch (the curve; nothing is selected
   on it) — final accuracy, area under the curve, epochs to reach pooled-pretrained's final accuracy.
@@ -53,13 +58,15 @@ from ..metaspace.training import train_metaspace
 from ..nas.ofa.config_space import config_key, max_config
 from ..nas.ofa.elastic_resnet import ElasticResNet
 from ..stats import paired_bootstrap
+from ..zoo.builder import warm_supernet
 from ..zoo.database import Zoo
-from .baselines import pooled_network, supernet_hparams
+from .baselines import pooled_supernet, supernet_hparams
 from .finetune import fine_tune
 from .folds import run_folds
 from .metrics import epochs_to_reach, spearman
 
 ARMS = ("pooled_pretrained", "scratch", "random_subnet", "largest_subnet", "oracle", "nearest_fid")
+PICKED_ARMS = ("random_subnet", "largest_subnet", "oracle", "nearest_fid")  # arms that hand over a zoo subnet
 REGIMES = ("full", "low")
 
 
@@ -74,6 +81,8 @@ class StudySettings:
     arms: tuple[str, ...] = ARMS
     regimes: tuple[str, ...] = REGIMES
     full_arms: tuple[str, ...] | None = None  # methods/arms run in the full regime (None: all; budget)
+    # methods / picked arms whose pick is also fine-tuned from a warm-started supernet: arm "<name>_warm"
+    warm_arms: tuple[str, ...] = ()
     low_fraction: float = 0.1
     finetune_epochs: int = 10
     finetune_lr: float = 2e-3
@@ -96,6 +105,10 @@ class StudySettings:
         bad = [a for a in self.arms if a not in ARMS]
         if bad:
             raise ValueError(f"StudySettings.arms: unknown {bad}; known {ARMS}")
+        bad = [w for w in self.warm_arms if w not in (*self.methods, *PICKED_ARMS)]
+        if bad:
+            raise ValueError(f"StudySettings.warm_arms: {bad} are neither methods {list(self.methods)} nor arms "
+                             f"that hand over a zoo subnet {PICKED_ARMS}")
         bad = [r for r in self.regimes if r not in REGIMES]
         if bad or not self.regimes:
             raise ValueError(f"StudySettings.regimes: some of {REGIMES}, got {list(self.regimes)}")
@@ -103,6 +116,10 @@ class StudySettings:
             raise ValueError(f"StudySettings.low_fraction must be in (0, 1], got {self.low_fraction}")
         if not self.seeds or self.finetune_epochs < 1:
             raise ValueError("StudySettings: needs at least one seed and one fine-tuning epoch")
+
+    @property
+    def warm_names(self) -> tuple[str, ...]:
+        return tuple(f"{w}_warm" for w in self.warm_arms)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -136,7 +153,14 @@ def run_group(group: Sequence[str], zoo_url: str, settings: StudySettings, encod
     extractor = train_extractor(seen, seed=0, epochs=s.extractor_epochs, per_task=s.extractor_per_task,
                                 progress=progress)
     features = {n: dataset_features(extractor.model, suite[n], s.images, seed=0) for n in names}
-    pooled = pooled_network(supernets, seen, train_names, s.pooled_epochs, s.pooled_per_task, 0, progress)
+    pooled_net = pooled_supernet(supernets, seen, train_names, s.pooled_epochs, s.pooled_per_task, 0, progress)
+    pooled = pooled_net.subnet(max_config())
+    warm: dict[str, ElasticResNet] = {}
+
+    def warm_of(source: str) -> ElasticResNet:  # trained on first use: only the sources some pick needs
+        if source not in warm:
+            warm[source], out["warm_supernets"][source] = warm_supernet(zoo, suite[source], pooled_net)
+        return warm[source]
     if encodings is None:
         encodings = record_encodings(records, supernets)
     flat = [r for n in train_names for r in records[n]]
@@ -146,7 +170,7 @@ def run_group(group: Sequence[str], zoo_url: str, settings: StudySettings, encod
     pairs, kind = training_pairs(zoo, train_names, "transfers")
     data = pairs_data(pairs, train_names, {n: features[n] for n in train_names}, encodings)
     out = {"group": list(held), "train_datasets": train_names, "pairs": kind, "n_pairs": len(pairs),
-           "extractor": extractor.provenance, "tasks": {}}
+           "extractor": extractor.provenance, "warm_supernets": {}, "tasks": {}}
     spaces = {}
     for seed in s.seeds:  # the meta-spaces of a fold: one per (method, seed), shared by its held-out tasks
         for method in s.methods:
@@ -197,9 +221,10 @@ def run_group(group: Sequence[str], zoo_url: str, settings: StudySettings, encod
                           "oracle": (oracle.source, oracle.config),
                           "nearest_fid": (nearest, best_own[nearest].config),
                           "pooled_pretrained": None, "scratch": None})
-            for arm in s.arms:
+            picks.update({f"{w}_warm": picks[w] for w in s.warm_arms})
+            for arm in (*s.arms, *s.warm_names):
                 row["arms"][arm] = {"source_dataset": (picks[arm] or (None,))[0]}
-            names_ft = [*s.methods, *s.arms]
+            names_ft = [*s.methods, *s.arms, *s.warm_names]
             for regime in s.regimes:
                 if regime == "full" and seed not in s.seeds[:s.full_seeds]:
                     continue
@@ -209,8 +234,11 @@ def run_group(group: Sequence[str], zoo_url: str, settings: StudySettings, encod
                     if regime == "full" and s.full_arms is not None and name not in s.full_arms:
                         continue
                     key = name if picks[name] is None else f"{picks[name][0]}/{config_key(picks[name][1])}"
+                    if name in s.warm_names:
+                        key = f"warm:{key}"
                     if key not in tuned:
-                        net = _initial_network(name, picks[name], pooled, supernets, task, seed)
+                        source_of = warm_of if name in s.warm_names else supernets.__getitem__
+                        net = _initial_network(name, picks[name], pooled, source_of, supernets, task, seed)
                         result = fine_tune(net, task, s.finetune_epochs, s.finetune_lr, s.finetune_batch,
                                            max_train, None, seed=seed, eval_val=False, transform=standardise,
                                            calibration=s.recalibrate_images)
@@ -224,9 +252,11 @@ def run_group(group: Sequence[str], zoo_url: str, settings: StudySettings, encod
 
 
 def _initial_network(name: str, pick: tuple[str, dict] | None, pooled: nn.Module,
-                     supernets: Mapping[str, ElasticResNet], task, seed: int) -> nn.Module:
+                     source_of: Callable[[str], ElasticResNet], supernets: Mapping[str, ElasticResNet], task,
+                     seed: int) -> nn.Module:
     """The network an arm fine-tunes from: a copy of the pooled network, a seeded random init of the largest
-    config (scratch), or the picked (source, config) subnet of the source's supernet."""
+    config (scratch), or the picked (source, config) subnet of `source_of(source)` (the zoo's supernet, or a
+    warm-started one)."""
     if name == "pooled_pretrained":
         return copy.deepcopy(pooled)
     if name == "scratch":
@@ -234,7 +264,7 @@ def _initial_network(name: str, pick: tuple[str, dict] | None, pooled: nn.Module
         hparams = supernet_hparams(supernets, task["train"].n_channels, task["train"].n_classes)
         return ElasticResNet(**hparams).subnet(max_config())
     source, config = pick
-    return supernets[source].subnet(config)
+    return source_of(source).subnet(config)
 
 
 # ---------------------------------------------------------------- summary
@@ -264,7 +294,7 @@ def summarise(folds: Sequence[dict], settings: StudySettings) -> dict:
     held-out tasks of the seed mean), the paired difference mednns - arm with a bootstrap 95 % interval over
     held-out tasks; per method the retrieval agreement and the retrieved sources."""
     tasks = {h: t for f in folds for h, t in f["tasks"].items()}
-    names = [*settings.methods, *settings.arms]
+    names = [*settings.methods, *settings.arms, *settings.warm_names]
     out: dict = {"regimes": {}, "retrieval": {}, "held_out_tasks": list(tasks)}
     for regime in settings.regimes:
         curves = {n: _entries(tasks, n, regime) for n in names}

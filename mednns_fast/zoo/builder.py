@@ -35,6 +35,7 @@ from ..nas.ofa.config_space import BASE_DEPTH, MAX_EXTRA_DEPTH, config_key, join
 from ..nas.ofa.elastic_resnet import ElasticResNet
 from ..nas.ofa.subnet_eval import SubnetEvaluator
 from ..nas.ofa.training import ShrinkSchedule, TrainState, train_supernet
+from ..nas.ofa.warm_start import warm_start as init_from
 from .checkpoint import atomic_save, load_supernet, save_supernet, supernet_meta, weights_digest
 from .database import Zoo, ZooRecord
 from .transfer import TransferProtocol, build_transfers
@@ -128,12 +129,32 @@ class distributed:
             _dist().destroy_process_group()
 
 
+def new_supernet(task: BuiltTask, schedule: ShrinkSchedule, model_kwargs: dict | None = None,
+                 warm_start: ElasticResNet | None = None) -> ElasticResNet:
+    """The task's untrained supernet: seeded by the schedule (identical initial weights on every rank), or
+    warm-started from `warm_start`'s weights (`nas.ofa.warm_start`: all but the classifier)."""
+    torch.manual_seed(schedule.seed)
+    model = ElasticResNet(task.task.channels, task.task.n_classes, **(model_kwargs or {}))
+    return model if warm_start is None else init_from(model, warm_start)
+
+
+def supernet_splits(task: BuiltTask, schedule: ShrinkSchedule, train_subset: int | None = None):
+    """((train images, labels), (val images, labels)) a supernet trains and is selected on: the training split,
+    or `train_subset` seeded images of it."""
+    train, val = task_tensors(task, "train"), task_tensors(task, "val")
+    if train_subset:
+        keep = torch.randperm(len(train[0]), generator=torch.Generator().manual_seed(schedule.seed))[:train_subset]
+        train = (train[0][keep], train[1][keep])
+    return train, val
+
+
 def ensure_supernet(zoo: Zoo, task: BuiltTask, workdir: Path, schedule: ShrinkSchedule, rank: int = 0,
                     world_size: int = 1, progress: bool = True, model_kwargs: dict | None = None,
                     train_subset: int | None = None, device: str | torch.device = "cpu",
-                    amp: str = "none") -> tuple[ElasticResNet, str, float]:
-    """Load the dataset's supernet (registered and on disk) or train it on `device` (mixed precision `amp`);
-    returns (model on the CPU, digest, train seconds). The saved supernet holds CPU tensors."""
+                    amp: str = "none", warm_start: ElasticResNet | None = None) -> tuple[ElasticResNet, str, float]:
+    """Load the dataset's supernet (registered and on disk) or train it on `device` (mixed precision `amp`),
+    from a random or a `warm_start` initialisation (`new_supernet`); returns (model on the CPU, digest, train
+    seconds). The saved supernet holds CPU tensors."""
     name = task.name
     path = workdir / "supernets" / f"{name}.pt"
     try:
@@ -151,16 +172,12 @@ def ensure_supernet(zoo: Zoo, task: BuiltTask, workdir: Path, schedule: ShrinkSc
         raise FileNotFoundError(f"the zoo registers a supernet for {name} but {path} is missing; "
                                 "rebuild into a new zoo or restore the file")
     dist = _dist()
-    torch.manual_seed(schedule.seed)  # identical initial weights on every rank
-    model = ElasticResNet(task.task.channels, task.task.n_classes, **(model_kwargs or {}))
+    model = new_supernet(task, schedule, model_kwargs, warm_start)
     ckpt = workdir / "train" / f"{name}.ckpt"
     state = None
     if ckpt.is_file():
         state = TrainState(**torch.load(ckpt, map_location="cpu", weights_only=False))
-    train, val = task_tensors(task, "train"), task_tensors(task, "val")
-    if train_subset:
-        keep = torch.randperm(len(train[0]), generator=torch.Generator().manual_seed(schedule.seed))[:train_subset]
-        train = (train[0][keep], train[1][keep])
+    train, val = supernet_splits(task, schedule, train_subset)
     device = local_device(device)
     model.to(device)  # before DDP wraps it
     wrapped: torch.nn.Module = model
@@ -179,7 +196,8 @@ def ensure_supernet(zoo: Zoo, task: BuiltTask, workdir: Path, schedule: ShrinkSc
     model.load_state_dict(state.best_model if state.best_model is not None else state.model)
     model.eval()
     meta = {"train_seconds": seconds, "schedule": asdict(schedule), "best_val_score": state.best_score,
-            "history": state.history, "hparams": model.hparams}
+            "history": state.history, "hparams": model.hparams, "train_subset": train_subset,
+            "warm_start": warm_start is not None}
     if rank == 0:
         digest = save_supernet(model, path, meta)
         zoo.register_supernet(name, digest, str(path), meta)
@@ -187,6 +205,24 @@ def ensure_supernet(zoo: Zoo, task: BuiltTask, workdir: Path, schedule: ShrinkSc
         dist.barrier()
     path_registered, digest = zoo.supernet(name)
     return load_supernet(path_registered, digest), digest, seconds
+
+
+def warm_supernet(zoo: Zoo, task: BuiltTask, pretrained: ElasticResNet, progress: bool = False,
+                  device: str | torch.device = "cpu", amp: str = "none") -> tuple[ElasticResNet, dict]:
+    """The task's supernet trained again as the zoo trained it (the schedule, architecture and training subset
+    its checkpoint records) but from `pretrained`'s weights (`new_supernet`); nothing is written. Returns
+    (supernet on the CPU, {"train_seconds", "best_val_score", "zoo_best_val_score"}): the selected epoch's
+    validation score of the probe subnets, beside the zoo's own supernet's."""
+    meta = supernet_meta(zoo.supernet(task.name)[0])
+    schedule = ShrinkSchedule(**meta["schedule"])
+    kwargs = {k: v for k, v in meta["hparams"].items() if k not in ("in_channels", "num_classes")}
+    model = new_supernet(task, schedule, kwargs, pretrained)
+    train, val = supernet_splits(task, schedule, meta.get("train_subset"))
+    t0 = time.perf_counter()
+    state = train_supernet(model, train, val, schedule, progress=progress, device=local_device(device), amp=amp)
+    model.cpu().load_state_dict(state.best_model if state.best_model is not None else state.model)
+    return model.eval(), {"train_seconds": time.perf_counter() - t0, "best_val_score": state.best_score,
+                          "zoo_best_val_score": meta.get("best_val_score")}
 
 
 def evaluate_groups(zoo: Zoo, task: BuiltTask, model: ElasticResNet, digest: str, groups: list[list[dict]],
@@ -231,7 +267,8 @@ def build_zoo(url: str, workdir: str | os.PathLike, datasets: list[str] | None =
               schedule: ShrinkSchedule | None = None, branching=DEFAULT_BRANCHING, calib_size: int = 256,
               seed: int = 0, train_only: bool = False, progress: bool = True, model_kwargs: dict | None = None,
               max_groups: int | None = None, train_subset: int | None = None, device: str | torch.device = "cpu",
-              amp: str = "none", transfers: TransferProtocol | None = None) -> dict:
+              amp: str = "none", transfers: TransferProtocol | None = None,
+              warm_start: ElasticResNet | None = None) -> dict:
     """Build (or resume) the zoo at `url` for `datasets` (default: every built-in classification task): built-in
     task names or loaded tasks (`mednns_fast.data.load_task(path)`: your own data, recorded under its name).
 
@@ -239,6 +276,9 @@ def build_zoo(url: str, workdir: str | os.PathLike, datasets: list[str] | None =
     device: where supernets train and subnets are evaluated ("cpu", "cuda", "cuda:N"; under torchrun a CUDA
     device is each rank's ``cuda:LOCAL_RANK``); amp: mixed precision of the supernet training ("none", "bf16",
     "fp16"; the zoo's evaluation stays float32).
+    warm_start: start every supernet the build trains from this network's weights (e.g.
+    `evaluation.baselines.pooled_supernet` over other tasks: the analogue of OFA's ImageNet start) instead of a
+    random initialisation; supernets already on disk are loaded as they are.
     transfers: also measure transfer labels (`zoo.transfer`) onto each of `datasets` from every other dataset of
     the zoo, once all supernets exist; summary["transfers"] = {"added", "seconds"}.
     Under torchrun each rank calls this; returns {dataset: {"train_seconds", "added", "eval_seconds"}}.
@@ -261,7 +301,7 @@ def build_zoo(url: str, workdir: str | os.PathLike, datasets: list[str] | None =
         name = task.name
         built[name] = task
         model, digest, train_seconds = ensure_supernet(zoo, task, workdir, schedule, rank, world, progress,
-                                                       model_kwargs, train_subset, device, amp)
+                                                       model_kwargs, train_subset, device, amp, warm_start)
         summary[name] = {"train_seconds": train_seconds, "added": 0, "eval_seconds": 0.0}
         if train_only:
             continue
