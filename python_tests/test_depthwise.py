@@ -35,7 +35,24 @@ def test_forward_and_backward_match_reference(shared, stride, dtype, hw, device)
         torch.testing.assert_close(a, b, rtol=10 * tol, atol=10 * tol)
 
 
-@pytest.mark.parametrize("shared, stride", [(True, 1), (False, 2)])
+@pytest.mark.parametrize("stride", [2, 3, 4])
+@pytest.mark.parametrize("kernels, dilations", [((1, 7), (1, 3)), ((3,), (4,)), ((5, 1, 3), (2, 1, 3))])
+@pytest.mark.parametrize("hw", [(1, 1), (2, 3), (7, 5), (12, 13)])
+def test_strided_input_gradient_every_phase(stride, kernels, dilations, hw, device):
+    """The strided input gradient gathers per phase of the input grid (csrc/cpu/depthwise.cpp): phases that
+    no tap reads (dilation a multiple of the stride), planes smaller than the stride, k = 1."""
+    C = 3
+    x = torch.randn(2, C, *hw, dtype=torch.float64, device=device, requires_grad=True)
+    ws = [torch.randn(C, 1, k, k, dtype=torch.float64, device=device, requires_grad=True) for k in kernels]
+    out = mf.ops.multi_depthwise_conv2d(x, ws, dilations, stride)
+    ref = reference.multi_depthwise_conv2d(x, ws, dilations, stride)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, [x, *ws], g), torch.autograd.grad(ref, [x, *ws], g)):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("shared, stride", [(True, 1), (False, 2), (True, 2), (True, 3)])
 def test_gradcheck(shared, stride, device):
     x, ws = _inputs(shared, device, N=2, C=2, H=6, W=5, requires_grad=True)
     fn = lambda x, *ws: mf.ops.multi_depthwise_conv2d(x, ws, DILATIONS, stride, shared)  # noqa: E731

@@ -126,18 +126,16 @@ inline std::pair<int64_t, int64_t> consumers(const DepthwiseGeometry& g, int64_t
   return {q / g.C, q / g.C + 1};
 }
 
-// The weights, candidate j channel c at [offset[j] + c * k_j^2], optionally with each kernel flipped (the
-// input gradient of a stride-1 convolution is the convolution with the flipped kernel).
+// The weights, candidate j channel c at [offset[j] + c * k_j^2].
 template <typename T>
-std::vector<T> gather_weights(const std::vector<at::Tensor>& ws, const DepthwiseGeometry& g, bool flip,
+std::vector<T> gather_weights(const std::vector<at::Tensor>& ws, const DepthwiseGeometry& g,
                               std::vector<int64_t>* offsets) {
   std::vector<T> out;
   for (int64_t j = 0; j < g.J; ++j) {
     const int64_t kk = g.kernel[j] * g.kernel[j];
     const T* w = ws[j].const_data_ptr<T>();
     offsets->push_back(static_cast<int64_t>(out.size()));
-    for (int64_t c = 0; c < g.C; ++c)
-      for (int64_t t = 0; t < kk; ++t) out.push_back(w[c * kk + (flip ? kk - 1 - t : t)]);
+    out.insert(out.end(), w, w + g.C * kk);
   }
   return out;
 }
@@ -149,7 +147,7 @@ void forward_kernel(const at::Tensor& x, const std::vector<at::Tensor>& ws, cons
   std::vector<Taps> taps;
   for (int64_t j = 0; j < g.J; ++j) taps.push_back(candidate_taps(g, pp, j));
   std::vector<int64_t> w_at;
-  const std::vector<T> w = gather_weights<T>(ws, g, false, &w_at);
+  const std::vector<T> w = gather_weights<T>(ws, g, &w_at);
   const int64_t Cin = g.in_channels();
   const T* xp = x.const_data_ptr<T>();
   T* op = out.data_ptr<T>();
@@ -166,21 +164,81 @@ void forward_kernel(const at::Tensor& x, const std::vector<at::Tensor>& ws, cons
   });
 }
 
-// Candidate j's contribution to the padded input-gradient plane `gbuf` (row length Wp) from one
-// output-gradient plane, for any stride: each output gradient is scattered to the taps that read it.
+// The input gradient as s*s stride-1 correlations of the output gradient, one per phase (py, px) of the
+// input grid: input row y = py + s*Y is read through tap ky by output row oy = (y + pad - ky*d) / s, when s
+// divides y + pad - ky*d, i.e. by oy = Y + (py + pad - ky*d) / s. So the input rows of phase py gather the
+// taps ky with (py + pad - ky*d) % s == 0 from the zero-padded output-gradient plane, each at a fixed row
+// offset; columns alike. Every tap belongs to one phase: s*s gathers cost what the forward does, each
+// input gradient is written by one thread, and nothing is scattered. Stride 1 is one phase (the
+// convolution with the flipped kernel).
+struct InputGradPlan {
+  // Phases with input pixels: py < ny = min(s, H), px < nx = min(s, W) (a huge stride has s*s phases but
+  // at most H*W of them hold a pixel). Phase (0, 0) has the most rows and columns: rows0 x cols0.
+  int64_t s, ny, nx, rows0, cols0;
+  std::vector<int64_t> rows, cols;  // [ny], [nx]: input rows with y % s == py, columns with x % s == px
+  std::vector<Taps> taps;           // [J * ny * nx]: tap offsets into the padded output-gradient plane
+  std::vector<int64_t> w_at;        // [J * ny * nx]: where the phase's C sub-kernels start in `w`
+  int64_t phases() const { return ny * nx; }
+};
+
 template <typename T>
-MEDNNS_FAST_MULTIVERSION void scatter_input_grad(const T* go, const T* w, const DepthwiseGeometry& g, int64_t j,
-                                                 int64_t Wp, T* gbuf) {
-  const int64_t k = g.kernel[j], s = g.stride, d = g.dilation[j], shift = g.max_pad - g.pad[j];
-  for (int64_t ky = 0; ky < k; ++ky)
-    for (int64_t kx = 0; kx < k; ++kx) {
-      const T wv = w[ky * k + kx];
-      for (int64_t oy = 0; oy < g.Ho; ++oy) {
-        T* dst = gbuf + (oy * s + shift + ky * d) * Wp + shift + kx * d;
-        const T* gr = go + oy * g.Wo;
-        for (int64_t ox = 0; ox < g.Wo; ++ox) dst[ox * s] += wv * gr[ox];
+InputGradPlan input_grad_plan(const std::vector<at::Tensor>& ws, const DepthwiseGeometry& g,
+                              const PhasedPlane& gp, std::vector<T>* w) {
+  const int64_t s = g.stride, P = g.max_pad;
+  InputGradPlan plan{s, std::min(s, g.H), std::min(s, g.W), (g.H + s - 1) / s, (g.W + s - 1) / s, {}, {}, {}, {}};
+  for (int64_t p = 0; p < plan.ny; ++p) plan.rows.push_back((g.H - p + s - 1) / s);
+  for (int64_t p = 0; p < plan.nx; ++p) plan.cols.push_back((g.W - p + s - 1) / s);
+  for (int64_t j = 0; j < g.J; ++j) {
+    const int64_t k = g.kernel[j], d = g.dilation[j], pad = g.pad[j];
+    const T* wj = ws[j].const_data_ptr<T>();
+    std::vector<Taps> taps(plan.phases(), Taps{{}, gp.width});
+    std::vector<std::vector<int64_t>> kept(plan.phases());  // each phase's taps t = ky * k + kx
+    // Taps last to first, so each phase reads the padded plane at increasing offsets (at stride 1: the
+    // flipped kernel).
+    for (int64_t ky = k - 1; ky >= 0; --ky)
+      for (int64_t kx = k - 1; kx >= 0; --kx) {
+        // The phase this tap feeds: py = (ky*d - pad) mod s; none when that phase holds no input pixel.
+        const int64_t py = ((ky * d - pad) % s + s) % s, px = ((kx * d - pad) % s + s) % s;
+        if (py >= plan.ny || px >= plan.nx) continue;
+        // Rows read, P + Y + ry / s, stay in [0, Ho + 2P): ry / s >= -pad / s >= -P, and Y < Ho with
+        // ry / s <= (s - 1 + pad) / s <= P (columns alike; the block's overreach lands in the slack).
+        const int64_t ry = py + pad - ky * d, rx = px + pad - kx * d, ph = py * plan.nx + px;
+        taps[ph].offset.push_back(gp.at(P + ry / s, P + rx / s));
+        kept[ph].push_back(ky * k + kx);
       }
+    for (int64_t ph = 0; ph < plan.phases(); ++ph) {
+      plan.w_at.push_back(static_cast<int64_t>(w->size()));
+      for (int64_t c = 0; c < g.C; ++c)
+        for (int64_t tap : kept[ph]) w->push_back(wj[c * k * k + tap]);
+      plan.taps.push_back(std::move(taps[ph]));
     }
+  }
+  return plan;
+}
+
+// Writes the phases (py, px) of `phased` (each [rows0, cols0]) into the input-gradient plane gx [H, W].
+template <typename T>
+void interleave_phases(const T* phased, const InputGradPlan& plan, int64_t H, int64_t W, T* gx) {
+  const int64_t s = plan.s, area = plan.rows0 * plan.cols0;
+  for (int64_t y = 0; y < H; ++y) {
+    const int64_t py = y % s, Y = y / s;
+    T* dst = gx + y * W;
+    const T* row = phased + py * plan.nx * area + Y * plan.cols0;  // phase (py, 0)'s row Y
+    if (s == 2 && plan.nx == 2) {  // both column phases at once (the compiler interleaves with shuffles)
+      const T* p1 = row + area;
+      const int64_t pairs = W / 2;
+      for (int64_t X = 0; X < pairs; ++X) {
+        dst[2 * X] = row[X];
+        dst[2 * X + 1] = p1[X];
+      }
+      if (W % 2) dst[W - 1] = row[pairs];
+      continue;
+    }
+    for (int64_t px = 0; px < plan.nx; ++px) {
+      const T* src = row + px * area;
+      for (int64_t X = 0, x = px; x < W; ++X, x += s) dst[x] = src[X];
+    }
+  }
 }
 
 // One task per input channel plane q, looping over the batch inside: the weight gradient of every
@@ -189,20 +247,16 @@ MEDNNS_FAST_MULTIVERSION void scatter_input_grad(const T* go, const T* w, const 
 template <typename T>
 void backward_kernel(const at::Tensor& grad, const at::Tensor& x, const std::vector<at::Tensor>& ws,
                      const DepthwiseGeometry& g, at::Tensor* grad_x, std::vector<at::Tensor>* grad_ws) {
-  const int64_t Cin = g.in_channels(), plane_in = g.H * g.W, plane_out = g.Ho * g.Wo;
+  const int64_t Cin = g.in_channels(), plane_in = g.H * g.W, plane_out = g.Ho * g.Wo, s = g.stride;
   // The input plane, phased by the stride, for the weight gradient.
-  const PhasedPlane pp(g.H, g.W, g.max_pad, g.stride, kBlock<T>);
+  const PhasedPlane pp(g.H, g.W, g.max_pad, s, kBlock<T>);
   std::vector<Taps> taps;
   for (int64_t j = 0; j < g.J; ++j) taps.push_back(candidate_taps(g, pp, j));
-  // Stride 1: the input gradient is the convolution of the output gradient (zero-padded like the input)
-  // with the flipped kernels. Other strides scatter into a padded plane.
-  const bool gather = g.stride == 1;
+  // The output gradient zero-padded by max_pad, for the input gradient's gathers.
   const PhasedPlane gp_plane(g.Ho, g.Wo, g.max_pad, 1, kBlock<T>);
-  std::vector<Taps> flipped;
-  for (int64_t j = 0; gather && j < g.J; ++j) flipped.push_back(candidate_taps(g, gp_plane, j));
-  const int64_t Wp = g.W + 2 * g.max_pad, scatter_size = (g.H + 2 * g.max_pad) * Wp;
-  std::vector<int64_t> w_at;
-  const std::vector<T> w = gather_weights<T>(ws, g, gather, &w_at);
+  std::vector<T> w_phase;
+  const InputGradPlan plan = input_grad_plan<T>(ws, g, gp_plane, &w_phase);
+  const int64_t area = plan.rows0 * plan.cols0;
   int64_t kmax = 0;
   for (int64_t k : g.kernel) kmax = std::max(kmax, k);
   std::vector<double> gw(grad_ws ? g.J * g.C * kmax * kmax : 0, 0.0);
@@ -210,7 +264,11 @@ void backward_kernel(const at::Tensor& grad, const at::Tensor& x, const std::vec
   const T* gp = grad.const_data_ptr<T>();
   at::parallel_for(0, Cin, 1, [&](int64_t q0, int64_t q1) {
     std::vector<T> buf(grad_ws ? pp.size() : 0);
-    std::vector<T> gbuf(grad_x ? (gather ? gp_plane.size() : scatter_size) : 0);
+    std::vector<T> gbuf(grad_x ? gp_plane.size() : 0);
+    // Stride 1 writes straight into the input gradient; larger strides into the phase planes first.
+    const int64_t n_phases = plan.phases();
+    std::vector<T> phased(grad_x && s > 1 ? n_phases * area : 0);
+    std::vector<char> written(n_phases);
     for (int64_t q = q0; q < q1; ++q) {
       const auto [j0, j1] = consumers(g, q);
       const int64_t c = q % g.C;
@@ -218,24 +276,36 @@ void backward_kernel(const at::Tensor& grad, const at::Tensor& x, const std::vec
         const int64_t plane = n * Cin + q;
         T* gx = grad_x ? grad_x->data_ptr<T>() + plane * plane_in : nullptr;
         if (grad_ws) load_phased(xp + plane * plane_in, g.H, g.W, g.max_pad, T(0), pp, buf.data());
-        if (grad_x && !gather) std::fill(gbuf.begin(), gbuf.end(), T(0));
+        std::fill(written.begin(), written.end(), 0);
         for (int64_t j = j0; j < j1; ++j) {
           const T* gj = gp + ((n * g.J + j) * g.C + c) * plane_out;
-          const T* wj = w.data() + w_at[j] + c * g.kernel[j] * g.kernel[j];
           if (grad_ws)
             weight_grad_plane(buf.data(), gj, taps[j], g.Ho, g.Wo, gw.data() + (j * g.C + c) * kmax * kmax);
           if (!grad_x) continue;
-          if (gather) {
-            load_phased(gj, g.Ho, g.Wo, g.max_pad, T(0), gp_plane, gbuf.data());
-            conv_plane(gbuf.data(), wj, flipped[j], g.H, g.W, gx, g.W, j != j0);
-          } else {
-            scatter_input_grad(gj, wj, g, j, Wp, gbuf.data());
+          load_phased(gj, g.Ho, g.Wo, g.max_pad, T(0), gp_plane, gbuf.data());
+          for (int64_t ph = 0; ph < n_phases; ++ph) {
+            const Taps& t = plan.taps[j * n_phases + ph];
+            if (t.offset.empty()) continue;  // no tap of candidate j reads these input pixels
+            const T* wj = w_phase.data() + plan.w_at[j * n_phases + ph] + c * static_cast<int64_t>(t.offset.size());
+            if (s == 1) {
+              conv_plane(gbuf.data(), wj, t, g.H, g.W, gx, g.W, written[ph]);
+            } else {
+              conv_plane(gbuf.data(), wj, t, plan.rows[ph / plan.nx], plan.cols[ph % plan.nx],
+                         phased.data() + ph * area, plan.cols0, written[ph]);
+            }
+            written[ph] = 1;
           }
         }
-        if (grad_x && !gather) {
-          for (int64_t y = 0; y < g.H; ++y)
-            std::copy_n(gbuf.data() + (y + g.max_pad) * Wp + g.max_pad, g.W, gx + y * g.W);
+        if (!grad_x) continue;
+        for (int64_t ph = 0; ph < n_phases; ++ph) {  // phases no tap reads get a zero gradient
+          if (written[ph]) continue;
+          if (s == 1) {
+            std::fill_n(gx, plane_in, T(0));
+          } else {
+            std::fill_n(phased.data() + ph * area, area, T(0));
+          }
         }
+        if (s > 1) interleave_phases(phased.data(), plan, g.H, g.W, gx);
       }
     }
   });
