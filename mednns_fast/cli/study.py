@@ -193,6 +193,12 @@ def format_mednns(summary: dict) -> str:
             ci = "-" if not d or d["mean"] is None else f"{d['mean']:+.1f} [{d['lo']:+.1f}, {d['hi']:+.1f}]"
             ep = "-" if r["epochs_to_pooled_final"] is None else f"{r['epochs_to_pooled_final']:.1f}"
             lines.append(f"[{regime}] {name:20s} {_pct(r['final_acc']):>8s} {_pct(r['auc']):>7s} {ci:>28s} {ep:>10s}")
+        for name, r in arms.items():
+            for vs in ("cold", "pooled"):
+                d = r.get(f"minus_{vs}")
+                if d and d["final"]["mean"] is not None:
+                    lines.append(f"[{regime}] {name} - {vs}: final " + ", AUC ".join(
+                        f"{d[m]['mean']:+.1f} [{d[m]['lo']:+.1f}, {d[m]['hi']:+.1f}]" for m in ("final", "auc")))
     for m, r in summary["retrieval"].items():
         if "spearman_models" in r:
             lines.append(f"retrieval {m}: Spearman models {r['spearman_models']}, sources {r['spearman_sources']}, "

@@ -312,14 +312,19 @@ def summarise(folds: Sequence[dict], settings: StudySettings) -> dict:
                       "epochs_to_pooled_final": statistics.fmean(reached) if reached else None,
                       "reached_fraction": len(reached) / len(epochs) if epochs else None,
                       "per_task_final": {h: _nanmean(v) for h, v in final.items()}}
-        for ref in ("mednns",) if "mednns" in names else ():
+        def paired(a: str, b: str, curves: dict = curves) -> dict:
+            return {metric: paired_bootstrap(*({h: [fn(c) if c else float("nan") for c in cs]
+                                                for h, cs in curves[x].items()} for x in (a, b)), settings.bootstrap)
+                    for metric, fn in (("final", lambda c: c[-1]), ("auc", _auc))}
+
+        if "mednns" in names:
             for n in names:
-                if n == ref:
-                    continue
-                for metric, fn in (("final", lambda c: c[-1]), ("auc", _auc)):
-                    a = {h: [fn(c) if c else float("nan") for c in cs] for h, cs in curves[ref].items()}
-                    b = {h: [fn(c) if c else float("nan") for c in cs] for h, cs in curves[n].items()}
-                    reg[n][f"mednns_minus_{metric}"] = paired_bootstrap(a, b, settings.bootstrap)
+                if n != "mednns":
+                    reg[n].update({f"mednns_minus_{m}": d for m, d in paired("mednns", n).items()})
+        for w, warm in zip(settings.warm_arms, settings.warm_names, strict=True):
+            # the start alone (same pick, cold zoo supernet) and against the network it started from
+            reg[warm]["minus_cold"] = paired(warm, w) if w in names else None
+            reg[warm]["minus_pooled"] = paired(warm, "pooled_pretrained") if "pooled_pretrained" in names else None
         out["regimes"][regime] = reg
     for m in settings.methods:
         rows = [(h, r["methods"][m]) for h, t in tasks.items() for r in t["seeds"]]
