@@ -292,7 +292,8 @@ def _entries(fold_tasks: Mapping[str, dict], name: str, regime: str) -> dict[str
 def summarise(folds: Sequence[dict], settings: StudySettings) -> dict:
     """Per regime and arm: final accuracy, AUC and epochs to pooled-pretrained's final accuracy (mean over
     held-out tasks of the seed mean), the paired difference mednns - arm with a bootstrap 95 % interval over
-    held-out tasks; per method the retrieval agreement and the retrieved sources."""
+    held-out tasks; per warm arm "minus_cold" and "minus_pooled" (warm - its cold pick, warm - pooled-pretrained;
+    final and AUC, same intervals); per method the retrieval agreement and the retrieved sources."""
     tasks = {h: t for f in folds for h, t in f["tasks"].items()}
     names = [*settings.methods, *settings.arms, *settings.warm_names]
     out: dict = {"regimes": {}, "retrieval": {}, "held_out_tasks": list(tasks)}
