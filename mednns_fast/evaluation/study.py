@@ -155,12 +155,6 @@ def run_group(group: Sequence[str], zoo_url: str, settings: StudySettings, encod
     features = {n: dataset_features(extractor.model, suite[n], s.images, seed=0) for n in names}
     pooled_net = pooled_supernet(supernets, seen, train_names, s.pooled_epochs, s.pooled_per_task, 0, progress)
     pooled = pooled_net.subnet(max_config())
-    warm: dict[str, ElasticResNet] = {}
-
-    def warm_of(source: str) -> ElasticResNet:  # trained on first use: only the sources some pick needs
-        if source not in warm:
-            warm[source], out["warm_supernets"][source] = warm_supernet(zoo, suite[source], pooled_net)
-        return warm[source]
     if encodings is None:
         encodings = record_encodings(records, supernets)
     flat = [r for n in train_names for r in records[n]]
@@ -171,6 +165,13 @@ def run_group(group: Sequence[str], zoo_url: str, settings: StudySettings, encod
     data = pairs_data(pairs, train_names, {n: features[n] for n in train_names}, encodings)
     out = {"group": list(held), "train_datasets": train_names, "pairs": kind, "n_pairs": len(pairs),
            "extractor": extractor.provenance, "warm_supernets": {}, "tasks": {}}
+    warm: dict[str, ElasticResNet] = {}
+
+    def warm_of(source: str) -> ElasticResNet:  # trained on first use: only the sources some pick needs
+        if source not in warm:
+            warm[source], out["warm_supernets"][source] = warm_supernet(zoo, suite[source], pooled_net)
+        return warm[source]
+
     spaces = {}
     for seed in s.seeds:  # the meta-spaces of a fold: one per (method, seed), shared by its held-out tasks
         for method in s.methods:
@@ -234,10 +235,10 @@ def run_group(group: Sequence[str], zoo_url: str, settings: StudySettings, encod
                     if regime == "full" and s.full_arms is not None and name not in s.full_arms:
                         continue
                     key = name if picks[name] is None else f"{picks[name][0]}/{config_key(picks[name][1])}"
-                    if name in s.warm_names:
-                        key = f"warm:{key}"
+                    is_warm = name in s.warm_names
+                    key = f"warm:{key}" if is_warm else key
                     if key not in tuned:
-                        source_of = warm_of if name in s.warm_names else supernets.__getitem__
+                        source_of = warm_of if is_warm else supernets.__getitem__
                         net = _initial_network(name, picks[name], pooled, source_of, supernets, task, seed)
                         result = fine_tune(net, task, s.finetune_epochs, s.finetune_lr, s.finetune_batch,
                                            max_train, None, seed=seed, eval_val=False, transform=standardise,

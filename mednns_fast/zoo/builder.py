@@ -148,6 +148,12 @@ def supernet_splits(task: BuiltTask, schedule: ShrinkSchedule, train_subset: int
     return train, val
 
 
+def selected_weights(model: ElasticResNet, state: TrainState) -> ElasticResNet:
+    """`model` on the CPU in eval mode with the weights model selection kept (the last epoch's when none was)."""
+    model.cpu().load_state_dict(state.best_model if state.best_model is not None else state.model)
+    return model.eval()
+
+
 def ensure_supernet(zoo: Zoo, task: BuiltTask, workdir: Path, schedule: ShrinkSchedule, rank: int = 0,
                     world_size: int = 1, progress: bool = True, model_kwargs: dict | None = None,
                     train_subset: int | None = None, device: str | torch.device = "cpu",
@@ -192,9 +198,7 @@ def ensure_supernet(zoo: Zoo, task: BuiltTask, workdir: Path, schedule: ShrinkSc
     t0 = time.perf_counter()  # a resumed training counts only the epochs run in this process
     state = train_supernet(wrapped, train, val, schedule, state, save_state, progress, rank, world_size, device, amp)
     seconds = time.perf_counter() - t0
-    model.cpu()
-    model.load_state_dict(state.best_model if state.best_model is not None else state.model)
-    model.eval()
+    selected_weights(model, state)
     meta = {"train_seconds": seconds, "schedule": asdict(schedule), "best_val_score": state.best_score,
             "history": state.history, "hparams": model.hparams, "train_subset": train_subset,
             "warm_start": warm_start is not None}
@@ -220,9 +224,9 @@ def warm_supernet(zoo: Zoo, task: BuiltTask, pretrained: ElasticResNet, progress
     train, val = supernet_splits(task, schedule, meta.get("train_subset"))
     t0 = time.perf_counter()
     state = train_supernet(model, train, val, schedule, progress=progress, device=local_device(device), amp=amp)
-    model.cpu().load_state_dict(state.best_model if state.best_model is not None else state.model)
-    return model.eval(), {"train_seconds": time.perf_counter() - t0, "best_val_score": state.best_score,
-                          "zoo_best_val_score": meta.get("best_val_score")}
+    seconds = time.perf_counter() - t0
+    return selected_weights(model, state), {"train_seconds": seconds, "best_val_score": state.best_score,
+                                            "zoo_best_val_score": meta.get("best_val_score")}
 
 
 def evaluate_groups(zoo: Zoo, task: BuiltTask, model: ElasticResNet, digest: str, groups: list[list[dict]],
