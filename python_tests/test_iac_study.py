@@ -97,6 +97,25 @@ def test_study_iac_refuses_a_device_the_machine_lacks(wanted, tmp_path, capsys):
     assert not out.exists()  # nothing written
 
 
+@pytest.mark.parametrize("flag, value", [("--alpha-lr", "0"), ("--alpha-lr", "nan"), ("--alpha-lr", "-1e-3"),
+                                         ("--search-epochs", "0")])
+def test_study_iac_refuses_bad_search_flags(flag, value, tmp_path, capsys):
+    out = tmp_path / "study"
+    assert cli.main(["study", "iac", "--quick", f"{flag}={value}", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"mednns-fast: study iac: {flag} must be"), err
+    assert not out.exists()
+
+
+def test_study_iac_alpha_lr_flag_reaches_the_search():
+    from mednns_fast.cli.parser import build_parser
+    from mednns_fast.cli.study import iac_config
+
+    cfg = iac_config(build_parser().parse_args(["study", "iac", "--quick", "--alpha-lr", "6e-3"]))
+    assert cfg.alpha_lr == 6e-3 and cfg.search(0, True).alpha_lr == 6e-3
+    assert iac_config(build_parser().parse_args(["study", "iac", "--quick"])).alpha_lr == 6e-4
+
+
 def tiny_config(**overrides):
     """Seconds per run: nuclei_seg at 16 px, 2 seeds, every control, a pruner that fires as soon as it may
     (threshold ln 2, no margin), so the LTH search stops before the full one."""

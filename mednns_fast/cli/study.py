@@ -239,6 +239,9 @@ def _add_iac(sub) -> None:
     p.add_argument("--backbones", nargs="*", default=None, help="default: unet resunet")
     p.add_argument("--seeds", nargs="*", type=int, default=None, help="default 0 1 2 (--quick: 0)")
     p.add_argument("--search-epochs", type=int, default=None, help="default: the scale's")
+    p.add_argument("--alpha-lr", type=float, default=None,
+                   help="the architecture optimiser's learning rate (default: the scale's, PC-DARTS' 6e-4); the "
+                        "pruner's noise calibration follows it")
     p.add_argument("--device", default="cpu", help="where every arm trains and is evaluated: cpu (default), cuda "
                    "or cuda:N (checked before anything is written)")
     p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
@@ -323,7 +326,13 @@ def iac_config(args: argparse.Namespace):
     given = {"tasks": args.tasks, "backbones": args.backbones, "seeds": args.seeds}
     overrides = {k: tuple(v) for k, v in given.items() if v is not None}
     if args.search_epochs is not None:
+        if args.search_epochs < 1:
+            raise UsageError(f"--search-epochs must be an int >= 1, got {args.search_epochs}")
         overrides["search_epochs"] = args.search_epochs
+    if args.alpha_lr is not None:
+        if not 0 < args.alpha_lr < float("inf"):
+            raise UsageError(f"--alpha-lr must be a finite number > 0, got {args.alpha_lr}")
+        overrides["alpha_lr"] = args.alpha_lr
     from dataclasses import replace
 
     return replace(cfg, **overrides)
@@ -364,6 +373,10 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"mednns-fast: study iac: --{exc}", file=sys.stderr)
             return 2
-        iac_study(iac_config(args), args.out, progress=progress_bars(args.no_progress), device=str(device),
-                  amp=args.amp)
+        try:
+            cfg = iac_config(args)
+        except UsageError as exc:
+            print(f"mednns-fast: study iac: {exc}", file=sys.stderr)
+            return exc.exit_code
+        iac_study(cfg, args.out, progress=progress_bars(args.no_progress), device=str(device), amp=args.amp)
     return 0
