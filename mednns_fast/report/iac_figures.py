@@ -58,13 +58,19 @@ def plot_search_pair(full: SearchResult, lth: SearchResult, path: str | os.PathL
     return save_figure(fig, path, dpi=90)
 
 
-def plot_paired(summary: dict, path: str | os.PathLike) -> Path:
-    """PNG at `path`: per task x backbone, every paired per-case difference between arms (Dice points,
-    `iac.study.summarise`'s "paired") as its mean with the bootstrap 95 % interval; 0 dashed."""
+def plot_paired(summary: dict, path: str | os.PathLike, max_cols: int = 4) -> Path:
+    """PNG at `path`: per task x backbone (one panel each, `max_cols` to a row), every paired per-case
+    difference between arms (Dice points, `iac.study.summarise`'s "paired") as its mean with the bootstrap
+    95 % interval; 0 dashed."""
     rows = [r for r in summary["rows"] if r.get("paired")]
     n = max(1, len(rows))
-    fig, axes = pyplot().subplots(1, n, figsize=(4.2 * n, 3.2), squeeze=False)
-    for ax, r in zip(axes[0], rows, strict=False):
+    cols = min(max_cols, n)
+    grid = math.ceil(n / cols)
+    fig, axes = pyplot().subplots(grid, cols, figsize=(4.2 * cols, 3.2 * grid), squeeze=False)
+    flat = [ax for line in axes for ax in line]
+    for ax in flat[len(rows):]:
+        ax.axis("off")
+    for ax, r in zip(flat, rows, strict=False):
         names = [k for k, p in r["paired"].items() if p["mean"] is not None]
         for i, k in enumerate(names):
             p = r["paired"][k]
@@ -75,4 +81,5 @@ def plot_paired(summary: dict, path: str | os.PathLike) -> Path:
         ax.set_xlabel("Dice difference, points (bootstrap 95 % CI over test cases)", fontsize=7)
         ax.set_title(f"{r['task']} {r['backbone']} (seeds {len(r['seeds'])})", fontsize=8)
         ax.tick_params(labelsize=7)
+    fig.tight_layout()
     return save_figure(fig, path, dpi=90)
