@@ -344,6 +344,39 @@ def test_resume_with_warmup_and_calibrated_pruner_is_bit_identical(tmp_path):
     assert resumed.calibration == straight.calibration
 
 
+def test_replayed_pruner_makes_the_live_first_decision():
+    """Over the full search from the same cells and batches (identical to the LTH search until its first
+    prune) the replayed pruner makes the LTH search's first decision, and later ones on the full trajectory."""
+    from mednns_fast.iac.search import replay_pruner
+
+    data = random_data(8)
+    pruned = SearchConfig(epochs=6, batch_size=2, alpha_lr=0.05,
+                          pruner=dict(window=1, patience=1, threshold=0.5, prune_fraction=0.5))
+
+    def fresh():
+        return implant(small_unet(seed=1), IACConfig(nodes=1), generator=torch.Generator().manual_seed(3))
+
+    lth = darts_search(fresh(), data, pruned, progress=False)
+    full = darts_search(fresh(), data, SearchConfig(epochs=6, batch_size=2, alpha_lr=0.05), progress=False)
+    first = min(ev.epoch for ev in lth.events)
+    assert torch.equal(full.weights[:first], lth.weights[:first])
+    on_full = replay_pruner(full.weights, pruned, full.steps_per_epoch)
+    replayed = [ev for ev in on_full.events if ev.epoch == first]
+    live = [ev for ev in lth.events if ev.epoch == first]
+    # the same decisions; values to the float32 rounding of the recorded softmax
+    assert [(e.edge, e.pruned, e.active) for e in replayed] == [(e.edge, e.pruned, e.active) for e in live]
+    for r, x in zip(replayed, live, strict=True):
+        assert r.divergence == pytest.approx(x.divergence, rel=1e-5)
+        assert r.importance == pytest.approx(x.importance, rel=1e-5)
+    assert on_full.events[-1].epoch > first  # it goes on deciding over the full trajectory
+    with pytest.raises(ValueError, match="config.pruner is None"):
+        replay_pruner(full.weights, SearchConfig(epochs=6), full.steps_per_epoch)
+    with pytest.raises(ValueError, match=r"\[T, E, K\]"):
+        replay_pruner(full.weights[0], pruned, full.steps_per_epoch)
+    with pytest.raises(ValueError, match="unpruned"):
+        replay_pruner(lth.weights, pruned, lth.steps_per_epoch)
+
+
 def test_shared_tie_break_in_derive_and_pruner():
     """One rule: equal strength goes to the lower index, in `derive` (kept) and in the pruner (the higher
     index is dropped)."""

@@ -156,6 +156,10 @@ def test_tiny_study_on_device_reports_the_speedup_in_parts(device, tmp_path, cap
     assert row["paired"]["lth-full"]["cases"] >= 8  # nuclei_seg's test tiles are the cases
     table = (tmp_path / "study" / "summary.md").read_text()
     assert "Speed-up in parts" in table and "| nuclei_seg | unet | 7, 7 (8) | 4 / 4 | 4 |" in table
+    # the same pruner replayed over each full search: it fires as early there (every edge at epoch 6: stops
+    # after 7 epochs), and the table says so
+    assert row["replay_stop_epochs"] == [7, 7] and row["replay_decided_edges"] == edges
+    assert "| 7, 7 | 4 / " in table
 
 
 def test_step_costs_by_hand():

@@ -294,6 +294,34 @@ def pruner_settings(config: SearchConfig, shape: tuple[int, int], steps_per_epoc
                     "steps_per_epoch": steps_per_epoch}
 
 
+def replay_pruner(weights: torch.Tensor, config: SearchConfig, steps_per_epoch: int) -> ProgressivePruner:
+    """The pruner `config.pruner` describes, calibrated as `darts_search` calibrates it, stepped over the
+    recorded distributions of a full-length (unpruned) search (`weights`: [T, E, K], `SearchResult.weights`):
+    when IAC-LTH would have decided each edge, had pruning not changed the remaining alphas. Until its first
+    prune an LTH search follows the full search from the same cells exactly, so the first decision is the
+    live one. A pruned search's trajectory is refused: it records the weights after each prune (0 for a
+    dropped candidate), not the distribution the pruner decided on."""
+    if config.pruner is None:
+        raise ValueError("replay_pruner: config.pruner is None (a full-length search has no pruner to replay)")
+    if not isinstance(weights, torch.Tensor) or weights.dim() != 3 or weights.shape[0] < 1:
+        raise ValueError(f"replay_pruner: weights must be a [T, E, K] tensor with T >= 1, got "
+                         f"{getattr(weights, 'shape', type(weights).__name__)}")
+    if not bool((weights > 0).all()):
+        raise ValueError("replay_pruner: weights has entries <= 0: pass an unpruned search's distributions "
+                         "(softmax weights, every one > 0)")
+    T, E, K = weights.shape
+    kwargs, _ = pruner_settings(config, (E, K), steps_per_epoch)
+    logits = torch.zeros(E, K, dtype=torch.float64)
+    pruner = ProgressivePruner(logits, **kwargs)
+    recorded = weights.to(torch.float64).log()  # softmax is shift-invariant: the logits up to a constant per edge
+    for t in range(T):
+        logits.copy_(recorded[t])
+        pruner.step(t)
+        if pruner.done:
+            break
+    return pruner
+
+
 def _result(network: IACNetwork, pruner: ProgressivePruner | None, history: dict,
             config: SearchConfig, calibration: dict | None = None, steps_per_epoch: int = 0) -> SearchResult:
     arch = network.arch

@@ -40,7 +40,7 @@ from ..nas.iac.cell import IACConfig, random_genotype, skip_genotype, strongest_
 from ..nas.iac.implant import implant
 from ..nas.iac.unet import make_backbone
 from ..stats import paired_bootstrap
-from .search import SearchConfig, darts_search, train_derived
+from .search import SearchConfig, darts_search, replay_pruner, train_derived
 from .segmentation import evaluate, train_segmenter, train_selected
 
 SEG_TASKS = ("brain_extraction", "brain_tissue_seg", "itk_tissue_seg", "nuclei_seg")
@@ -263,9 +263,30 @@ def settling(run: dict) -> dict:
     decided = run["lth"]["search"]["decided_epoch"]
     early = [e for e in range(E) if decided[e] is not None and decided[e] < settle[e]]
     agree = [e for e in range(E) if decided[e] is not None and lth_final[e] == full[-1][e]]
+    replay = replayed_on_full(run)
+    replay_early = [e for e, t in enumerate(replay["decided_epoch"]) if t is not None and t < settle[e]]
     return {"full_settle_epoch": settle, "decided_before_settled": len(early),
             "decided": sum(d is not None for d in decided), "agree_with_full": len(agree),
-            "decided_at_earliest": run["lth"]["search"].get("decided_at_earliest", 0)}
+            "decided_at_earliest": run["lth"]["search"].get("decided_at_earliest", 0),
+            "replay_decided_epoch": replay["decided_epoch"], "replay_stop_epoch": replay["stop_epoch"],
+            "replay_decided_before_settled": len(replay_early)}
+
+
+def replayed_on_full(run: dict) -> dict:
+    """The LTH search's pruner (its config and calibration) replayed over the full search's trajectory
+    (`replay_pruner`): per edge the epoch it would be decided (None: never) and the epoch the search would
+    stop (None: some edge undecided). The full search is what LTH would follow had pruning not changed the
+    remaining alphas, so this separates "the signal never settles" from "pruning changed the search"."""
+    lth = run["lth"]["search"]
+    cfg = SearchConfig(**{k: v for k, v in lth["config"].items() if k in SearchConfig.__dataclass_fields__})
+    weights = torch.tensor(run["trajectories"]["full"]["weights"], dtype=torch.float64)
+    pruner = replay_pruner(weights, cfg, lth["steps_per_epoch"])
+    decided = [None] * pruner.num_edges
+    for ev in pruner.events:
+        if len(ev.active) <= pruner.config["min_ops"]:
+            decided[ev.edge] = ev.epoch
+    stop = max(decided) + 1 if all(d is not None for d in decided) else None  # epochs run, as `epochs_run`
+    return {"decided_epoch": decided, "stop_epoch": stop}
 
 
 def _step_seconds(search: dict, epochs: list[int]) -> float | None:
@@ -397,6 +418,10 @@ def summarise(runs: list[dict], bootstrap: int = 2000) -> dict:
                 "earliest_decision": group[0]["lth"]["search"].get("earliest_decision"),
                 "decided_at_earliest": sum(x.get("decided_at_earliest", 0) for x in settle),
                 "decided_before_settled": sum(x.get("decided_before_settled", 0) for x in settle),
+                "replay_stop_epochs": [x.get("replay_stop_epoch") for x in settle],
+                "replay_decided_edges": sum(sum(t is not None for t in x.get("replay_decided_epoch", []))
+                                            for x in settle),
+                "replay_decided_before_settled": sum(x.get("replay_decided_before_settled", 0) for x in settle),
                 "decided_edges": sum(x.get("decided", 0) for x in settle),
                 "agree_with_full": sum(x.get("agree_with_full", 0) for x in settle),
                 "calibration": group[0]["lth"]["search"].get("calibration"),

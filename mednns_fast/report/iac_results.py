@@ -32,10 +32,13 @@ def summary_table(summary: dict) -> str:
         lines += ["", "Speed-up in parts: LTH epochs to stop per seed (full: every seed's); edges decided / all, "
                   "of them at the earliest epoch allowed; seconds per step, full vs LTH epochs after a prune; "
                   "end to end (calibration + search + derived training) and with the shared backbone; wall "
-                  "speed-up by which search ran first.", "",
+                  "speed-up by which search ran first; the LTH pruner replayed over the full search's trajectory: "
+                  "its stop epoch per seed (- : an edge never decided), edges decided / of them before the full "
+                  "search's leader settled.", "",
                   "| task | backbone | LTH epochs (full) | decided / edges | at earliest | s/step full / pruned | "
-                  "per-step saving | end to end s full / LTH | end to end | with backbone | full first / LTH first |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "per-step saving | end to end s full / LTH | end to end | with backbone | full first / LTH first "
+                  "| replayed on full: stop | decided / early |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in parts:
             p = r["speed_parts"]
             ep = p["epochs_to_stop"]
@@ -45,7 +48,9 @@ def summary_table(summary: dict) -> str:
                 f"{p['edges'] - p['undecided_edges']} / {p['edges']} | {r.get('decided_at_earliest', '-')} | "
                 f"{_ms(p['step_s']['full'])} / {_ms(p['step_s']['lth_pruned'])} | {_x(p['per_step_saving'])} | "
                 f"{p['end_to_end_s']['full']:.1f} / {p['end_to_end_s']['lth']:.1f} | {_x(p['speedup_end_to_end'])} | "
-                f"{_x(p['speedup_with_backbone'])} | {_x(order['full_first'])} / {_x(order['lth_first'])} |")
+                f"{_x(p['speedup_with_backbone'])} | {_x(order['full_first'])} / {_x(order['lth_first'])} | "
+                f"{', '.join('-' if t is None else str(t) for t in r.get('replay_stop_epochs', []))} | "
+                f"{r.get('replay_decided_edges', '-')} / {r.get('replay_decided_before_settled', '-')} |")
     comps = list(dict.fromkeys(k for r in summary["rows"] for k in r.get("paired", {})))
     if comps:
         lines += ["", "Paired per-case differences, Dice points, mean [bootstrap 95 % interval] over test cases:", "",
