@@ -264,7 +264,15 @@ def test_tiny_search_on_a_real_task():
     res = darts_search(net, train, config, progress=False)
     assert res.done and res.epochs_run < 30
     assert all(d is not None and d < res.epochs_run for d in res.decided_epoch)
-    assert all(int(m.sum()) == 1 for m in net.arch.active)
+    # each edge keeps `none` (never pruned, never derived) and one real operation: the one the genotype takes
+    none = DARTS_PRIMITIVES.index("none")
+    kept = [[k for k in m.nonzero().flatten().tolist() if k != none] for m in net.arch.active]
+    assert all(bool(m[none]) for m in net.arch.active) and all(len(k) == 1 for k in kept)
+    edge = 0
+    for i, node in enumerate(res.genotype.nodes):
+        for op, src in node:
+            assert op == DARTS_PRIMITIVES[kept[edge + src][0]]
+        edge += IACConfig(nodes=2).n_inputs + i
     derived = train_derived(backbone, res.genotype, train, 2, progress=False)
     metrics = evaluate(derived, test)
     assert metrics.dice.shape == (len(torch.unique(test.cases)), 2)
@@ -360,7 +368,7 @@ def test_replayed_pruner_makes_the_live_first_decision():
     full = darts_search(fresh(), data, SearchConfig(epochs=6, batch_size=2, alpha_lr=0.05), progress=False)
     first = min(ev.epoch for ev in lth.events)
     assert torch.equal(full.weights[:first], lth.weights[:first])
-    on_full = replay_pruner(full.weights, pruned, full.steps_per_epoch)
+    on_full = replay_pruner(full.weights, pruned, full.steps_per_epoch, DARTS_PRIMITIVES)
     replayed = [ev for ev in on_full.events if ev.epoch == first]
     live = [ev for ev in lth.events if ev.epoch == first]
     # the same decisions; values to the float32 rounding of the recorded softmax
@@ -370,11 +378,11 @@ def test_replayed_pruner_makes_the_live_first_decision():
         assert r.importance == pytest.approx(x.importance, rel=1e-5)
     assert on_full.events[-1].epoch > first  # it goes on deciding over the full trajectory
     with pytest.raises(ValueError, match="config.pruner is None"):
-        replay_pruner(full.weights, SearchConfig(epochs=6), full.steps_per_epoch)
+        replay_pruner(full.weights, SearchConfig(epochs=6), full.steps_per_epoch, DARTS_PRIMITIVES)
     with pytest.raises(ValueError, match=r"\[T, E, K\]"):
-        replay_pruner(full.weights[0], pruned, full.steps_per_epoch)
+        replay_pruner(full.weights[0], pruned, full.steps_per_epoch, DARTS_PRIMITIVES)
     with pytest.raises(ValueError, match="unpruned"):
-        replay_pruner(lth.weights, pruned, lth.steps_per_epoch)
+        replay_pruner(lth.weights, pruned, lth.steps_per_epoch, DARTS_PRIMITIVES)
 
 
 def test_shared_tie_break_in_derive_and_pruner():

@@ -145,7 +145,8 @@ def test_tiny_study_on_device_reports_the_speedup_in_parts(device, tmp_path, cap
     edges = parts["edges"]
     assert edges == 2 * 2 and parts["undecided_edges"] == 0 and parts["decided_histogram"] == {"6": edges}
     assert row["decided_at_earliest"] == edges  # a threshold of ln 2 fires at the earliest epoch, by design
-    assert parts["pruned_epochs_per_seed"] == [4, 4] and parts["active_fraction_end"] == [1 / 8, 1 / 8]
+    # a decided edge keeps one real operation and `none` (never pruned): 2 of 8 candidates active
+    assert parts["pruned_epochs_per_seed"] == [4, 4] and parts["active_fraction_end"] == [2 / 8, 2 / 8]
     assert parts["step_s"]["full"] > 0 and parts["step_s"]["lth_pruned"] > 0 and parts["per_step_saving"] > 0
     assert parts["end_to_end_s"]["full"] > 0 and parts["end_to_end_s"]["lth"] > 0
     assert parts["speedup_end_to_end"] > 0 and parts["speedup_with_backbone"] > 0

@@ -296,3 +296,32 @@ def test_calibrated_pruner_still_decides_converged_edges():
     pruner, alphas = new_search(jitter, window=10, patience=10, threshold=cal["threshold"], margin=cal["margin"])
     feed(pruner, alphas, jitter, range(EPOCHS))
     assert not pruner.events
+
+
+def test_kept_candidate_is_never_pruned_and_the_edge_keeps_its_strongest_real_operation():
+    """DARTS' `none` (index 0) wins the edge, operation 3 leads the real ones: with keep=[0] the decided edge
+    keeps `none` and operation 3 (what `derive`, which never picks `none`, takes); without it the pruner would
+    keep `none` alone and the genotype's operation would be a tie-break among zero weights."""
+    from mednns_fast.iac.study import IACConfig
+    from mednns_fast.nas.iac.cell import derive
+
+    assert DARTS_PRIMITIVES[0] == "none"
+    winner = _converged_on(0, OPS, 60)
+    winner[:, 0, 3] += 1.0  # the strongest real operation, still far below `none`
+    assert int(winner[-1, 0, 1:].argmax()) + 1 == 3 and int(winner[-1, 0].argmax()) == 0
+    with_keep, alphas = new_search(winner, window=3, patience=2, threshold=1e-3, keep=[0])
+    done = feed(with_keep, alphas, winner, range(60))
+    assert done is not None and with_keep.masks[0].nonzero().flatten().tolist() == [0, 3]
+    assert with_keep.decision_epochs() == [done] and with_keep.config["keep"] == [0]
+    assert with_keep.earliest_decision_epoch(0) == 3 * (3 + 2) - 1  # 7 -> 4 -> 2 -> 1 real ones: three prunes
+    none_only, alphas = new_search(winner, window=3, patience=2, threshold=1e-3)
+    feed(none_only, alphas, winner, range(60))
+    assert none_only.masks[0].nonzero().flatten().tolist() == [0]
+    config = IACConfig(nodes=1)
+    weights = torch.zeros(config.n_edges, OPS)
+    weights[:] = torch.softmax(winner[-1, 0].float(), 0) * with_keep.masks[0]
+    genotype = derive(weights / weights.sum(1, keepdim=True), torch.ones(config.n_edges), config)
+    assert {op for node in genotype.nodes for op, _ in node} == {DARTS_PRIMITIVES[3]}
+    for bad in ([8], [-1], list(range(OPS))):
+        with pytest.raises(ValueError, match="keep must name"):
+            ProgressivePruner(torch.zeros(2, OPS), keep=bad)

@@ -11,6 +11,10 @@ exactly 0 (`weights(e)`), and `apply_to` switches it off in the edges' `mf.nas.M
 compute it again. After a prune the edge's support has changed, so its window restarts. An edge is decided when
 `min_ops` candidates are left; the search is `done` when every edge is decided.
 
+`keep` names candidates that are never pruned and not counted as an edge's operations: the IAC search keeps
+DARTS' `none` out of the ranking (`derive` never picks it), so an edge whose `none` wins is decided on its
+strongest real operation, not left with `none` alone and an arbitrary genotype.
+
 Issue 22 additions: no pruning (and no window) before `warmup` epochs; a prune also needs the candidates it
 drops to stand out of the noise (`margin`); the dropped candidates are the tail of
 `nas.iac.cell.strongest_first`, the order `derive` takes its head from. `null_trajectory` + `calibrate` set
@@ -105,6 +109,9 @@ class ProgressivePruner:
         names: optional candidate names per edge, for the trajectory and its figure.
         warmup: epochs before architecture updates start (the search's weight-only warm-up): nothing is
             pruned and no stable streak counts before it, and the first window starts after it.
+        keep: candidate indices (the same in every edge) that are never pruned and do not count towards
+            `min_ops`: DARTS' `none`, which `derive` never picks. Pruning ranks the other candidates only, so a
+            decided edge keeps its strongest real operation (and `none`), the one `derive` takes.
         margin: a prune also needs the candidates it drops to be separated from those it keeps: the log of
             the weakest kept importance minus the log of the strongest dropped one must exceed `margin`
             (0: no such test). `calibrate` sets it (and `threshold`) from a null run, so that a trajectory
@@ -123,7 +130,8 @@ class ProgressivePruner:
 
     def __init__(self, alphas: torch.Tensor | Sequence[torch.Tensor], window: int = 10,
                  threshold: float = 3e-4, patience: int = 10, min_ops: int = 1, prune_fraction: float = 0.5,
-                 names: Sequence[Sequence[str]] | None = None, warmup: int = 0, margin: float = 0.0) -> None:
+                 names: Sequence[Sequence[str]] | None = None, warmup: int = 0, margin: float = 0.0,
+                 keep: Sequence[int] = ()) -> None:
         # Kept as given and indexed at every use: a row view taken once would go stale (and trip
         # autograd's view checks) when the optimizer updates the parameter in place.
         if isinstance(alphas, torch.Tensor):
@@ -159,6 +167,10 @@ class ProgressivePruner:
         if not margin >= 0:
             raise ValueError(f"ProgressivePruner: margin must be >= 0, got {margin!r}")
         self.num_candidates = [self.alpha(e).numel() for e in range(self.num_edges)]
+        keep = sorted({int(k) for k in keep})
+        if any(not 0 <= k < min(self.num_candidates) for k in keep) or len(keep) >= min(self.num_candidates):
+            raise ValueError(f"ProgressivePruner: keep must name candidates 0..{min(self.num_candidates) - 1} and "
+                             f"leave at least one other, got {keep}")
         if names is not None:
             names = [list(n) for n in names]
             if [len(n) for n in names] != self.num_candidates:
@@ -167,6 +179,8 @@ class ProgressivePruner:
         self.names = names
         self.config = dict(window=window, threshold=float(threshold), patience=patience, min_ops=min_ops,
                            prune_fraction=float(prune_fraction), warmup=warmup, margin=float(margin))
+        if keep:  # absent when empty: states saved before `keep` existed still load
+            self.config["keep"] = keep
         self._reset()
 
     def _reset(self) -> None:
@@ -236,7 +250,7 @@ class ProgressivePruner:
         K, W = self.num_candidates[e], self.window
         recent = torch.stack([h[e, :K] for h in self._history[-(W + 1):]])
         importance = torch.softmax(recent, -1).mean(0)
-        active = self._masks[e].nonzero().flatten().tolist()
+        active = self._prunable(e)
         n_drop = _n_drop(len(active), self.config["prune_fraction"], self.config["min_ops"])
         # the tail of `strongest_first`: the rule `derive` uses (equal importance: the higher index goes)
         order = strongest_first(importance.tolist(), active)
@@ -251,10 +265,15 @@ class ProgressivePruner:
 
     # ---- what the search uses ------------------------------------------------------------------------
 
+    def _prunable(self, e: int) -> list[int]:
+        """Edge e's active candidates other than `keep`'s."""
+        kept = set(self.config.get("keep", ()))
+        return [k for k in self._masks[e].nonzero().flatten().tolist() if k not in kept]
+
     def earliest_decision_epoch(self, e: int) -> int:
         """The first epoch at which edge e can be decided: after the warm-up, each prune needs a full window
         after the previous one plus `patience` stable epochs (epochs counted from 0)."""
-        n = self.num_candidates[e]
+        n = self.num_candidates[e] - len(self.config.get("keep", ()))
         events = 0
         while n > self.config["min_ops"]:
             n -= _n_drop(n, self.config["prune_fraction"], self.config["min_ops"])
@@ -262,8 +281,17 @@ class ProgressivePruner:
         return self.config["warmup"] + events * (self.window + self.config["patience"]) - 1
 
     def decided(self, e: int) -> bool:
-        """Whether edge e is down to `min_ops` candidates (or started with no more than that)."""
-        return int(self._masks[e].sum()) <= self.config["min_ops"]
+        """Whether edge e is down to `min_ops` candidates besides `keep` (or started with no more)."""
+        return len(self._prunable(e)) <= self.config["min_ops"]
+
+    def decision_epochs(self) -> list[int | None]:
+        """Per edge the epoch of the prune that decided it (None: not decided by a prune)."""
+        kept = set(self.config.get("keep", ()))
+        out: list[int | None] = [None] * self.num_edges
+        for ev in self.events:
+            if sum(k not in kept for k in ev.active) <= self.config["min_ops"]:
+                out[ev.edge] = ev.epoch
+        return out
 
     @property
     def done(self) -> bool:
@@ -415,7 +443,8 @@ def null_trajectory(edges: int, candidates: int, epochs: int, steps_per_epoch: i
 
 
 def calibrate(null_logits: torch.Tensor, window: int, prune_fraction: float = 0.5, min_ops: int = 1,
-              quantile: float = 0.99, multiple: float = 3.0, margin_multiple: float = 2.0) -> dict:
+              quantile: float = 0.99, multiple: float = 3.0, margin_multiple: float = 2.0,
+              keep: Sequence[int] = ()) -> dict:
     """Threshold and margin of the pruner from a null run (`null_trajectory`, [T, E, K] logits).
 
     threshold = `multiple` x the `quantile` of the null run's JS-stability values (window `window`): an
@@ -432,14 +461,15 @@ def calibrate(null_logits: torch.Tensor, window: int, prune_fraction: float = 0.
     js = js_stability(null_logits.to(torch.float64), window)[window:].flatten()
     q = float(torch.quantile(js, quantile))
     gaps = []
-    sizes, n = [], K
+    ranked = [k for k in range(K) if k not in set(keep)]  # the candidates a prune chooses among
+    sizes, n = [], len(ranked)
     while n > min_ops:
         sizes.append(n)
         n -= _n_drop(n, prune_fraction, min_ops)
     for t in range(window, T):
         imp = torch.softmax(null_logits[t - window : t + 1], -1).mean(0)  # [E, K]
         for e in range(E):
-            full = strongest_first(imp[e].tolist())
+            full = strongest_first(imp[e].tolist(), ranked)
             for n_active in sizes:  # the top `n_active` of the noise ranking, as after earlier prunes
                 order = full[:n_active]
                 gaps.append(_cut_gap(imp[e], order, _n_drop(n_active, prune_fraction, min_ops)))

@@ -24,7 +24,7 @@ import copy
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -205,7 +205,8 @@ def darts_search(network: IACNetwork, data: SegData, config: SearchConfig = Sear
     pruner, calibration = None, None
     t_setup = time.perf_counter()
     if config.pruner is not None:
-        kwargs, calibration = pruner_settings(config, arch.alphas.shape, w_stream.batches_per_pass)
+        kwargs, calibration = pruner_settings(config, arch.alphas.shape, w_stream.batches_per_pass,
+                                              arch.config.primitives)
         pruner = ProgressivePruner(arch.alphas, names=primitive_names(arch.config), **kwargs)
     setup_seconds = time.perf_counter() - t_setup  # the null run of a calibrated pruner (counted end to end)
     history: dict[str, list] = {"weights": [], "betas": [], "train_loss": [], "arch_loss": [], "epoch_seconds": [],
@@ -270,11 +271,14 @@ def darts_search(network: IACNetwork, data: SegData, config: SearchConfig = Sear
     return result
 
 
-def pruner_settings(config: SearchConfig, shape: tuple[int, int], steps_per_epoch: int) -> tuple[dict, dict | None]:
-    """The `ProgressivePruner` keyword arguments of a search (warm-up from the search; ``threshold="auto"``
-    calibrated on a null run of `shape` [E, K] alphas, seeded by the search's seed) and the calibration
-    record (None when not calibrated)."""
+def pruner_settings(config: SearchConfig, shape: tuple[int, int], steps_per_epoch: int,
+                    primitives: Sequence[str] = ()) -> tuple[dict, dict | None]:
+    """The `ProgressivePruner` keyword arguments of a search (warm-up from the search; `keep`: the indices of
+    `none` in `primitives`, unless the pruner dict names its own; ``threshold="auto"`` calibrated on a null run
+    of `shape` [E, K] alphas, seeded by the search's seed) and the calibration record (None when not
+    calibrated)."""
     kwargs = dict(config.pruner or {})
+    kwargs.setdefault("keep", [k for k, p in enumerate(primitives) if p == "none"])
     quantile = kwargs.pop("noise_quantile", 0.99)
     multiple = kwargs.pop("noise_multiple", 3.0)
     margin_multiple = kwargs.pop("margin_multiple", 2.0)
@@ -288,19 +292,21 @@ def pruner_settings(config: SearchConfig, shape: tuple[int, int], steps_per_epoc
     null = null_trajectory(int(shape[0]), int(shape[1]), null_epochs, steps_per_epoch,
                            config.alpha_lr, (0.5, 0.999), config.alpha_weight_decay, seed=10_007 + config.seed)
     cal = calibrate(null, window, kwargs.get("prune_fraction", 0.5), kwargs.get("min_ops", 1),
-                    quantile, multiple, margin_multiple)
+                    quantile, multiple, margin_multiple, kwargs["keep"])
     kwargs["threshold"], kwargs["margin"] = cal["threshold"], cal["margin"]
     return kwargs, {**cal, "quantile": quantile, "multiple": multiple, "margin_multiple": margin_multiple,
                     "steps_per_epoch": steps_per_epoch}
 
 
-def replay_pruner(weights: torch.Tensor, config: SearchConfig, steps_per_epoch: int) -> ProgressivePruner:
+def replay_pruner(weights: torch.Tensor, config: SearchConfig, steps_per_epoch: int,
+                  primitives: Sequence[str]) -> ProgressivePruner:
     """The pruner `config.pruner` describes, calibrated as `darts_search` calibrates it, stepped over the
     recorded distributions of a full-length (unpruned) search (`weights`: [T, E, K], `SearchResult.weights`):
     when IAC-LTH would have decided each edge, had pruning not changed the remaining alphas. Until its first
     prune an LTH search follows the full search from the same cells exactly, so the first decision is the
     live one. A pruned search's trajectory is refused: it records the weights after each prune (0 for a
-    dropped candidate), not the distribution the pruner decided on."""
+    dropped candidate), not the distribution the pruner decided on. primitives: the K candidates' names
+    (`none` is kept out of the ranking, as in the search)."""
     if config.pruner is None:
         raise ValueError("replay_pruner: config.pruner is None (a full-length search has no pruner to replay)")
     if not isinstance(weights, torch.Tensor) or weights.dim() != 3 or weights.shape[0] < 1:
@@ -310,7 +316,9 @@ def replay_pruner(weights: torch.Tensor, config: SearchConfig, steps_per_epoch: 
         raise ValueError("replay_pruner: weights has entries <= 0: pass an unpruned search's distributions "
                          "(softmax weights, every one > 0)")
     T, E, K = weights.shape
-    kwargs, _ = pruner_settings(config, (E, K), steps_per_epoch)
+    if len(primitives) != K:
+        raise ValueError(f"replay_pruner: {len(primitives)} primitives for {K} candidates per edge")
+    kwargs, _ = pruner_settings(config, (E, K), steps_per_epoch, primitives)
     logits = torch.zeros(E, K, dtype=torch.float64)
     pruner = ProgressivePruner(logits, **kwargs)
     recorded = weights.to(torch.float64).log()  # softmax is shift-invariant: the logits up to a constant per edge
@@ -331,9 +339,7 @@ def _result(network: IACNetwork, pruner: ProgressivePruner | None, history: dict
     events, divergences, done = [], None, False
     if pruner is not None:
         events = list(pruner.events)
-        for ev in events:
-            if len(ev.active) <= pruner.config["min_ops"]:
-                decided[ev.edge] = ev.epoch
+        decided = pruner.decision_epochs()
         divergences = [[d if math.isfinite(d) else None for d in row] for row in pruner.divergences]
         done = pruner.done
     seconds = [float(s) for s in history["epoch_seconds"]]

@@ -280,11 +280,8 @@ def replayed_on_full(run: dict) -> dict:
     lth = run["lth"]["search"]
     cfg = SearchConfig(**{k: v for k, v in lth["config"].items() if k in SearchConfig.__dataclass_fields__})
     weights = torch.tensor(run["trajectories"]["full"]["weights"], dtype=torch.float64)
-    pruner = replay_pruner(weights, cfg, lth["steps_per_epoch"])
-    decided = [None] * pruner.num_edges
-    for ev in pruner.events:
-        if len(ev.active) <= pruner.config["min_ops"]:
-            decided[ev.edge] = ev.epoch
+    pruner = replay_pruner(weights, cfg, lth["steps_per_epoch"], IACConfig().primitives)  # the study's cells
+    decided = pruner.decision_epochs()
     stop = max(decided) + 1 if all(d is not None for d in decided) else None  # epochs run, as `epochs_run`
     return {"decided_epoch": decided, "stop_epoch": stop}
 

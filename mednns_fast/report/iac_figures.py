@@ -31,7 +31,7 @@ def plot_search_pair(full: SearchResult, lth: SearchResult, path: str | os.PathL
             ax.plot(ep_lth, lth.weights[:, e, k].tolist(), color=colors[k], lw=1.2, ls="--")
         for ev in lth.events:
             if ev.edge == e:
-                ax.axvline(ev.epoch, color="k", lw=1.6 if len(ev.active) == 1 else 0.8, ls=":")
+                ax.axvline(ev.epoch, color="k", lw=1.6 if lth.decided_epoch[e] == ev.epoch else 0.8, ls=":")
         ax.set_title(f"edge {e}", fontsize=8)  # y autoscaled: short searches move the weights little
         ax.tick_params(labelsize=6)
     axes[0][0].legend(fontsize=5, loc="upper right")
