@@ -68,12 +68,21 @@ def test_fresh_page_policies_leave_results_unchanged(huge_pages, prefault, monke
         torch.testing.assert_close(a.double(), b, rtol=1e-5, atol=1e-4)
 
 
+# The CPU float16 loops: F16C conversions where the CPU has F16C + AVX2 + FMA (the default there), or the
+# portable integer conversions (MEDNNS_FAST_F16C=0, and every CPU without them), chosen at every call. Both
+# are tested everywhere; on a CPU without F16C both runs take the portable loops.
+F16C_PATHS = [pytest.param("1", id="f16c"), pytest.param("0", id="portable")]
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("weight", [1.0, 0.3, -3.7, 1e-3, 2.0**-20, 300.0])
-def test_reduced_precision_rounds_as_torch(dtype, weight, device):
+@pytest.mark.parametrize("f16c", F16C_PATHS)
+def test_reduced_precision_rounds_as_torch(dtype, weight, f16c, device, monkeypatch):
     """Every bit pattern of the input type (NaN, infinities, subnormals included) times one weight: the kernel
     widens to float, multiplies, and narrows back exactly as torch's conversions do (round to nearest even,
-    overflow to infinity), in its vector body and its scalar tail alike (65536 + 7 elements)."""
+    overflow to infinity), in its vector body and its scalar tail alike (65536 + 7 elements), on both CPU
+    float16 paths."""
+    monkeypatch.setenv("MEDNNS_FAST_F16C", f16c)
     bits = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16)
     x = torch.cat([bits.view(dtype), bits[:7].view(dtype)]).to(device)
     out = mf.ops.mixed_sum([x], torch.tensor([weight], device=device))
@@ -81,6 +90,30 @@ def test_reduced_precision_rounds_as_torch(dtype, weight, device):
     nan = expected.isnan()
     assert torch.equal(out.isnan(), nan)
     assert torch.equal(out[~nan].view(torch.int16), expected[~nan].view(torch.int16))
+
+
+@pytest.mark.parametrize("K", [3, 4, 8, 12])  # the backward's groups of eight and four, and single candidates
+@pytest.mark.parametrize("per_row", [False, True])
+def test_float16_paths_agree(K, per_row, monkeypatch):
+    """CPU float16: the F16C loops and the portable loops (MEDNNS_FAST_F16C=0) give bitwise equal outputs and
+    gradients on finite inputs (rows of 70001: several chunks, vector bodies and scalar tails), and both match
+    the float64 reference to float16's rounding."""
+    xs, w = _inputs((3, 70_001), K, torch.float16, "cpu", per_row, requires_grad=True)
+    g = torch.randn(3, 70_001).half()
+    runs = []
+    for path in ("1", "0"):
+        monkeypatch.setenv("MEDNNS_FAST_F16C", path)
+        out = mf.ops.mixed_sum(xs, w)
+        runs.append([out.detach(), *torch.autograd.grad(out, [*xs, w], g)])
+    for a, b in zip(*runs, strict=True):
+        assert torch.equal(a, b)
+    xs64 = [x.detach().double().requires_grad_() for x in xs]
+    w64 = w.detach().double().requires_grad_()
+    out64 = reference.mixed_sum(xs64, w64)
+    want = [out64.detach(), *torch.autograd.grad(out64, [*xs64, w64], g.double())]
+    for a, b in zip(runs[0], want, strict=True):
+        # float16 outputs: a few ulps of values up to ~|w| * sqrt(K) * 4; grad_w: sums of 70001 products
+        torch.testing.assert_close(a.double(), b, rtol=2e-3, atol=2e-2 if a.dtype == torch.float16 else 1e-1)
 
 
 def test_non_contiguous_inputs(device):

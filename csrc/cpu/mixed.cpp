@@ -7,7 +7,12 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 #include "cpu/fresh_pages.h"
 #include "cpu/vec32.h"
@@ -20,11 +25,14 @@ namespace {
 // Work is split into chunks that never cross a row, so each chunk has one weight row. Chunks are a
 // fixed size, which keeps the weight-gradient reduction order (and result) independent of threads.
 constexpr int64_t kChunk = 1 << 15;
-// Backward: a block of grad stays in L1 while the candidates' inputs and gradients stream past it.
+// Backward: the unit of the weight-gradient partial sums (their order fixes the result); with K other than 8,
+// a block of grad stays in L1 while the groups of candidates stream past it.
 constexpr int64_t kGradBlock = 1024;
 // Forward: vectors of accumulators that stay in registers across all candidates (an even number: loads and
-// stores go two vectors at a time).
-constexpr int64_t kTileVecs = 4;
+// stores go two vectors at a time). Eight (256 bytes of each input per step) ran the K=8 float32 forward at
+// 1-16 MiB per tensor faster than four in 18 of 20 interleaved size-runs (median ~5%, machine A, loaded);
+// sixteen gained nothing.
+constexpr int64_t kTileVecs = 8;
 
 struct ChunkGrid {
   int64_t rows, inner, per_row;
@@ -52,38 +60,71 @@ std::vector<const scalar_t*> input_pointers(const MixedSumLayout& l) {
   return ptrs;
 }
 
-// out[i] = sum_k w[k] * x[k][i] over n elements, k = 0, 1, ... for every element as in the reference: the
-// hot loop, compiled per x86-64 level. A tile of kTileVecs vectors of accumulators stays in registers while
-// all K inputs are read side by side, so K memory streams are in flight at once (reading one input after
-// the other leaves one stream, whose prefetch restarts at every page).
-template <typename scalar_t, typename acc_t>
-MEDNNS_FAST_MULTIVERSION void weighted_sum(scalar_t* __restrict__ out, const scalar_t* const* x, const acc_t* w,
-                                           int64_t K, int64_t n) {
-  constexpr int64_t L = kLanes<acc_t>, tile = kTileVecs * L;
-  int64_t i = 0;
-  for (; i + tile <= n; i += tile) {
-    vec_t<acc_t> acc[kTileVecs], t[2];
-    for (int64_t v = 0; v < kTileVecs; v += 2) {
-      load_wide2(x[0] + i + v * L, t[0], t[1]);
-      acc[v] = w[0] * t[0];
-      acc[v + 1] = w[0] * t[1];
-    }
-    for (int64_t k = 1; k < K; ++k)
-      for (int64_t v = 0; v < kTileVecs; v += 2) {
-        load_wide2(x[k] + i + v * L, t[0], t[1]);
-        acc[v] += w[k] * t[0];
-        acc[v + 1] += w[k] * t[1];
-      }
-    for (int64_t v = 0; v < kTileVecs; v += 2) store_narrow2(out + i + v * L, acc[v], acc[v + 1]);
-  }
-  for (; i < n; ++i) {
-    acc_t a = w[0] * static_cast<acc_t>(x[0][i]);
-    for (int64_t k = 1; k < K; ++k) a += w[k] * static_cast<acc_t>(x[k][i]);
-    out[i] = static_cast<scalar_t>(a);
+// The hot loops (cpu/mixed_kernels.h), portable: compiled per x86-64 level, half and bfloat16 converted with
+// integer operations.
+namespace portable {
+#define MEDNNS_FAST_MIXED_TARGET MEDNNS_FAST_MULTIVERSION
+#include "cpu/mixed_kernels.h"
+#undef MEDNNS_FAST_MIXED_TARGET
+}  // namespace portable
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define MEDNNS_FAST_HAVE_F16C 1
+// The same loops for float16 with the F16C conversions (vcvtph2ps / vcvtps2ph, round to nearest even), compiled
+// for F16C + AVX2 + FMA whatever the build's -march, and run only where the CPU has all three (use_f16c), so
+// the library still loads and runs on x86-64 CPUs without them. Results equal the portable loops' bit for bit
+// (the same float32 arithmetic; both conversions are exact or round to nearest even, overflow to infinity)
+// except for the payload of a NaN produced from a NaN input: F16C keeps its high bits, the portable store
+// writes c10's 0x7E00.
+namespace f16c {
+#define MEDNNS_FAST_F16C_TARGET __attribute__((target("f16c,avx2,fma"), always_inline))
+MEDNNS_FAST_F16C_TARGET inline vec_t<float> load_wide(const c10::Half* p) {
+  return (vec_t<float>)_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+MEDNNS_FAST_F16C_TARGET inline void store_narrow(c10::Half* p, const vec_t<float>& v) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph((__m256)v, _MM_FROUND_TO_NEAREST_INT));
+}
+MEDNNS_FAST_F16C_TARGET inline void load_wide2(const c10::Half* p, vec_t<float>& a, vec_t<float>& b) {
+  a = load_wide(p);
+  b = load_wide(p + kLanes<float>);
+}
+MEDNNS_FAST_F16C_TARGET inline void store_narrow2(c10::Half* p, const vec_t<float>& a, const vec_t<float>& b) {
+  store_narrow(p, a);
+  store_narrow(p + kLanes<float>, b);
+}
+#undef MEDNNS_FAST_F16C_TARGET
+#define MEDNNS_FAST_MIXED_TARGET __attribute__((target("f16c,avx2,fma")))
+#include "cpu/mixed_kernels.h"
+#undef MEDNNS_FAST_MIXED_TARGET
+}  // namespace f16c
+#else
+#define MEDNNS_FAST_HAVE_F16C 0
+namespace f16c = portable;
+#endif
+
+// Whether this call's float16 loops use F16C: where the CPU has F16C, AVX2 and FMA, unless
+// MEDNNS_FAST_F16C=0 (read at every call, so tests and benchmarks can run both paths in one process).
+template <typename scalar_t>
+bool use_f16c() {
+  if constexpr (!std::is_same_v<scalar_t, c10::Half> || !MEDNNS_FAST_HAVE_F16C) {
+    return false;
+  } else {
+    static const bool supported = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2") &&
+                                  __builtin_cpu_supports("fma");
+    return supported && detail::switched_on("MEDNNS_FAST_F16C", true);
   }
 }
 
-template <typename scalar_t>
+// Calls kernel(std::bool_constant<use_f16c<scalar_t>()>), instantiating the F16C side only for float16.
+template <typename scalar_t, typename Kernel>
+void with_loops(const Kernel& kernel) {
+  if constexpr (std::is_same_v<scalar_t, c10::Half>) {
+    if (use_f16c<scalar_t>()) return kernel(std::true_type{});
+  }
+  kernel(std::false_type{});
+}
+
+template <typename scalar_t, bool kF16c>
 void forward_kernel(const MixedSumLayout& l, const at::Tensor& weights, at::Tensor& out) {
   using acc_t = at::opmath_type<scalar_t>;
   const std::vector<acc_t> w = host_weights<acc_t>(weights);
@@ -110,77 +151,17 @@ void forward_kernel(const MixedSumLayout& l, const at::Tensor& weights, at::Tens
       if (active == 0) {
         std::fill(o, o + n, scalar_t(0));
       } else {
-        weighted_sum(o, x.data(), wa.data(), active, n);
+        if constexpr (kF16c) {
+          f16c::weighted_sum(o, x.data(), wa.data(), active, n);
+        } else {
+          portable::weighted_sum(o, x.data(), wa.data(), active, n);
+        }
       }
     }
   });
 }
 
-// gx[i] = w * g[i] over n elements (an input's gradient).
-template <typename scalar_t, typename acc_t>
-MEDNNS_FAST_MULTIVERSION void scaled_copy(scalar_t* __restrict__ gx, const scalar_t* __restrict__ g, acc_t w,
-                                          int64_t n) {
-  constexpr int64_t L = kLanes<acc_t>;
-  int64_t i = 0;
-  for (; i + 2 * L <= n; i += 2 * L) {
-    vec_t<acc_t> a, b;
-    load_wide2(g + i, a, b);
-    store_narrow2(gx + i, w * a, w * b);
-  }
-  for (; i < n; ++i) gx[i] = static_cast<scalar_t>(w * static_cast<acc_t>(g[i]));
-}
-
-// sum_i x[i] * g[i] over n elements (a weight's gradient), accumulated in two independent vectors of the
-// accumulation type (more FMA chains in flight), then in double. The order depends on n only, never on the
-// thread count.
-template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-MEDNNS_FAST_MULTIVERSION double dot(const scalar_t* x, const scalar_t* g, int64_t n) {
-  constexpr int64_t L = kLanes<acc_t>;
-  vec_t<acc_t> acc[2] = {}, xv[2], gv[2];
-  int64_t i = 0;
-  for (; i + 2 * L <= n; i += 2 * L) {
-    load_wide2(x + i, xv[0], xv[1]);
-    load_wide2(g + i, gv[0], gv[1]);
-    acc[0] += xv[0] * gv[0];
-    acc[1] += xv[1] * gv[1];
-  }
-  double s = 0;
-  for (; i < n; ++i) s += static_cast<acc_t>(x[i]) * static_cast<acc_t>(g[i]);
-  for (int64_t v = 0; v < 2; ++v)
-    for (int64_t j = 0; j < L; ++j) s += acc[v][j];
-  return s;
-}
-
-// Four candidates of one block at once: their input gradients gx[j][i] = w[j] * g[i] written and their dot
-// products with g accumulated in registers: eight memory streams (four gradients written, four inputs read)
-// advance together while the block of g stays in L1.
-template <typename scalar_t, typename acc_t>
-MEDNNS_FAST_MULTIVERSION void gradients4(const scalar_t* __restrict__ g, int64_t n, scalar_t* const* gx,
-                                         const acc_t* w, const scalar_t* const* x, double* dots) {
-  constexpr int64_t L = kLanes<acc_t>;
-  vec_t<acc_t> acc[4] = {}, ga, gb, xa, xb;
-  int64_t i = 0;
-  for (; i + 2 * L <= n; i += 2 * L) {
-    load_wide2(g + i, ga, gb);
-    for (int64_t j = 0; j < 4; ++j) {
-      store_narrow2(gx[j] + i, w[j] * ga, w[j] * gb);
-      load_wide2(x[j] + i, xa, xb);
-      acc[j] += xa * ga;
-      acc[j] += xb * gb;
-    }
-  }
-  for (int64_t j = 0; j < 4; ++j) {
-    double s = 0;
-    for (int64_t t = i; t < n; ++t) {
-      gx[j][t] = static_cast<scalar_t>(w[j] * static_cast<acc_t>(g[t]));
-      s += static_cast<acc_t>(x[j][t]) * static_cast<acc_t>(g[t]);
-    }
-    for (int64_t l = 0; l < L; ++l) s += acc[j][l];
-    dots[j] += s;
-  }
-}
-
-template <typename scalar_t>
+template <typename scalar_t, bool kF16c>
 void backward_kernel(const at::Tensor& grad, const MixedSumLayout& l, const at::Tensor& weights,
                      const std::vector<at::Tensor>& grad_xs, at::Tensor* grad_w) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -191,33 +172,55 @@ void backward_kernel(const at::Tensor& grad, const MixedSumLayout& l, const at::
   const scalar_t* gp = grad.const_data_ptr<scalar_t>();
   const ChunkGrid grid(l);
   const int64_t K = l.K;
-  // Every input's gradient and the weights' requested (DARTS search): candidates go four at a time.
+  // Every input's gradient and the weights' requested (DARTS search): candidates go eight, then four at a time.
   const bool every_gradient = grad_w && std::all_of(gxp.begin(), gxp.end(), [](scalar_t* p) { return p; });
   // Per-chunk partial dot products, reduced in a fixed order afterwards.
   std::vector<double> partial(grad_w ? grid.count() * K : 0, 0.0);
-  const bool prefault = should_prefault(grad);  // every input gradient has grad's size
+  std::vector<char> prefault(K, 0);  // per input gradient: carved from reused heap memory or not
+  for (int64_t k = 0; k < K; ++k) prefault[k] = grad_xs[k].defined() && should_prefault(grad_xs[k]);
   at::parallel_for(0, grid.count(), 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t r = grid.row(c), chunk_bytes = (grid.end(c) - grid.begin(c)) * sizeof(scalar_t);
-      for (int64_t k = 0; prefault && k < K; ++k)
-        if (gxp[k]) prefault_for_write(gxp[k] + r * l.inner + grid.begin(c), chunk_bytes);
+      for (int64_t k = 0; k < K; ++k)
+        if (prefault[k]) prefault_for_write(gxp[k] + r * l.inner + grid.begin(c), chunk_bytes);
       const acc_t* wr = w.data() + (l.per_row_weights ? r * K : 0);
       for (int64_t b = grid.begin(c); b < grid.end(c); b += kGradBlock) {
         const int64_t n = std::min(kGradBlock, grid.end(c) - b);
         const scalar_t* g = gp + r * l.inner + b;
         int64_t k = 0;
-        for (; every_gradient && k + 4 <= K; k += 4) {
-          scalar_t* gx[4];
-          const scalar_t* x[4];
-          for (int64_t j = 0; j < 4; ++j) {
+        scalar_t* gx[8];
+        const scalar_t* x[8];
+        const auto group = [&](int64_t count) {
+          for (int64_t j = 0; j < count; ++j) {
             gx[j] = gxp[k + j] + r * l.inner + b;
             x[j] = xp[k + j] + r * l.row_stride[k + j] + b;
           }
-          gradients4(g, n, gx, wr + k, x, partial.data() + c * K + k);
+        };
+        for (; every_gradient && k + 8 <= K; k += 8) {
+          group(8);
+          if constexpr (kF16c) {
+            f16c::gradients_n<8>(g, n, gx, wr + k, x, partial.data() + c * K + k);
+          } else {
+            portable::gradients_n<8>(g, n, gx, wr + k, x, partial.data() + c * K + k);
+          }
+        }
+        for (; every_gradient && k + 4 <= K; k += 4) {
+          group(4);
+          if constexpr (kF16c) {
+            f16c::gradients_n<4>(g, n, gx, wr + k, x, partial.data() + c * K + k);
+          } else {
+            portable::gradients_n<4>(g, n, gx, wr + k, x, partial.data() + c * K + k);
+          }
         }
         for (; k < K; ++k) {
-          if (gxp[k]) scaled_copy(gxp[k] + r * l.inner + b, g, wr[k], n);
-          if (grad_w) partial[c * K + k] += dot(xp[k] + r * l.row_stride[k] + b, g, n);
+          const scalar_t* xk = xp[k] + r * l.row_stride[k] + b;
+          if constexpr (kF16c) {
+            if (gxp[k]) f16c::scaled_copy(gxp[k] + r * l.inner + b, g, wr[k], n);
+            if (grad_w) partial[c * K + k] += f16c::dot(xk, g, n);
+          } else {
+            if (gxp[k]) portable::scaled_copy(gxp[k] + r * l.inner + b, g, wr[k], n);
+            if (grad_w) partial[c * K + k] += portable::dot(xk, g, n);
+          }
         }
       }
     }
@@ -240,7 +243,11 @@ at::Tensor mixed_sum_cpu(at::TensorList xs, const at::Tensor& weights) {
   at::Tensor out = at::empty(l.xs[0].sizes(), l.xs[0].options().memory_format(at::MemoryFormat::Contiguous));
   advise_huge_pages(out);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, out.scalar_type(), "mixed_sum_cpu",
-                                  [&] { forward_kernel<scalar_t>(l, weights, out); });
+                                  [&] {
+                                    with_loops<scalar_t>([&](auto f16c) {
+                                      forward_kernel<scalar_t, decltype(f16c)::value>(l, weights, out);
+                                    });
+                                  });
   return out;
 }
 
@@ -260,7 +267,9 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> mixed_sum_backward_cpu(
   for (const auto& t : fresh) advise_huge_pages(t);
   at::Tensor grad_w;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, g.scalar_type(), "mixed_sum_backward_cpu", [&] {
-    backward_kernel<scalar_t>(g, l, weights, grad_xs, weights_need_grad ? &grad_w : nullptr);
+    with_loops<scalar_t>([&](auto f16c) {
+      backward_kernel<scalar_t, decltype(f16c)::value>(g, l, weights, grad_xs, weights_need_grad ? &grad_w : nullptr);
+    });
   });
   mark_unrequested(grad_xs, g.options());
   if (!grad_w.defined()) grad_w = at::empty({0}, weights.options());
