@@ -42,6 +42,11 @@ def random_data(n: int = 8, size: int = 16, n_classes: int = 3, seed: int = 0) -
     return SegData(images, masks, torch.arange(n) // 2, n_classes)
 
 
+def seeded_search_net():
+    """The same small search network every call (seeded backbone and cells)."""
+    return implant(small_unet(seed=1), IACConfig(nodes=1), generator=torch.Generator().manual_seed(3))
+
+
 def perturb_projections(net) -> None:
     """Give the zero-initialised output projections random weights, so every cell weight gets a gradient."""
     with torch.no_grad():
@@ -175,7 +180,7 @@ def test_channel_shuffle_and_partial_edge():
     torch.testing.assert_close(out, expected)
 
 
-def killed_and_resumed(fresh, data, config, ckpt, kill_epoch: int):
+def killed_and_resumed(seeded_search_net, data, config, ckpt, kill_epoch: int):
     """A search killed after `kill_epoch` (its checkpoint written), then resumed from the checkpoint."""
 
     class Killed(Exception):
@@ -186,8 +191,8 @@ def killed_and_resumed(fresh, data, config, ckpt, kill_epoch: int):
             raise Killed
 
     with pytest.raises(Killed):
-        darts_search(fresh(), data, config, checkpoint=ckpt, progress=False, on_epoch_end=kill)
-    return darts_search(fresh(), data, config, checkpoint=ckpt, progress=False)
+        darts_search(seeded_search_net(), data, config, checkpoint=ckpt, progress=False, on_epoch_end=kill)
+    return darts_search(seeded_search_net(), data, config, checkpoint=ckpt, progress=False)
 
 
 def test_resume_equals_uninterrupted(tmp_path):
@@ -195,19 +200,16 @@ def test_resume_equals_uninterrupted(tmp_path):
     config = SearchConfig(epochs=3, batch_size=2, alpha_lr=0.05,
                           pruner=dict(window=1, patience=1, threshold=0.5, prune_fraction=0.5))
 
-    def fresh():
-        return implant(small_unet(seed=1), IACConfig(nodes=1), generator=torch.Generator().manual_seed(3))
-
-    straight = darts_search(fresh(), data, config, progress=False)
+    straight = darts_search(seeded_search_net(), data, config, progress=False)
     ckpt = tmp_path / "search.pt"
-    resumed = killed_and_resumed(fresh, data, config, ckpt, kill_epoch=0)
+    resumed = killed_and_resumed(seeded_search_net, data, config, ckpt, kill_epoch=0)
     assert resumed.genotype == straight.genotype
     assert torch.equal(resumed.weights, straight.weights)
     assert resumed.train_loss == straight.train_loss and resumed.arch_loss == straight.arch_loss
     assert resumed.events == straight.events and resumed.epochs_run == straight.epochs_run
     assert straight.events, "the pruner should have acted in this test"
     with pytest.raises(ValueError, match="different search"):
-        darts_search(fresh(), data, SearchConfig(epochs=5, batch_size=2), checkpoint=ckpt, progress=False)
+        darts_search(seeded_search_net(), data, SearchConfig(epochs=5, batch_size=2), checkpoint=ckpt, progress=False)
 
 
 def test_case_metrics_by_hand():
@@ -341,12 +343,9 @@ def test_resume_with_warmup_and_calibrated_pruner_is_bit_identical(tmp_path):
     config = SearchConfig(epochs=6, batch_size=2, alpha_lr=0.05, warmup_epochs=2,
                           pruner=dict(window=1, patience=1, prune_fraction=0.5, threshold="auto"))
 
-    def fresh():
-        return implant(small_unet(seed=1), IACConfig(nodes=1), generator=torch.Generator().manual_seed(3))
-
-    straight = darts_search(fresh(), data, config, progress=False)
+    straight = darts_search(seeded_search_net(), data, config, progress=False)
     assert straight.calibration is not None and straight.calibration["threshold"] > 0
-    resumed = killed_and_resumed(fresh, data, config, tmp_path / "search.pt", kill_epoch=2)
+    resumed = killed_and_resumed(seeded_search_net, data, config, tmp_path / "search.pt", kill_epoch=2)
     assert torch.equal(resumed.weights, straight.weights) and resumed.events == straight.events
     assert resumed.train_loss == straight.train_loss and resumed.genotype == straight.genotype
     assert resumed.calibration == straight.calibration
@@ -361,11 +360,8 @@ def test_replayed_pruner_makes_the_live_first_decision():
     pruned = SearchConfig(epochs=6, batch_size=2, alpha_lr=0.05,
                           pruner=dict(window=1, patience=1, threshold=0.5, prune_fraction=0.5))
 
-    def fresh():
-        return implant(small_unet(seed=1), IACConfig(nodes=1), generator=torch.Generator().manual_seed(3))
-
-    lth = darts_search(fresh(), data, pruned, progress=False)
-    full = darts_search(fresh(), data, SearchConfig(epochs=6, batch_size=2, alpha_lr=0.05), progress=False)
+    lth = darts_search(seeded_search_net(), data, pruned, progress=False)
+    full = darts_search(seeded_search_net(), data, SearchConfig(epochs=6, batch_size=2, alpha_lr=0.05), progress=False)
     first = min(ev.epoch for ev in lth.events)
     assert torch.equal(full.weights[:first], lth.weights[:first])
     on_full = replay_pruner(full.weights, pruned, full.steps_per_epoch, DARTS_PRIMITIVES)
