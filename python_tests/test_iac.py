@@ -180,7 +180,7 @@ def test_channel_shuffle_and_partial_edge():
     torch.testing.assert_close(out, expected)
 
 
-def killed_and_resumed(seeded_search_net, data, config, ckpt, kill_epoch: int):
+def killed_and_resumed(make_net, data, config, ckpt, kill_epoch: int):
     """A search killed after `kill_epoch` (its checkpoint written), then resumed from the checkpoint."""
 
     class Killed(Exception):
@@ -191,8 +191,8 @@ def killed_and_resumed(seeded_search_net, data, config, ckpt, kill_epoch: int):
             raise Killed
 
     with pytest.raises(Killed):
-        darts_search(seeded_search_net(), data, config, checkpoint=ckpt, progress=False, on_epoch_end=kill)
-    return darts_search(seeded_search_net(), data, config, checkpoint=ckpt, progress=False)
+        darts_search(make_net(), data, config, checkpoint=ckpt, progress=False, on_epoch_end=kill)
+    return darts_search(make_net(), data, config, checkpoint=ckpt, progress=False)
 
 
 def test_resume_equals_uninterrupted(tmp_path):
