@@ -190,28 +190,20 @@ void backward_kernel(const at::Tensor& grad, const MixedSumLayout& l, const at::
         int64_t k = 0;
         scalar_t* gx[8];
         const scalar_t* x[8];
-        const auto group = [&](int64_t count) {
-          for (int64_t j = 0; j < count; ++j) {
+        // candidates k .. k + N - 1 of this block at once (N: a std::integral_constant)
+        const auto gradients = [&](auto N) {
+          for (int64_t j = 0; j < N; ++j) {
             gx[j] = gxp[k + j] + r * l.inner + b;
             x[j] = xp[k + j] + r * l.row_stride[k + j] + b;
           }
+          if constexpr (kF16c) {
+            f16c::gradients_n<N>(g, n, gx, wr + k, x, partial.data() + c * K + k);
+          } else {
+            portable::gradients_n<N>(g, n, gx, wr + k, x, partial.data() + c * K + k);
+          }
         };
-        for (; every_gradient && k + 8 <= K; k += 8) {
-          group(8);
-          if constexpr (kF16c) {
-            f16c::gradients_n<8>(g, n, gx, wr + k, x, partial.data() + c * K + k);
-          } else {
-            portable::gradients_n<8>(g, n, gx, wr + k, x, partial.data() + c * K + k);
-          }
-        }
-        for (; every_gradient && k + 4 <= K; k += 4) {
-          group(4);
-          if constexpr (kF16c) {
-            f16c::gradients_n<4>(g, n, gx, wr + k, x, partial.data() + c * K + k);
-          } else {
-            portable::gradients_n<4>(g, n, gx, wr + k, x, partial.data() + c * K + k);
-          }
-        }
+        for (; every_gradient && k + 8 <= K; k += 8) gradients(std::integral_constant<int, 8>{});
+        for (; every_gradient && k + 4 <= K; k += 4) gradients(std::integral_constant<int, 4>{});
         for (; k < K; ++k) {
           const scalar_t* xk = xp[k] + r * l.row_stride[k] + b;
           if constexpr (kF16c) {
